@@ -1,0 +1,86 @@
+/* Every setting of a run, its defaults, the recipes, and the validation of every value. Settings travel
+ * as key/value strings (the command line, the checkpoint's /config attributes) and are parsed here only. */
+#ifndef RESNET_CONFIG_H
+#define RESNET_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "resnet/resnet.h"
+#include "resnet/optim.h"
+
+#define SETTINGS_MAX 96
+typedef struct { char key[32]; char value[512]; } Setting;
+typedef struct { int count; Setting items[SETTINGS_MAX]; } Settings;
+
+const char *settings_get(const Settings *s, const char *key);   /* NULL when absent */
+int settings_put(Settings *s, const char *key, const char *value); /* add or replace; -1 when full */
+
+typedef enum { EARLY_STOP_SEED = 0, EARLY_STOP_BEST, EARLY_STOP_OFF } EarlyStopRule;
+typedef enum { PROGRESS_AUTO = 0, PROGRESS_ALWAYS, PROGRESS_NEVER } ProgressMode;
+
+typedef struct {
+    char command[16];         /* train | eval | bench */
+    /* data */
+    char data_dir[512];
+    char dataset[32];         /* cifar10 | fashion-mnist */
+    int val_size;
+    uint64_t split_seed;
+    long limit_train;         /* 0: all */
+    int augment;
+    /* model */
+    char recipe[16];          /* seed | paper */
+    Arch arch;
+    int depth;
+    /* optimization */
+    OptimizerKind optimizer;
+    float lr, weight_decay, momentum;
+    int nesterov;
+    ScheduleKind schedule;
+    int num_milestones;
+    long milestones[SCHED_MAX_MILESTONES];
+    int batch_size;           /* global */
+    int epochs;
+    long max_steps;           /* 0: no limit */
+    int eval_every;           /* batches within an epoch; 0: at the end of each epoch */
+    EarlyStopRule early_stop;
+    int patience;
+    BnMode bn_eval;           /* BN_EVAL_BATCH or BN_EVAL_RUNNING */
+    int sync_bn;
+    uint64_t seed;
+    /* machine */
+    int threads;              /* 0: cores on the node / ranks on the node */
+    /* output */
+    char checkpoint_dir[512];
+    long checkpoint_every;    /* steps; 0: only at validations and the end */
+    int keep;                 /* numbered snapshots kept; 0: none */
+    char resume[512];         /* "", a file, or "auto" */
+    char metrics[512];        /* "" : checkpoint_dir/metrics.jsonl */
+    ProgressMode progress;
+    int quiet;
+    /* eval */
+    char checkpoint[512];
+    char split[8];            /* test | val */
+    int json;
+    /* bench */
+    int steps, warmup, profile;
+
+    Settings given;           /* the options the user gave, as typed (key without "--") */
+} Config;
+
+/* The defaults of the seed recipe. */
+void config_defaults(Config *c);
+/* Applies one option by its long name without dashes ("lr", "batch-size"). 0, or -1 with rn_error
+ * naming the flag and the bad value. Flags without a value take "1" (or "0" for no-augment etc.). */
+int config_set(Config *c, const char *key, const char *value);
+/* Parses argv (subcommand and options). 0 ok, 1 --help/--version printed, -1 usage error (rn_error). */
+int config_parse(Config *c, int argc, char **argv);
+/* Cross-checks after parsing (e.g. bn-eval running needs the paper arch). 0 or -1 with rn_error. */
+int config_validate(const Config *c);
+/* Every training setting as strings, for the checkpoint's /config. */
+void config_to_settings(const Config *c, Settings *out);
+ModelConfig config_model(const Config *c, int in_channels, int image_size, int classes);
+void config_optim(const Config *c, OptimConfig *out);
+void config_schedule(const Config *c, long steps_per_epoch, Schedule *out);
+void config_usage(FILE *out);
+
+#endif

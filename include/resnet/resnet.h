@@ -1,0 +1,103 @@
+/* The ResNet model: architecture (seed / paper, depth 6n+2), the named parameter table, one contiguous
+ * buffer each for parameters, gradients and BN running statistics, an activation arena allocated once
+ * per batch size, and forward / backward of the whole network. */
+#ifndef RESNET_RESNET_H
+#define RESNET_RESNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "resnet/batchnorm.h"
+
+typedef enum { ARCH_SEED = 0, ARCH_PAPER = 1 } Arch;
+
+typedef struct {
+    Arch arch;
+    int depth;        /* 6n + 2: 20, 32, 44, 56, 110 */
+    int in_channels;  /* 3 for CIFAR-10, 1 for Fashion-MNIST */
+    int image_size;   /* square images: 32, 28 */
+    int classes;
+} ModelConfig;
+
+/* One named tensor of a flat buffer, under its PyTorch state_dict name. */
+typedef struct {
+    char name[64];
+    size_t offset;    /* in floats from the start of the buffer */
+    size_t numel;
+    int ndim;
+    int shape[4];
+} TensorInfo;
+
+typedef enum {
+    BN_TRAIN = 0,     /* batch statistics, activations kept for backward, running stats updated */
+    BN_EVAL_BATCH,    /* statistics of the whole evaluated set (the seed's track_running_stats=False) */
+    BN_EVAL_RUNNING   /* running mean / variance (paper arch) */
+} BnMode;
+
+typedef struct ModelPlan ModelPlan;   /* the layer list and arena layout, private to resnet.c */
+
+typedef struct {
+    ModelConfig cfg;
+
+    /* parameters, in PyTorch state_dict order */
+    int num_param_tensors;
+    TensorInfo *param_info;
+    size_t num_params;
+    float *params;    /* num_params floats */
+    float *grads;     /* num_params floats */
+
+    /* BN running statistics (paper arch only; seed BNs do not track them): running_mean and
+     * running_var of each BN under their state_dict names, in one buffer. */
+    int num_buffer_tensors;
+    TensorInfo *buffer_info;
+    size_t num_buffer_floats;
+    float *buffers;
+    int64_t bn_batches_tracked;   /* num_batches_tracked, the same for every BN */
+
+    /* sums BN statistics over ranks (sync-BN, distributed batch-statistics evaluation); sum == NULL: local */
+    StatReducer reducer;
+
+    /* outputs of the last forward pass */
+    int batch;        /* images in the last forward */
+    float *logits;    /* [batch, classes] */
+    float *dlogits;   /* [batch, classes], written by model_loss */
+
+    ModelPlan *plan;
+} Model;
+
+/* Builds the parameter table and buffers and initialises them as the seed does (Kaiming normal fan_out
+ * for convolutions, BN weight 1 bias 0, PyTorch's uniform default for linear and the stem bias), drawn
+ * from `seed`. Returns 0, or -1 with rn_error set (bad depth, no memory). */
+int model_init(Model *m, const ModelConfig *cfg, uint64_t seed);
+void model_free(Model *m);
+
+/* Parameter count of an architecture without building it. */
+size_t model_count_params(const ModelConfig *cfg);
+const TensorInfo *model_find_param(const Model *m, const char *name);
+const TensorInfo *model_find_buffer(const Model *m, const char *name);
+
+/* Allocates the activation arena for batches of up to max_batch images: `training` keeps every
+ * activation for backward; inference reuses a few buffers. Called once per batch size, never in a step.
+ * Returns 0 or -1 (out of memory). */
+int model_reserve(Model *m, int max_batch, int training);
+
+/* images [n, in_channels, image_size, image_size], values in [0, 1]. Leaves logits [n, classes] in
+ * m->logits. BN_TRAIN needs a training arena; the eval modes run on either. */
+void model_forward(Model *m, const float *images, int n, BnMode mode);
+
+/* Cross-entropy of the last forward against labels: returns the sum of the n per-sample losses and
+ * writes m->dlogits = (softmax - onehot) / denom. */
+double model_loss(Model *m, const int *labels, int n, double denom);
+
+void model_zero_grad(Model *m);
+/* Backpropagates m->dlogits through the last BN_TRAIN forward, accumulating into m->grads. */
+void model_backward(Model *m);
+
+/* argmax of each row of m->logits */
+void model_predict(const Model *m, int n, int *predictions);
+
+/* Floating-point operations for one image: forward only, or a training step (forward + backward). */
+double model_flops_per_image(const Model *m, int training);
+/* Bytes of the activation arena currently reserved. */
+size_t model_arena_bytes(const Model *m);
+
+#endif

@@ -1,0 +1,33 @@
+/* Errors, timers, aligned allocation: the few helpers every layer of the program shares. */
+#ifndef RESNET_UTIL_H
+#define RESNET_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RESNET_VERSION "0.1.0"
+
+/* Errors travel as return codes (0 ok, -1 failed); the message of the last failure on this thread is
+ * kept here so that main.c or dist.c can print it as one line and decide to exit. */
+int rn_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *rn_last_error(void);
+
+/* 64-byte aligned, zero-filled; NULL (with rn_error set) when memory runs out. */
+void *rn_alloc(size_t bytes);
+void rn_free(void *p);
+
+double rn_now(void);          /* monotonic seconds */
+long rn_peak_rss_kib(void);   /* peak resident set size of this process */
+
+/* Named phase timers for the end-of-run performance report (CoMD's habit). */
+typedef enum {
+    TIMER_COMPUTE, TIMER_ALLREDUCE, TIMER_OPTIMIZER, TIMER_DATA, TIMER_VALIDATION, TIMER_IO, TIMER_TOTAL,
+    TIMER_COUNT
+} TimerId;
+void timer_start(TimerId id);
+void timer_stop(TimerId id);
+double timer_seconds(TimerId id);
+const char *timer_name(TimerId id);
+void timers_reset(void);
+
+#endif

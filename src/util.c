@@ -1,0 +1,59 @@
+#include "resnet/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/resource.h>
+
+static _Thread_local char last_error[1024];
+
+int rn_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *rn_last_error(void) { return last_error[0] ? last_error : "unknown error"; }
+
+void *rn_alloc(size_t bytes) {
+    /* 64 bytes: one cache line, the widest vector load; rounded so that aligned_alloc accepts it */
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (!p) {
+        rn_error("out of memory allocating %.1f MiB", (double)bytes / (1024.0 * 1024.0));
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+void rn_free(void *p) { free(p); }
+
+double rn_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+long rn_peak_rss_kib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;   /* Linux reports KiB */
+}
+
+static double timer_total[TIMER_COUNT];
+static double timer_started[TIMER_COUNT];
+static const char *const timer_names[TIMER_COUNT] = {
+    "compute", "allreduce", "optimizer", "data", "validation", "checkpoint I/O", "total",
+};
+
+void timer_start(TimerId id) { timer_started[id] = rn_now(); }
+void timer_stop(TimerId id) { timer_total[id] += rn_now() - timer_started[id]; }
+double timer_seconds(TimerId id) { return timer_total[id]; }
+const char *timer_name(TimerId id) { return timer_names[id]; }
+void timers_reset(void) { memset(timer_total, 0, sizeof timer_total); }
