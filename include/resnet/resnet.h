@@ -53,8 +53,10 @@ typedef struct {
     float *buffers;
     int64_t bn_batches_tracked;   /* num_batches_tracked, the same for every BN */
 
-    /* sums BN statistics over ranks (sync-BN, distributed batch-statistics evaluation); sum == NULL: local */
-    StatReducer reducer;
+    /* Sum BN statistics over ranks; sum == NULL: this process alone. train_reducer is sync-BN;
+     * eval_reducer makes a batch-statistics evaluation spread over ranks equal one over the whole set. */
+    StatReducer train_reducer;
+    StatReducer eval_reducer;
 
     /* outputs of the last forward pass */
     int batch;        /* images in the last forward */

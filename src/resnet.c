@@ -1,0 +1,651 @@
+/* ResNet for CIFAR-sized images, two variants:
+ *   seed  - the seed notebook's network, quirks included: stem conv (with bias) + BN + ReLU; each block
+ *           has ONE BatchNorm applied twice: conv1 -> bn -> relu -> conv2 -> (+ shortcut) -> bn -> relu,
+ *           the shortcut a 1x1 stride-2 conv + its own BN where the size changes, else identity.
+ *   paper - He et al. 2016: stem conv (no bias) + BN + ReLU; block conv-BN-ReLU-conv-BN, + shortcut,
+ *           ReLU, with the parameter-free option-A shortcut where the shape changes.
+ * Then global average pooling and a linear classifier. Activations are C,N,H,W throughout (conv.h). */
+#include "resnet/resnet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resnet/conv.h"
+#include "resnet/layers.h"
+#include "resnet/rng.h"
+#include "resnet/util.h"
+
+#define MAX_TENSORS 1024
+#define STAGES 3
+
+/* Offsets into the parameter buffer (and, for the paper arch, the running-stat buffer) of one BN. */
+typedef struct { size_t gamma, beta, running_mean, running_var; int channels; } BnParams;
+
+typedef struct {
+    int cin, cout, stride;
+    int h_in, h_out;             /* square spatial sizes */
+    ConvShape conv1, conv2, proj;
+    size_t conv1_w, conv2_w, proj_w;
+    BnParams bn1, bn2, proj_bn;  /* seed: bn2 is bn1 (one module used twice) */
+    int has_proj;                /* seed: 1x1 conv + BN shortcut */
+    int option_a;                /* paper: subsample + zero channels */
+} Block;
+
+/* Activation pointers of one block. In a training arena every tensor is its own; in an inference arena
+ * they alias (see arena_layout) so that a whole evaluation set fits. */
+typedef struct {
+    float *x;                    /* input [cin, n, h_in, h_in] (the previous block's out) */
+    float *c1, *a1;              /* conv1 output, BN+ReLU of it */
+    float *c2;                   /* conv2 output */
+    float *out;                  /* block output; seed: also the pre-BN sum */
+    float *d, *db;               /* seed projection: conv output, BN output; paper option A: shortcut */
+    /* seed: c2 becomes the pre-BN sum c2 + shortcut in place (conv2's backward needs only a1) */
+    float *stats;                /* mean, rstd, var for each BN application: 4 applications x 3 x cout */
+} BlockActs;
+
+typedef struct {
+    int capacity;                /* images */
+    int training;
+    float *memory;
+    size_t floats;
+    float *x0, *c0, *a0;         /* stem: input C,N,H,W; conv output; BN+ReLU */
+    float *stem_stats;
+    BlockActs *blocks;
+    float *pooled;               /* [n, features] */
+    float *logits, *dlogits;     /* [n, classes] */
+    float *grad[4];              /* training only: backward scratch, each the largest activation */
+    float *grad_pooled;
+} Arena;
+
+struct ModelPlan {
+    int num_blocks;
+    Block *blocks;
+    ConvShape stem;
+    size_t stem_w, stem_b;       /* stem_b: (size_t)-1 when there is no bias */
+    BnParams stem_bn;
+    size_t fc_w, fc_b;
+    int features;                /* channels into the classifier */
+    int final_size;
+    Arena train, eval;
+    float *conv_scratch;
+    size_t conv_scratch_floats;
+    Arena *last;                 /* arena of the last forward */
+    BnMode last_mode;
+};
+
+#define NO_OFFSET ((size_t)-1)
+
+/* ---- parameter table ---------------------------------------------------------------------------- */
+
+static size_t add_tensor(TensorInfo *table, int *count, size_t *total, const char *name, int ndim,
+                         const int *shape) {
+    TensorInfo *t = &table[(*count)++];
+    size_t len = strlen(name);   /* names are at most ~32 characters: module3.17.downsample.0.weight */
+    if (len >= sizeof t->name) len = sizeof t->name - 1;
+    memcpy(t->name, name, len);
+    t->name[len] = '\0';
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= (size_t)shape[i];
+    }
+    t->offset = *total;
+    *total += t->numel;
+    return t->offset;
+}
+
+typedef struct {
+    TensorInfo *params, *buffers;
+    int num_params, num_buffers;
+    size_t param_floats, buffer_floats;
+} Tables;
+
+static size_t param(Tables *t, const char *name, int ndim, int d0, int d1, int d2, int d3) {
+    int shape[4] = {d0, d1, d2, d3};
+    return add_tensor(t->params, &t->num_params, &t->param_floats, name, ndim, shape);
+}
+
+static BnParams bn_params(Tables *t, const char *prefix, int channels, int running) {
+    char name[160];
+    BnParams bn = {.channels = channels, .running_mean = NO_OFFSET, .running_var = NO_OFFSET};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    bn.gamma = param(t, name, 1, channels, 0, 0, 0);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    bn.beta = param(t, name, 1, channels, 0, 0, 0);
+    if (running) {
+        int shape[1] = {channels};
+        snprintf(name, sizeof name, "%s.running_mean", prefix);
+        bn.running_mean = add_tensor(t->buffers, &t->num_buffers, &t->buffer_floats, name, 1, shape);
+        snprintf(name, sizeof name, "%s.running_var", prefix);
+        bn.running_var = add_tensor(t->buffers, &t->num_buffers, &t->buffer_floats, name, 1, shape);
+    }
+    return bn;
+}
+
+static size_t conv_param(Tables *t, const char *name, ConvShape s) {
+    return param(t, name, 4, s.cout, s.cin, s.k, s.k);
+}
+
+static int valid_config(const ModelConfig *cfg) {
+    if (cfg->depth < 8 || (cfg->depth - 2) % 6 != 0)
+        return rn_error("depth %d is not 6n+2 (20, 32, 44, 56, 110)", cfg->depth);
+    if (cfg->in_channels < 1 || cfg->in_channels > 16)
+        return rn_error("input channels %d out of range 1..16", cfg->in_channels);
+    if (cfg->image_size < 8 || cfg->image_size > 512)
+        return rn_error("image size %d out of range 8..512", cfg->image_size);
+    if (cfg->classes < 2 || cfg->classes > 1000) return rn_error("classes %d out of range 2..1000", cfg->classes);
+    if (cfg->arch != ARCH_SEED && cfg->arch != ARCH_PAPER) return rn_error("unknown architecture");
+    return 0;
+}
+
+/* Builds the block list and the parameter table in PyTorch state_dict order (module registration
+ * order: the seed's block registers bn, conv1, conv2, downsample; the paper's conv1, bn1, conv2, bn2). */
+static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
+    const int n = (cfg->depth - 2) / 6, seed = cfg->arch == ARCH_SEED, running = !seed;
+    p->num_blocks = STAGES * n;
+    p->stem = (ConvShape){cfg->in_channels, 16, 3, 1, 1};
+    p->stem_w = conv_param(t, "conv1.weight", p->stem);
+    p->stem_b = seed ? param(t, "conv1.bias", 1, 16, 0, 0, 0) : NO_OFFSET;
+    p->stem_bn = bn_params(t, "bn1", 16, running);
+    int cin = 16, size = cfg->image_size;
+    for (int s = 0; s < STAGES; s++) {
+        const int cout = 16 << s;
+        for (int i = 0; i < n; i++) {
+            Block *b = &p->blocks[s * n + i];
+            char prefix[48], name[112];
+            snprintf(prefix, sizeof prefix, "module%d.%d", s + 1, i);
+            b->cin = cin;
+            b->cout = cout;
+            b->stride = (s > 0 && i == 0) ? 2 : 1;
+            b->h_in = size;
+            b->h_out = conv_out_size(size, 3, b->stride, 1);
+            b->conv1 = (ConvShape){cin, cout, 3, b->stride, 1};
+            b->conv2 = (ConvShape){cout, cout, 3, 1, 1};
+            if (seed) {
+                /* the seed compares spatial sizes only: a channel change at stride 1 would not project */
+                b->has_proj = b->h_out != b->h_in;
+                snprintf(name, sizeof name, "%s.bn", prefix);
+                b->bn1 = bn_params(t, name, cout, 0);
+                b->bn2 = b->bn1;
+                snprintf(name, sizeof name, "%s.conv1.weight", prefix);
+                b->conv1_w = conv_param(t, name, b->conv1);
+                snprintf(name, sizeof name, "%s.conv2.weight", prefix);
+                b->conv2_w = conv_param(t, name, b->conv2);
+                if (b->has_proj) {
+                    b->proj = (ConvShape){cin, cout, 1, b->stride, 0};
+                    snprintf(name, sizeof name, "%s.downsample.0.weight", prefix);
+                    b->proj_w = conv_param(t, name, b->proj);
+                    snprintf(name, sizeof name, "%s.downsample.1", prefix);
+                    b->proj_bn = bn_params(t, name, cout, 0);
+                }
+            } else {
+                b->option_a = b->stride != 1 || cin != cout;
+                snprintf(name, sizeof name, "%s.conv1.weight", prefix);
+                b->conv1_w = conv_param(t, name, b->conv1);
+                snprintf(name, sizeof name, "%s.bn1", prefix);
+                b->bn1 = bn_params(t, name, cout, running);
+                snprintf(name, sizeof name, "%s.conv2.weight", prefix);
+                b->conv2_w = conv_param(t, name, b->conv2);
+                snprintf(name, sizeof name, "%s.bn2", prefix);
+                b->bn2 = bn_params(t, name, cout, running);
+            }
+            cin = cout;
+            size = b->h_out;
+        }
+    }
+    p->features = cin;
+    p->final_size = size;
+    p->fc_w = param(t, "fc.weight", 2, cfg->classes, cin, 0, 0);
+    p->fc_b = param(t, "fc.bias", 1, cfg->classes, 0, 0, 0);
+}
+
+size_t model_count_params(const ModelConfig *cfg) {
+    if (valid_config(cfg)) return 0;
+    static _Thread_local TensorInfo params[MAX_TENSORS], buffers[MAX_TENSORS];
+    Tables t = {.params = params, .buffers = buffers};
+    ModelPlan p = {0};
+    p.blocks = calloc((size_t)(cfg->depth - 2) / 2, sizeof *p.blocks);
+    if (!p.blocks) return 0;
+    build_plan(&p, &t, cfg);
+    free(p.blocks);
+    return t.param_floats;
+}
+
+/* ---- initialisation ------------------------------------------------------------------------------ */
+
+static void init_kaiming_fan_out(float *w, ConvShape s, Rng *rng) {
+    /* nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): std = sqrt(2 / (cout * k * k)) */
+    const double std = sqrt(2.0 / (double)(s.cout * s.k * s.k));
+    const size_t count = (size_t)s.cout * s.cin * s.k * s.k;
+    for (size_t i = 0; i < count; i++) w[i] = (float)(std * rng_normal(rng));
+}
+
+static void init_uniform(float *w, size_t count, double bound, Rng *rng) {
+    for (size_t i = 0; i < count; i++) w[i] = (float)(bound * (2.0 * rng_uniform(rng) - 1.0));
+}
+
+static void init_bn(Model *m, BnParams bn) {
+    for (int c = 0; c < bn.channels; c++) {
+        m->params[bn.gamma + c] = 1.0f;
+        m->params[bn.beta + c] = 0.0f;
+        if (bn.running_mean != NO_OFFSET) {
+            m->buffers[bn.running_mean + c] = 0.0f;
+            m->buffers[bn.running_var + c] = 1.0f;
+        }
+    }
+}
+
+static void init_params(Model *m, uint64_t seed) {
+    ModelPlan *p = m->plan;
+    Rng rng;
+    rng_init(&rng, seed, 0x696e6974 /* "init" */);
+    init_kaiming_fan_out(m->params + p->stem_w, p->stem, &rng);
+    if (p->stem_b != NO_OFFSET)   /* PyTorch's Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+        init_uniform(m->params + p->stem_b, 16, 1.0 / sqrt(p->stem.cin * 9.0), &rng);
+    init_bn(m, p->stem_bn);
+    for (int i = 0; i < p->num_blocks; i++) {
+        Block *b = &p->blocks[i];
+        init_kaiming_fan_out(m->params + b->conv1_w, b->conv1, &rng);
+        init_kaiming_fan_out(m->params + b->conv2_w, b->conv2, &rng);
+        init_bn(m, b->bn1);
+        init_bn(m, b->bn2);
+        if (b->has_proj) {
+            init_kaiming_fan_out(m->params + b->proj_w, b->proj, &rng);
+            init_bn(m, b->proj_bn);
+        }
+    }
+    /* nn.Linear's default: weight and bias U(-1/sqrt(in), 1/sqrt(in)) */
+    const double bound = 1.0 / sqrt((double)p->features);
+    init_uniform(m->params + p->fc_w, (size_t)m->cfg.classes * p->features, bound, &rng);
+    init_uniform(m->params + p->fc_b, (size_t)m->cfg.classes, bound, &rng);
+}
+
+int model_init(Model *m, const ModelConfig *cfg, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    if (valid_config(cfg)) return -1;
+    m->cfg = *cfg;
+    TensorInfo *params = calloc(MAX_TENSORS, sizeof *params);
+    TensorInfo *buffers = calloc(MAX_TENSORS, sizeof *buffers);
+    ModelPlan *p = calloc(1, sizeof *p);
+    if (!params || !buffers || !p) goto oom;
+    p->blocks = calloc((size_t)(cfg->depth - 2) / 2, sizeof *p->blocks);
+    if (!p->blocks) goto oom;
+    Tables t = {.params = params, .buffers = buffers};
+    build_plan(p, &t, cfg);
+    m->plan = p;
+    m->param_info = params;
+    m->num_param_tensors = t.num_params;
+    m->num_params = t.param_floats;
+    m->buffer_info = buffers;
+    m->num_buffer_tensors = t.num_buffers;
+    m->num_buffer_floats = t.buffer_floats;
+    m->params = rn_alloc(sizeof(float) * m->num_params);
+    m->grads = rn_alloc(sizeof(float) * m->num_params);
+    m->buffers = rn_alloc(sizeof(float) * (m->num_buffer_floats ? m->num_buffer_floats : 1));
+    if (!m->params || !m->grads || !m->buffers) {
+        model_free(m);
+        return -1;
+    }
+    init_params(m, seed);
+    return 0;
+oom:
+    free(params);
+    free(buffers);
+    if (p) free(p->blocks);
+    free(p);
+    return rn_error("out of memory building the model");
+}
+
+static void arena_free(Arena *a) {
+    rn_free(a->memory);
+    free(a->blocks);
+    memset(a, 0, sizeof *a);
+}
+
+void model_free(Model *m) {
+    if (m->plan) {
+        arena_free(&m->plan->train);
+        arena_free(&m->plan->eval);
+        rn_free(m->plan->conv_scratch);
+        free(m->plan->blocks);
+        free(m->plan);
+    }
+    free(m->param_info);
+    free(m->buffer_info);
+    rn_free(m->params);
+    rn_free(m->grads);
+    rn_free(m->buffers);
+    memset(m, 0, sizeof *m);
+}
+
+static const TensorInfo *find(const TensorInfo *table, int count, const char *name) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(table[i].name, name) == 0) return &table[i];
+    return NULL;
+}
+
+const TensorInfo *model_find_param(const Model *m, const char *name) {
+    return find(m->param_info, m->num_param_tensors, name);
+}
+
+const TensorInfo *model_find_buffer(const Model *m, const char *name) {
+    return find(m->buffer_info, m->num_buffer_tensors, name);
+}
+
+/* ---- activation arena ----------------------------------------------------------------------------- */
+
+/* Lays the arena out twice: with memory == NULL it only counts floats. A training arena gives every
+ * tensor backward needs its own place. An inference arena rotates three full-size buffers through the
+ * blocks (input, conv1/BN, conv2/sum/output: every later write may overwrite the earlier one in place)
+ * plus one for the shortcut, so evaluating the whole validation set at once costs ~3 activations. */
+static size_t arena_layout(const Model *m, Arena *a, int n, int training, float *memory) {
+    const ModelPlan *p = m->plan;
+    const int S = m->cfg.image_size;
+    size_t used = 0;
+#define TAKE(ptr, count)                                                                       \
+    do {                                                                                       \
+        size_t take_ = ((size_t)(count) + 15) / 16 * 16; /* keep every tensor 64-byte aligned */ \
+        ptr = memory ? memory + used : NULL;                                                   \
+        used += take_;                                                                         \
+    } while (0)
+    size_t largest = (size_t)16 * S * S;   /* floats per image of the largest activation */
+    for (int i = 0; i < p->num_blocks; i++) {
+        size_t in = (size_t)p->blocks[i].cin * p->blocks[i].h_in * p->blocks[i].h_in;
+        size_t out = (size_t)p->blocks[i].cout * p->blocks[i].h_out * p->blocks[i].h_out;
+        if (in > largest) largest = in;
+        if (out > largest) largest = out;
+    }
+    largest *= (size_t)n;
+    TAKE(a->x0, (size_t)m->cfg.in_channels * n * S * S);
+    TAKE(a->stem_stats, 3 * 16);
+    float *rot[3] = {NULL, NULL, NULL}, *shortcut = NULL;
+    if (training) {
+        TAKE(a->c0, (size_t)16 * n * S * S);
+        TAKE(a->a0, (size_t)16 * n * S * S);
+    } else {
+        for (int r = 0; r < 3; r++) TAKE(rot[r], largest);
+        TAKE(shortcut, largest / 2);   /* shortcuts exist only at stride 2: half the largest at most */
+        a->c0 = a->a0 = rot[0];
+    }
+    int current = 0;   /* inference: which rotating buffer holds the block input */
+    for (int i = 0; i < p->num_blocks; i++) {
+        const Block *b = &p->blocks[i];
+        BlockActs *ba = memory ? &a->blocks[i] : &(BlockActs){0};
+        const size_t out = (size_t)b->cout * n * b->h_out * b->h_out;
+        TAKE(ba->stats, 4 * 3 * b->cout);
+        if (training) {
+            if (memory) ba->x = i == 0 ? a->a0 : a->blocks[i - 1].out;
+            TAKE(ba->c1, out);
+            TAKE(ba->a1, out);
+            TAKE(ba->c2, out);
+            TAKE(ba->out, out);
+            if (b->has_proj || b->option_a) {
+                TAKE(ba->d, out);
+                if (b->has_proj) TAKE(ba->db, out); else ba->db = ba->d;
+            }
+        } else if (memory) {
+            float *t = rot[(current + 1) % 3], *u = rot[(current + 2) % 3];
+            ba->x = rot[current];
+            ba->c1 = ba->a1 = t;
+            ba->c2 = ba->out = u;
+            ba->d = ba->db = shortcut;
+            current = (current + 2) % 3;
+        }
+    }
+    TAKE(a->pooled, (size_t)n * p->features);
+    TAKE(a->logits, (size_t)n * m->cfg.classes);
+    TAKE(a->dlogits, (size_t)n * m->cfg.classes);
+    if (training) {
+        for (int g = 0; g < 4; g++) TAKE(a->grad[g], largest);
+        TAKE(a->grad_pooled, (size_t)n * p->features);
+    }
+#undef TAKE
+    return used;
+}
+
+static size_t conv_scratch_need(const ModelPlan *p, int n, int image_size) {
+    size_t need = conv_scratch_floats(p->stem, n, image_size, image_size);
+    for (int i = 0; i < p->num_blocks; i++) {
+        const Block *b = &p->blocks[i];
+        size_t s1 = conv_scratch_floats(b->conv1, n, b->h_in, b->h_in);
+        size_t s2 = conv_scratch_floats(b->conv2, n, b->h_out, b->h_out);
+        size_t s3 = b->has_proj ? conv_scratch_floats(b->proj, n, b->h_in, b->h_in) : 0;
+        if (s1 > need) need = s1;
+        if (s2 > need) need = s2;
+        if (s3 > need) need = s3;
+    }
+    return need;
+}
+
+int model_reserve(Model *m, int max_batch, int training) {
+    ModelPlan *p = m->plan;
+    if (max_batch < 1) return rn_error("batch size %d must be at least 1", max_batch);
+    Arena *a = training ? &p->train : &p->eval;
+    if (a->capacity >= max_batch && a->memory) return 0;
+    arena_free(a);
+    Arena counted = {0};
+    size_t floats = arena_layout(m, &counted, max_batch, training, NULL);
+    a->blocks = calloc((size_t)p->num_blocks, sizeof *a->blocks);
+    a->memory = rn_alloc(sizeof(float) * floats);
+    if (!a->blocks || !a->memory) {
+        arena_free(a);
+        return rn_error("out of memory reserving activations for %d images (%.0f MiB)", max_batch,
+                        (double)floats * 4 / 1048576.0);
+    }
+    arena_layout(m, a, max_batch, training, a->memory);
+    a->capacity = max_batch;
+    a->training = training;
+    a->floats = floats;
+    size_t need = conv_scratch_need(p, max_batch, m->cfg.image_size);
+    if (need > p->conv_scratch_floats) {
+        rn_free(p->conv_scratch);
+        p->conv_scratch = rn_alloc(sizeof(float) * need);
+        if (!p->conv_scratch) {
+            p->conv_scratch_floats = 0;
+            return -1;
+        }
+        p->conv_scratch_floats = need;
+    }
+    return 0;
+}
+
+size_t model_arena_bytes(const Model *m) {
+    return sizeof(float) * (m->plan->train.floats + m->plan->eval.floats + m->plan->conv_scratch_floats);
+}
+
+/* ---- forward -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    Model *m;
+    BnMode mode;
+    long count;    /* n * h * w of the current tensor */
+} Pass;
+
+/* One BN application: batch statistics (training, or the whole evaluated set) or running statistics.
+ * stats holds mean, rstd, var of this application for backward. */
+static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
+    Model *m = ps->m;
+    const float *gamma = m->params + bn.gamma, *beta = m->params + bn.beta;
+    const int c = bn.channels;
+    if (ps->mode == BN_EVAL_RUNNING) {
+        batchnorm_forward_fixed(y, x, gamma, beta, m->buffers + bn.running_mean, m->buffers + bn.running_var,
+                                c, m_count, relu);
+        return;
+    }
+    const StatReducer *red = ps->mode == BN_TRAIN ? &m->train_reducer : &m->eval_reducer;
+    double total = batchnorm_forward_train(y, stats, stats + c, stats + 2 * c, x, gamma, beta, c, m_count, relu,
+                                           red->sum ? red : NULL);
+    if (ps->mode == BN_TRAIN && bn.running_mean != NO_OFFSET)
+        batchnorm_update_running(m->buffers + bn.running_mean, m->buffers + bn.running_var, stats, stats + 2 * c,
+                                 c, total);
+}
+
+static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
+    Model *m = ps->m;
+    const float *P = m->params;
+    float *scratch = m->plan->conv_scratch;
+    const long out_count = (long)n * b->h_out * b->h_out;
+    const size_t out_size = (size_t)b->cout * out_count;
+    const int c = b->cout;
+    conv_forward(ba->c1, ba->x, P + b->conv1_w, NULL, n, b->h_in, b->h_in, b->conv1, scratch);
+    bn_apply(ps, ba->a1, ba->c1, b->bn1, ba->stats, 1, out_count);
+    conv_forward(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->h_out, b->conv2, scratch);
+    if (m->cfg.arch == ARCH_SEED) {
+        /* out = relu(bn(c2 + shortcut)), the block's BN applied a second time */
+        if (b->has_proj) {
+            conv_forward(ba->d, ba->x, P + b->proj_w, NULL, n, b->h_in, b->h_in, b->proj, scratch);
+            bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, 0, out_count);
+            add_inplace(ba->c2, ba->db, out_size);
+        } else {
+            add_inplace(ba->c2, ba->x, out_size);
+        }
+        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 1, out_count);
+    } else {
+        /* out = relu(bn2(c2) + shortcut) */
+        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 0, out_count);
+        if (b->option_a) {
+            shortcut_a_forward(ba->d, ba->x, b->cin, b->cout, n, b->h_in, b->h_in, b->stride);
+            add_inplace(ba->out, ba->d, out_size);
+        } else {
+            add_inplace(ba->out, ba->x, out_size);
+        }
+        relu_forward(ba->out, ba->out, out_size);
+    }
+}
+
+void model_forward(Model *m, const float *images, int n, BnMode mode) {
+    ModelPlan *p = m->plan;
+    Arena *a = NULL;
+    if (mode == BN_TRAIN || p->eval.capacity < n) a = &p->train;
+    else a = &p->eval;
+    if (a->capacity < n || (mode == BN_TRAIN && !a->training)) {
+        /* a programming error, not a user's: the trainer reserves before it steps */
+        fprintf(stderr, "resnet_mpi: model_forward: %d images but no arena reserved for them\n", n);
+        abort();
+    }
+    const int S = m->cfg.image_size, hw = S * S;
+    Pass ps = {.m = m, .mode = mode};
+    nchw_to_cnhw(a->x0, images, n, m->cfg.in_channels, hw);
+    conv_forward(a->c0, a->x0, m->params + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->params + p->stem_b, n, S,
+                 S, p->stem, p->conv_scratch);
+    bn_apply(&ps, a->a0, a->c0, p->stem_bn, a->stem_stats, 1, (long)n * hw);
+    for (int i = 0; i < p->num_blocks; i++) block_forward(&ps, &p->blocks[i], &a->blocks[i], n);
+    const BlockActs *last = &a->blocks[p->num_blocks - 1];
+    avgpool_forward(a->pooled, last->out, p->features, n, p->final_size * p->final_size);
+    linear_forward(a->logits, a->pooled, m->params + p->fc_w, m->params + p->fc_b, n, p->features,
+                   m->cfg.classes);
+    if (mode == BN_TRAIN) m->bn_batches_tracked++;
+    m->batch = n;
+    m->logits = a->logits;
+    m->dlogits = a->dlogits;
+    p->last = a;
+    p->last_mode = mode;
+}
+
+double model_loss(Model *m, const int *labels, int n, double denom) {
+    return softmax_xent(m->dlogits, m->logits, labels, n, m->cfg.classes, denom);
+}
+
+void model_zero_grad(Model *m) { memset(m->grads, 0, sizeof(float) * m->num_params); }
+
+void model_predict(const Model *m, int n, int *predictions) {
+    const int k = m->cfg.classes;
+    for (int i = 0; i < n; i++) {
+        const float *row = m->logits + (size_t)i * k;
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (row[j] > row[best]) best = j;
+        predictions[i] = best;
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------------------- */
+
+static void bn_backward_apply(Model *m, float *dx, const float *dy, const float *x, const float *y, BnParams bn,
+                              const float *stats, int relu, long m_count) {
+    const int c = bn.channels;
+    batchnorm_backward(dx, m->grads + bn.gamma, m->grads + bn.beta, dy, x, y, stats, stats + c,
+                       m->params + bn.gamma, c, m_count, relu, m->train_reducer.sum ? &m->train_reducer : NULL);
+}
+
+/* gout holds d(block output) and is consumed; writes d(block input) to gin. g2, g3 are scratch. */
+static void block_backward(Model *m, const Block *b, const BlockActs *ba, int n, float *gout, float *gin,
+                           float *g2, float *g3) {
+    const float *P = m->params;
+    float *G = m->grads, *scratch = m->plan->conv_scratch;
+    const long out_count = (long)n * b->h_out * b->h_out;
+    const size_t out_size = (size_t)b->cout * out_count, in_size = (size_t)b->cin * n * b->h_in * b->h_in;
+    const int c = b->cout;
+    float *gsum = gout;   /* gradient at the sum (before the last BN / ReLU), shared by both branches */
+    float *gc2;
+    if (m->cfg.arch == ARCH_SEED) {
+        bn_backward_apply(m, gsum, gout, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 1, out_count);
+        gc2 = gsum;
+    } else {
+        relu_backward(gsum, gout, ba->out, out_size);
+        bn_backward_apply(m, g2, gsum, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 0, out_count);
+        gc2 = g2;
+    }
+    /* main branch: g3 = d a1, then d c1 in place, then gin = d x */
+    conv_backward(g3, G + b->conv2_w, NULL, gc2, ba->a1, P + b->conv2_w, n, b->h_out, b->h_out, b->conv2, scratch);
+    bn_backward_apply(m, g3, g3, ba->c1, ba->a1, b->bn1, ba->stats, 1, out_count);
+    conv_backward(gin, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->h_in, b->conv1, scratch);
+    /* shortcut branch, added into gin */
+    if (b->has_proj) {
+        /* seed: the sum saw bn(conv(x)); g2 = d(proj conv out), then g3 = its d x */
+        bn_backward_apply(m, g2, gsum, ba->d, ba->db, b->proj_bn, ba->stats + 3 * c, 0, out_count);
+        conv_backward(g3, G + b->proj_w, NULL, g2, ba->x, P + b->proj_w, n, b->h_in, b->h_in, b->proj, scratch);
+        add_inplace(gin, g3, in_size);
+    } else if (b->option_a) {
+        shortcut_a_backward(g3, gsum, b->cin, b->cout, n, b->h_in, b->h_in, b->stride);
+        add_inplace(gin, g3, in_size);
+    } else {
+        add_inplace(gin, gsum, in_size);
+    }
+}
+
+void model_backward(Model *m) {
+    ModelPlan *p = m->plan;
+    Arena *a = p->last;
+    if (!a || !a->training || p->last_mode != BN_TRAIN) {
+        fprintf(stderr, "resnet_mpi: model_backward without a training forward\n");
+        abort();
+    }
+    const int n = m->batch, S = m->cfg.image_size, last = p->num_blocks - 1;
+    linear_backward(a->grad_pooled, m->grads + p->fc_w, m->grads + p->fc_b, a->dlogits, a->pooled,
+                    m->params + p->fc_w, n, p->features, m->cfg.classes);
+    float *gout = a->grad[0], *gin = a->grad[1];
+    avgpool_backward(gout, a->grad_pooled, p->features, n, p->final_size * p->final_size);
+    for (int i = last; i >= 0; i--) {
+        block_backward(m, &p->blocks[i], &a->blocks[i], n, gout, gin, a->grad[2], a->grad[3]);
+        float *t = gout;
+        gout = gin;
+        gin = t;
+    }
+    bn_backward_apply(m, gout, gout, a->c0, a->a0, p->stem_bn, a->stem_stats, 1, (long)n * S * S);
+    conv_backward(NULL, m->grads + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->grads + p->stem_b, gout, a->x0,
+                  m->params + p->stem_w, n, S, S, p->stem, p->conv_scratch);
+}
+
+/* ---- cost ----------------------------------------------------------------------------------------- */
+
+static double conv_flops(ConvShape s, int h_out) {
+    return 2.0 * s.cout * s.cin * s.k * s.k * (double)h_out * h_out;
+}
+
+double model_flops_per_image(const Model *m, int training) {
+    const ModelPlan *p = m->plan;
+    const int S = m->cfg.image_size;
+    /* backward costs two GEMMs per convolution (input and weight gradients), the stem only one */
+    double stem = conv_flops(p->stem, S), rest = 0;
+    for (int i = 0; i < p->num_blocks; i++) {
+        const Block *b = &p->blocks[i];
+        rest += conv_flops(b->conv1, b->h_out) + conv_flops(b->conv2, b->h_out);
+        if (b->has_proj) rest += conv_flops(b->proj, b->h_out);
+    }
+    double fc = 2.0 * p->features * m->cfg.classes;
+    return training ? 2 * stem + 3 * rest + 3 * fc : stem + rest + fc;
+}
