@@ -1,0 +1,34 @@
+/* Accuracy of a model on a set of records, spread over ranks with a result equal to a one-process
+ * evaluation: with batch statistics the BN sums of every rank's slice are reduced, so the statistics
+ * are the whole evaluated set's, as the seed's single 5,000-image batch. */
+#ifndef RESNET_EVALUATE_H
+#define RESNET_EVALUATE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "resnet/dataset.h"
+#include "resnet/resnet.h"
+
+typedef struct {
+    int capacity;         /* images of this rank's slice */
+    float *images;
+    int *labels, *predictions;
+} Evaluator;
+
+/* Reserves the model's inference arena and image buffers for sets of up to max_set images. 0 or -1. */
+int evaluator_init(Evaluator *ev, Model *m, int max_set);
+void evaluator_free(Evaluator *ev);
+
+/* Accuracy over records[0..n) of set (no augmentation). confusion [classes x classes] (true row,
+ * predicted column), summed over ranks, when not NULL. Every rank must call it (collective). */
+double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
+                        BnMode mode, long *confusion);
+
+/* Averages the BN running statistics over ranks so every replica evaluates and saves the same ones. */
+void evaluate_sync_running_stats(Model *m);
+
+/* Accuracy, per-class accuracy and the confusion matrix with class names, as text or one JSON object. */
+void evaluate_report(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
+                     const char *split);
+
+#endif

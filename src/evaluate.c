@@ -1,0 +1,174 @@
+/* Evaluation of a model on a set of records: see evaluate.h. */
+#include "resnet/evaluate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "resnet/checkpoint.h"
+#include "resnet/dist.h"
+#include "resnet/trainer.h"
+#include "resnet/util.h"
+
+static void slice(int n, int *lo, int *count) {
+    const int P = dist_size(), r = dist_rank();
+    *lo = (int)((long)n * r / P);
+    *count = (int)((long)n * (r + 1) / P) - *lo;
+}
+
+int evaluator_init(Evaluator *ev, Model *m, int max_set) {
+    memset(ev, 0, sizeof *ev);
+    const int P = dist_size();
+    ev->capacity = (max_set + P - 1) / P;
+    const size_t pixels = (size_t)m->cfg.in_channels * m->cfg.image_size * m->cfg.image_size;
+    ev->images = rn_alloc(sizeof(float) * pixels * ev->capacity);
+    ev->labels = rn_alloc(sizeof(int) * ev->capacity);
+    ev->predictions = rn_alloc(sizeof(int) * ev->capacity);
+    if (!ev->images || !ev->labels || !ev->predictions || model_reserve(m, ev->capacity, 0)) {
+        evaluator_free(ev);
+        return -1;
+    }
+    return 0;
+}
+
+void evaluator_free(Evaluator *ev) {
+    rn_free(ev->images);
+    rn_free(ev->labels);
+    rn_free(ev->predictions);
+    memset(ev, 0, sizeof *ev);
+}
+
+void evaluate_sync_running_stats(Model *m) {
+    const int P = dist_size();
+    if (P == 1 || m->num_buffer_floats == 0) return;
+    dist_allreduce_sum_float(m->buffers, m->num_buffer_floats);
+    for (size_t i = 0; i < m->num_buffer_floats; i++) m->buffers[i] /= (float)P;
+}
+
+double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
+                        BnMode mode, long *confusion) {
+    int lo, count;
+    slice(n, &lo, &count);
+    if (mode == BN_EVAL_RUNNING) evaluate_sync_running_stats(m);
+    dataset_fill_batch(set, records + lo, count, ev->images, ev->labels, 0, 0, 0);
+    model_forward(m, ev->images, count, mode);
+    model_predict(m, count, ev->predictions);
+    const int k = m->cfg.classes;
+    double correct = 0;
+    if (confusion) memset(confusion, 0, sizeof(long) * k * k);
+    for (int i = 0; i < count; i++) {
+        correct += ev->predictions[i] == ev->labels[i];
+        if (confusion) confusion[ev->labels[i] * k + ev->predictions[i]]++;
+    }
+    dist_allreduce_sum_double(&correct, 1);
+    if (confusion) {
+        /* counts stay exact in double far beyond any data set size */
+        double *c = malloc(sizeof(double) * k * k);
+        if (!c) dist_fail(1, "out of memory reducing the confusion matrix");
+        for (int i = 0; i < k * k; i++) c[i] = (double)confusion[i];
+        dist_allreduce_sum_double(c, k * k);
+        for (int i = 0; i < k * k; i++) confusion[i] = (long)c[i];
+        free(c);
+    }
+    return correct / n;
+}
+
+void evaluate_report(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
+                     const char *split) {
+    long total = 0, correct = 0;
+    for (int t = 0; t < classes; t++)
+        for (int p = 0; p < classes; p++) {
+            total += confusion[t * classes + p];
+            if (t == p) correct += confusion[t * classes + p];
+        }
+    const double acc = total ? (double)correct / total : 0.0;
+    if (json) {
+        fprintf(out, "{\"split\":\"%s\",\"images\":%ld,\"accuracy\":%.6f,\"per_class\":{", split, total, acc);
+        for (int t = 0; t < classes; t++) {
+            long row = 0;
+            for (int p = 0; p < classes; p++) row += confusion[t * classes + p];
+            fprintf(out, "%s\"%s\":%.6f", t ? "," : "", names[t],
+                    row ? (double)confusion[t * classes + t] / row : 0.0);
+        }
+        fprintf(out, "},\"classes\":[");
+        for (int t = 0; t < classes; t++) fprintf(out, "%s\"%s\"", t ? "," : "", names[t]);
+        fprintf(out, "],\"confusion\":[");
+        for (int t = 0; t < classes; t++) {
+            fprintf(out, "%s[", t ? "," : "");
+            for (int p = 0; p < classes; p++) fprintf(out, "%s%ld", p ? "," : "", confusion[t * classes + p]);
+            fprintf(out, "]");
+        }
+        fprintf(out, "]}\n");
+        return;
+    }
+    fprintf(out, "%s accuracy: %.4f (%ld of %ld)\n", split, acc, correct, total);
+    fprintf(out, "per-class accuracy:\n");
+    for (int t = 0; t < classes; t++) {
+        long row = 0;
+        for (int p = 0; p < classes; p++) row += confusion[t * classes + p];
+        fprintf(out, "  %-12s %.4f\n", names[t], row ? (double)confusion[t * classes + t] / row : 0.0);
+    }
+    fprintf(out, "confusion matrix (rows: true class, columns: predicted):\n%12s", "");
+    for (int p = 0; p < classes; p++) fprintf(out, " %6.6s", names[p]);
+    fprintf(out, "\n");
+    for (int t = 0; t < classes; t++) {
+        fprintf(out, "%-12.12s", names[t]);
+        for (int p = 0; p < classes; p++) fprintf(out, " %6ld", confusion[t * classes + p]);
+        fprintf(out, "\n");
+    }
+}
+
+/* ---- the eval subcommand ---------------------------------------------------------------------------- */
+
+int eval_main(Config *cfg) {
+    const int rank0 = dist_rank() == 0;
+    if (!cfg->checkpoint[0]) {
+        if (rank0) fprintf(stderr, "resnet_mpi: eval needs --checkpoint FILE\n");
+        return EXIT_USAGE;
+    }
+    if (agree_failure(config_merge_checkpoint(cfg, cfg->checkpoint, 0) != 0)) return EXIT_FAILED;
+    if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
+    choose_threads(cfg->threads, 1);
+    ImageSet set = {0};
+    uint32_t *records = NULL, *train_records = NULL;
+    int n = 0, num_train = 0, failed = 0;
+    const int test = strcmp(cfg->split, "test") == 0;
+    if (dataset_load(cfg->dataset, cfg->data_dir, !test, &set)) {
+        failed = 1;
+    } else if (test) {
+        n = set.count;
+        records = malloc(sizeof(uint32_t) * n);
+        for (int i = 0; records && i < n; i++) records[i] = (uint32_t)i;
+        if (!records) failed = rn_error("out of memory") != 0;
+    } else if (dataset_split(set.count, cfg->val_size, cfg->split_seed, &train_records, &num_train, &records, &n)) {
+        failed = 1;
+    }
+    if (agree_failure(failed)) {
+        imageset_free(&set);
+        return EXIT_FAILED;
+    }
+    Model model;
+    Evaluator ev = {0};
+    ModelConfig mc = config_model(cfg, set.channels, set.size, set.classes);
+    if (model_init(&model, &mc, cfg->seed)) failed = 1;
+    else if (checkpoint_read(cfg->checkpoint, &model, NULL, NULL, NULL) || evaluator_init(&ev, &model, n)) failed = 1;
+    if (!agree_failure(failed)) {
+        model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+        const int k = set.classes;
+        long *confusion = calloc((size_t)k * k, sizeof *confusion);
+        if (!confusion) dist_fail(1, "out of memory");
+        evaluate_records(&ev, &model, &set, records, n, cfg->bn_eval, confusion);
+        if (rank0) {
+            if (!cfg->json) printf("checkpoint: %s\n", cfg->checkpoint);
+            evaluate_report(stdout, confusion, k, (const char (*)[32])set.class_names, cfg->json, cfg->split);
+            fflush(stdout);
+        }
+        free(confusion);
+    }
+    evaluator_free(&ev);
+    if (model.plan) model_free(&model);
+    imageset_free(&set);
+    free(records);
+    free(train_records);
+    return failed ? EXIT_FAILED : EXIT_OK;
+}
