@@ -6,6 +6,8 @@
  * the scratch (col, and dcol in backward) to a few MiB that stay in cache between im2col and GEMM. */
 #include "resnet/conv.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 #include <blis.h>
@@ -15,7 +17,32 @@
 
 static int threads_in_use = 1;
 
+/* Debian's BLIS 0.9 does not recognise newer CPUs (AMD Zen 4, say) and falls back to its generic C
+ * kernels at a fifth of the speed. Pick the kernel set the CPU can run before BLIS initialises; a
+ * BLIS_ARCH_TYPE the user set wins. */
+static void select_blis_kernels(void) {
+    if (getenv("BLIS_ARCH_TYPE")) return;
+    __builtin_cpu_init();
+    int arch = -1;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        arch = BLIS_ARCH_SKX;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        arch = __builtin_cpu_is("amd") ? BLIS_ARCH_ZEN3 : BLIS_ARCH_HASWELL;
+    if (arch < 0) return;
+    char id[16];
+    snprintf(id, sizeof id, "%d", arch);
+    setenv("BLIS_ARCH_TYPE", id, 0);
+}
+
+const char *compute_kernel_name(void) { return bli_arch_string(bli_arch_query_id()); }
+
 void compute_set_threads(int threads) {
+    static int kernels_chosen = 0;
+    if (!kernels_chosen) {
+        select_blis_kernels();
+        kernels_chosen = 1;
+    }
     if (threads < 1) threads = 1;
     threads_in_use = threads;
     omp_set_num_threads(threads);

@@ -26,5 +26,7 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
 /* Compute threads for BLIS and OpenMP loops; the only place the program sets them. */
 void compute_set_threads(int threads);
 int compute_threads(void);
+/* The BLIS kernel set in use ("skx", "zen3", "haswell", "generic"). */
+const char *compute_kernel_name(void);
 
 #endif

@@ -32,7 +32,7 @@ void linear_backward(float *dx, float *dweight, float *dbias, const float *dy, c
  * batch the gradients of all ranks sum to the gradient of the mean loss. */
 double softmax_xent(float *dlogits, const float *logits, const int *labels, int n, int classes, double denom);
 
-/* He et al.'s option-A shortcut: x [cin, n, h, w] -> y [cout, n, h/stride, w/stride] taking every
+/* He et al.'s option-A shortcut: x [cin, n, h, w] -> y [cout, n, ceil(h/stride), ceil(w/stride)] taking every
  * stride-th pixel, with (cout - cin) / 2 zero channels before and after the cin copied ones. */
 void shortcut_a_forward(float *y, const float *x, int cin, int cout, int n, int h, int w, int stride);
 /* dy [cout, n, ho, wo] -> dx [cin, n, h, w] (overwritten) */
