@@ -153,8 +153,11 @@ int config_merge_checkpoint(Config *cfg, const char *path, int report) {
         if (is_info_key(key)) continue;
         const char *given = settings_get(&cfg->given, key);
         if (!given) {
-            if (config_set(cfg, key, value))
-                return rn_error("%s: setting %s = '%s' in /config: %s", path, key, value, rn_last_error());
+            if (config_set(cfg, key, value)) {
+                char why[512];   /* rn_error writes the buffer rn_last_error reads */
+                snprintf(why, sizeof why, "%s", rn_last_error());
+                return rn_error("%s: setting %s = '%s' in /config: %s", path, key, value, why);
+            }
             continue;
         }
         if (normalised_equal(cfg, key, given, value)) continue;
@@ -165,6 +168,36 @@ int config_merge_checkpoint(Config *cfg, const char *path, int report) {
         if (report) printf("resume: --%s %s (the checkpoint had %s)\n", key, given, value);
     }
     return 0;
+}
+
+/* RESNET_TRACE=1: per-step losses and per-rank parameter hashes on stderr, for the MPI tests. */
+static int trace_steps(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *v = getenv("RESNET_TRACE");
+        cached = v && *v == '1';
+    }
+    return cached;
+}
+
+/* FNV-1a over the parameter bytes: replicas must agree bit for bit. */
+static uint64_t params_hash(const Model *m) {
+    const unsigned char *p = (const unsigned char *)m->params;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < m->num_params * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Checks at the end of a run that every replica holds the same parameters. Collective. */
+static void check_replicas(const Model *m, int quiet) {
+    const uint64_t mine = params_hash(m);
+    uint64_t root = mine;
+    dist_bcast(&root, sizeof root, 0);
+    const int differ = dist_any(mine != root);
+    if (trace_steps()) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
+    if (dist_rank() == 0 && (differ || !quiet))
+        fprintf(differ ? stderr : stdout, "%s parameters: hash %016llx %s\n", differ ? "resnet_mpi: warning:" : "replica",
+                (unsigned long long)root, differ ? "DIFFERS between ranks" : "identical on every rank");
 }
 
 /* ---- the early-stopping rule ------------------------------------------------------------------------ */
@@ -446,6 +479,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     timer_stop(TIMER_ALLREDUCE);
 
     const double loss = state[0] / count;
+    if (trace_steps() && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
     *status = STEP_OK;
     if (!isfinite(loss)) {
         *status = STEP_NONFINITE;
@@ -566,6 +600,7 @@ int train_main(Config *cfg) {
                 snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
                 if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
                 if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
+                if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
                 exit_code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
                 if (rank0 && exit_code == EXIT_SIGNALLED)
                     fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
@@ -582,6 +617,7 @@ int train_main(Config *cfg) {
     }
     timer_stop(TIMER_TOTAL);
     if (r->show_progress) fprintf(stderr, "\r\033[K");
+    check_replicas(&r->model, cfg->quiet);
     if (!stop) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "epochs");
     if (exit_code == EXIT_OK) {
         if (save_checkpoint(r, r->last_path, 0)) exit_code = EXIT_FAILED;
