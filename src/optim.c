@@ -1,0 +1,145 @@
+/* Adam, AdamW and SGD over the flat buffers, with PyTorch 1.13's update rules (torch/optim/adam.py,
+ * adamw.py, sgd.py, the single-tensor paths), and the learning-rate schedules of MultiStepLR and
+ * CosineAnnealingLR in closed form. Scalars that PyTorch computes in Python (bias corrections, step
+ * size) are computed here in double too, then applied in float as PyTorch's kernels do. */
+#include "resnet/optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "resnet/util.h"
+
+void optim_defaults(OptimConfig *cfg, OptimizerKind kind) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->kind = kind;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    if (kind == OPT_SGD) {
+        cfg->lr = 0.1f;
+        cfg->momentum = 0.9f;
+    } else {
+        cfg->lr = 1e-3f;
+        /* torch.optim.AdamW defaults to weight_decay 1e-2; Adam and SGD to 0 */
+        cfg->weight_decay = kind == OPT_ADAMW ? 1e-2f : 0.0f;
+    }
+}
+
+static int is_adam(OptimizerKind kind) { return kind == OPT_ADAM || kind == OPT_ADAMW; }
+
+size_t optim_state_floats(const Optimizer *opt) {
+    if (is_adam(opt->cfg.kind)) return 2 * opt->n;
+    /* PyTorch keeps no momentum buffer without momentum; neither do we */
+    return opt->cfg.momentum != 0.0f ? opt->n : 0;
+}
+
+int optim_init(Optimizer *opt, const OptimConfig *cfg, size_t n) {
+    memset(opt, 0, sizeof *opt);
+    if (cfg->kind != OPT_ADAM && cfg->kind != OPT_ADAMW && cfg->kind != OPT_SGD)
+        return rn_error("unknown optimizer kind %d", (int)cfg->kind);
+    opt->cfg = *cfg;
+    opt->n = n;
+    size_t floats = optim_state_floats(opt);
+    if (floats > 0) {
+        opt->state = rn_alloc(floats * sizeof(float));   /* zero-filled: PyTorch's initial moments */
+        if (!opt->state) return -1;
+    }
+    if (is_adam(cfg->kind)) {
+        opt->exp_avg = opt->state;
+        opt->exp_avg_sq = opt->state + n;
+    } else {
+        opt->momentum_buffer = opt->state;
+    }
+    return 0;
+}
+
+void optim_free(Optimizer *opt) {
+    rn_free(opt->state);
+    memset(opt, 0, sizeof *opt);
+}
+
+/* Adam (coupled L2) and AdamW (decoupled decay); t is the 1-based number of this update. */
+static void adam_step(Optimizer *opt, float *restrict p, const float *restrict g, float lr, long t) {
+    const OptimConfig *c = &opt->cfg;
+    const int decoupled = c->kind == OPT_ADAMW;
+    const float wd = c->weight_decay, b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    const float one_b1 = (float)(1.0 - (double)b1), one_b2 = (float)(1.0 - (double)b2);
+    const float decay = (float)(1.0 - (double)lr * (double)wd);
+    const double bias_c1 = 1.0 - pow((double)b1, (double)t);
+    const double bias_c2 = 1.0 - pow((double)b2, (double)t);
+    const float step_size = (float)((double)lr / bias_c1);
+    const float bias_c2_sqrt = (float)sqrt(bias_c2);
+    float *restrict m = opt->exp_avg, *restrict v = opt->exp_avg_sq;
+    const long n = (long)opt->n;
+
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float gi = g[i], w = p[i];
+        if (decoupled)
+            w *= decay;
+        else
+            gi += wd * w;
+        float mi = m[i] * b1 + one_b1 * gi;
+        float vi = v[i] * b2 + one_b2 * gi * gi;
+        float denom = sqrtf(vi) / bias_c2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = w - step_size * (mi / denom);
+    }
+}
+
+/* SGD with coupled weight decay and momentum; the buffer starts as the first gradient (no damping). */
+static void sgd_step(Optimizer *opt, float *restrict p, const float *restrict g, float lr, int first) {
+    const OptimConfig *c = &opt->cfg;
+    const float wd = c->weight_decay, mu = c->momentum;
+    const int nesterov = c->nesterov;
+    float *restrict buf = opt->momentum_buffer;
+    const long n = (long)opt->n;
+
+    if (!buf) {
+#pragma omp parallel for simd schedule(static)
+        for (long i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
+        return;
+    }
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) {
+        float gi = g[i] + wd * p[i];
+        float bi = first ? gi : buf[i] * mu + gi;
+        buf[i] = bi;
+        float d = nesterov ? gi + mu * bi : bi;
+        p[i] -= lr * d;
+    }
+}
+
+void optim_step(Optimizer *opt, float *params, const float *grads, float lr) {
+    long t = ++opt->step;
+    if (is_adam(opt->cfg.kind))
+        adam_step(opt, params, grads, lr, t);
+    else
+        sgd_step(opt, params, grads, lr, t == 1);
+}
+
+/* ---- schedules ---------------------------------------------------------------------------------- */
+
+float schedule_lr(const Schedule *s, long step) {
+    double base = s->base_lr;
+    switch (s->kind) {
+    case SCHED_STEP: {
+        /* MultiStepLR: one factor of gamma for each milestone already reached (bisect_right) */
+        int passed = 0;
+        for (int i = 0; i < s->num_milestones && i < SCHED_MAX_MILESTONES; i++)
+            if (s->milestones[i] <= step) passed++;
+        return (float)(base * pow((double)s->gamma, passed));
+    }
+    case SCHED_COSINE: {
+        if (s->total_steps <= 0) return (float)base;
+        /* PyTorch's closed form rises again after T_max; a run that outlives its schedule stays at 0 */
+        long t = step < 0 ? 0 : step > s->total_steps ? s->total_steps : step;
+        const double pi = 3.14159265358979323846;
+        return (float)(base * 0.5 * (1.0 + cos(pi * (double)t / (double)s->total_steps)));
+    }
+    case SCHED_CONSTANT:
+    default:
+        return (float)base;
+    }
+}
