@@ -19,20 +19,27 @@ int rn_error(const char *fmt, ...) {
 
 const char *rn_last_error(void) { return last_error[0] ? last_error : "unknown error"; }
 
+/* calloc, not aligned_alloc + memset: for large blocks glibc maps fresh zero pages and touches none of
+ * them, so a large evaluation arena costs memory only as far as it is used. The pointer calloc gave
+ * sits just before the aligned block, for rn_free. */
 void *rn_alloc(size_t bytes) {
-    /* 64 bytes: one cache line, the widest vector load; rounded so that aligned_alloc accepts it */
-    size_t rounded = (bytes + 63) / 64 * 64;
-    if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
-    if (!p) {
+    if (bytes > SIZE_MAX - 128) {
+        rn_error("out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    char *raw = calloc(1, bytes + 64 + sizeof(void *));
+    if (!raw) {
         rn_error("out of memory allocating %.1f MiB", (double)bytes / (1024.0 * 1024.0));
         return NULL;
     }
-    memset(p, 0, rounded);
-    return p;
+    uintptr_t aligned = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
+    ((void **)aligned)[-1] = raw;
+    return (void *)aligned;
 }
 
-void rn_free(void *p) { free(p); }
+void rn_free(void *p) {
+    if (p) free(((void **)p)[-1]);
+}
 
 double rn_now(void) {
     struct timespec ts;

@@ -1,0 +1,820 @@
+/* Checkpoints: bitwise round trips of everything a resume needs, atomic replacement, one-line errors
+ * naming the file for every kind of bad file, the layout h5dump shows; and the metrics log.
+ *
+ * RESNET_TEST_KEEP_CHECKPOINTS=DIR leaves seed.h5 and paper.h5 (trained-looking state, Adam / SGD) in
+ * DIR for checking scripts/torch_export.py by hand. */
+#include <check.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "resnet/checkpoint.h"
+#include "resnet/config.h"
+#include "resnet/rng.h"
+#include "resnet/util.h"
+
+/* ---- fixtures --------------------------------------------------------------------------------------- */
+
+static char tmpdir[256];
+
+static void make_tmpdir(void) {
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_checkpoint.XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void remove_tmpdir(void) {
+    DIR *d = opendir(tmpdir);
+    if (!d) return;
+    struct dirent *e;
+    char p[512];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+        chmod(p, 0700);
+        if (unlink(p) != 0) {
+            /* one level of sub-folders is all the tests make */
+            DIR *s = opendir(p);
+            struct dirent *f;
+            char q[768];
+            while (s && (f = readdir(s)))
+                if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
+                    snprintf(q, sizeof q, "%s/%s", p, f->d_name);
+                    unlink(q);
+                }
+            if (s) closedir(s);
+            rmdir(p);
+        }
+    }
+    closedir(d);
+    rmdir(tmpdir);
+}
+
+static void in_tmp(char *out, size_t size, const char *name) { snprintf(out, size, "%s/%s", tmpdir, name); }
+
+static void fill_random(float *x, size_t n, uint64_t seed) {
+    Rng r;
+    rng_init(&r, seed, 99);
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(&r);
+}
+
+typedef struct {
+    Model model;
+    Optimizer opt;
+    TrainState ts;
+    History hist;
+    Settings settings;
+} State;
+
+static ModelConfig model_config(Arch arch, int classes) {
+    return (ModelConfig){.arch = arch, .depth = 20, .in_channels = 3, .image_size = 32, .classes = classes};
+}
+
+/* A state that looks mid-training: nothing is at its initial value, so a field that is not saved shows. */
+static void make_state(State *s, Arch arch, OptimizerKind kind, int classes, int history_entries) {
+    memset(s, 0, sizeof *s);
+    ModelConfig mc = model_config(arch, classes);
+    ck_assert_int_eq(model_init(&s->model, &mc, 1234), 0);
+    fill_random(s->model.params, s->model.num_params, 1);
+    if (s->model.num_buffer_floats) fill_random(s->model.buffers, s->model.num_buffer_floats, 2);
+    s->model.bn_batches_tracked = 4321;
+
+    OptimConfig oc;
+    optim_defaults(&oc, kind);
+    oc.lr = 0.1f;
+    oc.weight_decay = 1e-4f;
+    oc.momentum = 0.9f;
+    ck_assert_int_eq(optim_init(&s->opt, &oc, s->model.num_params), 0);
+    fill_random(s->opt.state, optim_state_floats(&s->opt), 3);
+    s->opt.step = 777;
+
+    s->ts = (TrainState){.epoch = 3, .step = 777, .batch_in_epoch = 73, .best_val_acc = 0.6125, .best_step = 700,
+                         .prev_val_acc = -INFINITY, .non_increase_count = 2, .running_loss_sum = 12.345678901234567,
+                         .running_loss_count = 23, .elapsed_s = 81.25};
+    snprintf(s->ts.stop_reason, sizeof s->ts.stop_reason, "signal SIGTERM");
+    for (int i = 0; i < history_entries; i++)
+        ck_assert_int_eq(history_append(&s->hist, 50L * (i + 1), 1 + i / 7, 2.0 / (i + 1), 0.1 + 0.01 * i, 3.5 * i), 0);
+
+    Config c;
+    config_defaults(&c);
+    c.arch = arch;   /* /config describes the model in the file, as the trainer's does */
+    c.optimizer = kind;
+    c.split_seed = UINT64_MAX;   /* above INT64_MAX: must come back digit for digit */
+    config_to_settings(&c, &s->settings);
+    settings_put(&s->settings, "in-channels", "3");
+    settings_put(&s->settings, "image-size", "32");
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", classes);
+    settings_put(&s->settings, "classes", buf);
+    settings_put(&s->settings, "class_names",
+                 classes == 10 ? "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+                               : "a,b,c,d,e,f,g,h,i,j,k,l");
+    settings_put(&s->settings, "world-size", "4");
+}
+
+static void free_state(State *s) {
+    model_free(&s->model);
+    optim_free(&s->opt);
+    history_free(&s->hist);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static unsigned char *slurp(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)*size + 1);
+    ck_assert_int_eq(fread(buf, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return buf;
+}
+
+/* Hidden files in tmpdir: a leftover temporary file would be one. */
+static int hidden_files(void) {
+    DIR *d = opendir(tmpdir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] == '.' && strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+/* Every failure must say which file and be one line. */
+static void assert_error_names(const char *path, const char *needle) {
+    const char *msg = rn_last_error();
+    ck_assert_msg(strncmp(msg, path, strlen(path)) == 0, "message does not start with the file: %s", msg);
+    ck_assert_msg(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
+    ck_assert_msg(strchr(msg, '\n') == NULL, "message is not one line: %s", msg);
+}
+
+static void write_state(const char *path, const State *s) {
+    int rc = checkpoint_write(path, &s->model, &s->opt, &s->ts, &s->hist, &s->settings);
+    ck_assert_msg(rc == 0, "write failed: %s", rn_last_error());
+}
+
+/* ---- round trips ------------------------------------------------------------------------------------ */
+
+static void assert_same_state(const State *a, const State *b) {
+    ck_assert_int_eq(a->model.num_params, b->model.num_params);
+    ck_assert(memcmp(a->model.params, b->model.params, sizeof(float) * a->model.num_params) == 0);
+    ck_assert_int_eq(a->model.num_buffer_floats, b->model.num_buffer_floats);
+    if (a->model.num_buffer_floats)
+        ck_assert(memcmp(a->model.buffers, b->model.buffers, sizeof(float) * a->model.num_buffer_floats) == 0);
+    ck_assert_int_eq(a->opt.step, b->opt.step);
+    ck_assert(memcmp(a->opt.state, b->opt.state, sizeof(float) * optim_state_floats(&a->opt)) == 0);
+
+    const TrainState *x = &a->ts, *y = &b->ts;
+    ck_assert_int_eq(x->epoch, y->epoch);
+    ck_assert_int_eq(x->step, y->step);
+    ck_assert_int_eq(x->batch_in_epoch, y->batch_in_epoch);
+    ck_assert(memcmp(&x->best_val_acc, &y->best_val_acc, sizeof(double)) == 0);
+    ck_assert_int_eq(x->best_step, y->best_step);
+    ck_assert(memcmp(&x->prev_val_acc, &y->prev_val_acc, sizeof(double)) == 0);
+    ck_assert_int_eq(x->non_increase_count, y->non_increase_count);
+    ck_assert(memcmp(&x->running_loss_sum, &y->running_loss_sum, sizeof(double)) == 0);
+    ck_assert_int_eq(x->running_loss_count, y->running_loss_count);
+    ck_assert(memcmp(&x->elapsed_s, &y->elapsed_s, sizeof(double)) == 0);
+    ck_assert_str_eq(x->stop_reason, y->stop_reason);
+
+    const History *g = &a->hist, *h = &b->hist;
+    ck_assert_int_eq(g->count, h->count);
+    if (g->count) {
+        ck_assert(memcmp(g->step, h->step, sizeof(long) * g->count) == 0);
+        ck_assert(memcmp(g->epoch, h->epoch, sizeof(long) * g->count) == 0);
+        ck_assert(memcmp(g->train_loss, h->train_loss, sizeof(double) * g->count) == 0);
+        ck_assert(memcmp(g->val_acc, h->val_acc, sizeof(double) * g->count) == 0);
+        ck_assert(memcmp(g->time_s, h->time_s, sizeof(double) * g->count) == 0);
+    }
+}
+
+/* Writes s, reads it into a freshly built model (other initial weights) and compares everything. */
+static void round_trip(Arch arch, OptimizerKind kind, int history_entries) {
+    make_tmpdir();
+    State s, t;
+    make_state(&s, arch, kind, 10, history_entries);
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    write_state(path, &s);
+    ck_assert_int_eq(hidden_files(), 0);
+
+    memset(&t, 0, sizeof t);
+    ModelConfig mc = model_config(arch, 10);
+    ck_assert_int_eq(model_init(&t.model, &mc, 99), 0);
+    ck_assert_int_eq(optim_init(&t.opt, &s.opt.cfg, t.model.num_params), 0);
+    history_append(&t.hist, 1, 1, 1, 1, 1);   /* replaced, not appended to */
+    ck_assert_msg(checkpoint_read(path, &t.model, &t.opt, &t.ts, &t.hist) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(t.model.bn_batches_tracked, arch == ARCH_PAPER ? 4321 : 0);
+    ck_assert(isinf(t.ts.prev_val_acc) && t.ts.prev_val_acc < 0);
+    assert_same_state(&s, &t);
+
+    /* a read with no optimizer, train state or history (what eval does) */
+    Model m;
+    ck_assert_int_eq(model_init(&m, &mc, 5), 0);
+    ck_assert_int_eq(checkpoint_read(path, &m, NULL, NULL, NULL), 0);
+    ck_assert(memcmp(m.params, s.model.params, sizeof(float) * m.num_params) == 0);
+    model_free(&m);
+
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+
+START_TEST(round_trip_paper_sgd) { round_trip(ARCH_PAPER, OPT_SGD, 9); }
+END_TEST
+
+START_TEST(round_trip_seed_adam) { round_trip(ARCH_SEED, OPT_ADAM, 130); }
+END_TEST
+
+START_TEST(round_trip_adamw_empty_history) { round_trip(ARCH_SEED, OPT_ADAMW, 0); }
+END_TEST
+
+START_TEST(settings_round_trip) {
+    make_tmpdir();
+    State s;
+    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 1);
+    /* the awkward spellings: each either keeps its text or comes back as the same number */
+    settings_put(&s.settings, "zero-pad", "007");
+    settings_put(&s.settings, "exp", "1e-3");
+    settings_put(&s.settings, "negative", "-5");
+    settings_put(&s.settings, "empty", "");
+    settings_put(&s.settings, "not-a-number", "inf");
+    settings_put(&s.settings, "hex", "0x10");
+    settings_put(&s.settings, "huge", "123456789012345678901234567890");
+    settings_put(&s.settings, "list", "32000,48000");
+    char path[512];
+    in_tmp(path, sizeof path, "c.h5");
+    write_state(path, &s);
+
+    Settings back;
+    ck_assert_msg(checkpoint_read_settings(path, &back) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(back.count, s.settings.count);
+    static const struct { const char *key, *value; } changed[] = {
+        {"zero-pad", "7"}, {"exp", "0.001"}, {NULL, NULL}};
+    for (int i = 0; i < s.settings.count; i++) {
+        const char *key = s.settings.items[i].key, *want = s.settings.items[i].value;
+        for (int k = 0; changed[k].key; k++)
+            if (!strcmp(changed[k].key, key)) want = changed[k].value;
+        /* written in order, read back in order */
+        ck_assert_str_eq(back.items[i].key, key);
+        ck_assert_msg(strcmp(back.items[i].value, want) == 0, "%s: '%s' came back as '%s'", key, want,
+                      back.items[i].value);
+    }
+    ck_assert_str_eq(settings_get(&back, "split-seed"), "18446744073709551615");
+
+    /* every flag setting is one the command line accepts again */
+    static const char *const info[] = {"world-size", "in-channels", "image-size", "classes", "class_names",
+                                       "zero-pad", "exp", "negative", "empty", "not-a-number", "hex", "huge",
+                                       "list", NULL};
+    Config c;
+    config_defaults(&c);
+    for (int i = 0; i < back.count; i++) {
+        int skip = 0;
+        for (int k = 0; info[k]; k++) skip |= !strcmp(info[k], back.items[i].key);
+        if (skip) continue;
+        ck_assert_msg(config_set(&c, back.items[i].key, back.items[i].value) == 0, "--%s %s: %s", back.items[i].key,
+                      back.items[i].value, rn_last_error());
+    }
+    ck_assert(c.split_seed == UINT64_MAX);
+
+    /* the types a reader of the file sees */
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, "config", H5P_DEFAULT);
+    struct { const char *key; H5T_class_t cls; } types[] = {
+        {"depth", H5T_INTEGER}, {"lr", H5T_FLOAT}, {"arch", H5T_STRING}, {"class_names", H5T_STRING},
+        {"split-seed", H5T_INTEGER}, {"huge", H5T_STRING}, {"exp", H5T_FLOAT}, {NULL, H5T_NO_CLASS}};
+    for (int k = 0; types[k].key; k++) {
+        hid_t a = H5Aopen(g, types[k].key, H5P_DEFAULT), t = H5Aget_type(a);
+        ck_assert_msg(H5Tget_class(t) == types[k].cls, "/config %s has the wrong type class", types[k].key);
+        H5Tclose(t);
+        H5Aclose(a);
+    }
+    hid_t a = H5Aopen(g, "class_names", H5P_DEFAULT), sp = H5Aget_space(a);
+    ck_assert_int_eq(H5Sget_simple_extent_ndims(sp), 1);
+    ck_assert_int_eq(H5Sget_simple_extent_npoints(sp), 10);
+    H5Sclose(sp);
+    H5Aclose(a);
+    H5Gclose(g);
+    H5Fclose(f);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(history_grows) {
+    History h = {0};
+    for (int i = 0; i < 1000; i++) ck_assert_int_eq(history_append(&h, i, i / 10, i * 0.5, i * 0.25, i * 2.0), 0);
+    ck_assert_int_eq(h.count, 1000);
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(h.step[i], i);
+        ck_assert_int_eq(h.epoch[i], i / 10);
+        ck_assert(h.val_acc[i] == i * 0.25);
+    }
+    history_free(&h);
+    ck_assert_int_eq(h.count, 0);
+    ck_assert_ptr_null(h.step);
+}
+END_TEST
+
+/* Same state, same bytes (given a pinned creation time): no object modification times in the file. */
+START_TEST(deterministic_bytes) {
+    make_tmpdir();
+    setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+    State s;
+    make_state(&s, ARCH_PAPER, OPT_SGD, 10, 5);
+    char a[512], b[512];
+    in_tmp(a, sizeof a, "a.h5");
+    in_tmp(b, sizeof b, "b.h5");
+    write_state(a, &s);
+    sleep(1);
+    write_state(b, &s);
+    long na, nb;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    ck_assert_int_eq(na, nb);
+    ck_assert_msg(memcmp(x, y, (size_t)na) == 0, "two writes of the same state differ");
+    free(x);
+    free(y);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* ---- atomicity -------------------------------------------------------------------------------------- */
+
+START_TEST(write_into_missing_or_bad_folder) {
+    make_tmpdir();
+    State s;
+    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 2);
+    char path[512];
+    in_tmp(path, sizeof path, "no-such-folder/last.h5");
+    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
+    assert_error_names(path, "cannot create: No such file or directory");
+
+    /* a "folder" that is a file: refused for root too */
+    char file[512];
+    in_tmp(file, sizeof file, "plain");
+    FILE *f = fopen(file, "w");
+    fputs("x", f);
+    fclose(f);
+    in_tmp(path, sizeof path, "plain/last.h5");
+    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
+    assert_error_names(path, "cannot create: Not a directory");
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(unwritable_folder_keeps_old_file) {
+    make_tmpdir();
+    State s;
+    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 2);
+    char sub[512], path[600];
+    in_tmp(sub, sizeof sub, "ro");
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    snprintf(path, sizeof path, "%s/last.h5", sub);
+    write_state(path, &s);
+    long n0;
+    unsigned char *before = slurp(path, &n0);
+    chmod(sub, 0555);
+    if (access(sub, W_OK) == 0) {
+        /* root ignores the mode bits: nothing to test here */
+        chmod(sub, 0755);
+        free(before);
+        free_state(&s);
+        remove_tmpdir();
+        return;
+    }
+    s.model.params[0] += 1.0f;
+    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
+    assert_error_names(path, "cannot create: Permission denied");
+    chmod(sub, 0755);
+    long n1;
+    unsigned char *after = slurp(path, &n1);
+    ck_assert_int_eq(n0, n1);
+    ck_assert(memcmp(before, after, (size_t)n0) == 0);
+    free(before);
+    free(after);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* A write that fails part way (the file-size limit stands in for a full disk): the old checkpoint is
+ * byte-identical and the temporary file is gone. */
+START_TEST(failed_write_keeps_old_file) {
+    make_tmpdir();
+    State s;
+    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 4);
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    write_state(path, &s);
+    long n0;
+    unsigned char *before = slurp(path, &n0);
+
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 200 * 1024;   /* the checkpoint is about 3 MB */
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    s.model.params[0] += 1.0f;
+    const int rc = checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings);
+    setrlimit(RLIMIT_FSIZE, &old);
+    ck_assert_int_eq(rc, -1);
+    assert_error_names(path, "cannot write: File too large");
+    ck_assert_int_eq(hidden_files(), 0);
+
+    long n1;
+    unsigned char *after = slurp(path, &n1);
+    ck_assert_int_eq(n0, n1);
+    ck_assert(memcmp(before, after, (size_t)n0) == 0);
+    free(before);
+    free(after);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(relative_path_in_current_folder) {
+    make_tmpdir();
+    char cwd[512];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(tmpdir), 0);
+    State s;
+    make_state(&s, ARCH_SEED, OPT_SGD, 10, 1);
+    write_state("here.h5", &s);
+    write_state("here.h5", &s);   /* over an existing file */
+    ck_assert_int_eq(hidden_files(), 0);
+    Settings back;
+    ck_assert_int_eq(checkpoint_read_settings("here.h5", &back), 0);
+    ck_assert_int_eq(chdir(cwd), 0);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* ---- bad files -------------------------------------------------------------------------------------- */
+
+/* A good file at path and a fresh model/optimizer that would read it. */
+static void good_file(const char *path, State *s) {
+    make_state(s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    write_state(path, s);
+}
+
+static int read_into_fresh(const char *path, Arch arch, OptimizerKind kind, int classes, State *out) {
+    memset(out, 0, sizeof *out);
+    ModelConfig mc = model_config(arch, classes);
+    ck_assert_int_eq(model_init(&out->model, &mc, 5), 0);
+    OptimConfig oc;
+    optim_defaults(&oc, kind);
+    ck_assert_int_eq(optim_init(&out->opt, &oc, out->model.num_params), 0);
+    float *before = malloc(sizeof(float) * out->model.num_params);
+    memcpy(before, out->model.params, sizeof(float) * out->model.num_params);
+    int rc = checkpoint_read(path, &out->model, &out->opt, &out->ts, &out->hist);
+    if (rc != 0)   /* a failed read leaves the model as it was */
+        ck_assert(memcmp(before, out->model.params, sizeof(float) * out->model.num_params) == 0);
+    free(before);
+    return rc;
+}
+
+START_TEST(truncated_file) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    ck_assert_int_eq(truncate(path, file_size(path) / 2), 0);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "not an HDF5 file or truncated");
+    Settings back;
+    ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
+    assert_error_names(path, "not an HDF5 file or truncated");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(not_hdf5_and_missing) {
+    make_tmpdir();
+    State t;
+    char path[512];
+    in_tmp(path, sizeof path, "notes.txt");
+    FILE *f = fopen(path, "w");
+    fputs("this is not a checkpoint\n", f);
+    fclose(f);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_SEED, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "not an HDF5 file or truncated");
+    free_state(&t);
+
+    in_tmp(path, sizeof path, "absent.h5");
+    ck_assert_int_eq(read_into_fresh(path, ARCH_SEED, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "cannot open: No such file or directory");
+    free_state(&t);
+
+    /* an HDF5 file that is not ours */
+    in_tmp(path, sizeof path, "other.h5");
+    hid_t h = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(h);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_SEED, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "not a resnet-mpi checkpoint");
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(missing_dataset) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(H5Ldelete(f, "/model/fc.weight", H5P_DEFAULT), 0);
+    H5Fclose(f);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "missing dataset /model/fc.weight");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(wrong_shape) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 12, &t), -1);
+    assert_error_names(path, "/model/fc.weight has shape [10,64], expected [12,64]");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(other_architecture) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);   /* paper */
+    ck_assert_int_eq(read_into_fresh(path, ARCH_SEED, OPT_ADAM, 10, &t), -1);
+    /* the seed's stem has a bias, the paper's none */
+    assert_error_names(path, "missing dataset /model/conv1.bias");
+    free_state(&t);
+    free_state(&s);
+
+    /* and the other way: a seed file into a paper model has no running statistics */
+    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 1);
+    write_state(path, &s);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "/model/");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(extra_dataset) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(f, "/model/stowaway.weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "/model/stowaway.weight is not a tensor of this model");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(wrong_format_version) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    const int64_t two = 2;
+    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &two), 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "format_version 2, this program reads 1");
+    Settings back;
+    ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
+    assert_error_names(path, "format_version 2, this program reads 1");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(optimizer_mismatch) {
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);   /* adam */
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_SGD, 10, &t), -1);
+    assert_error_names(path, "optimizer state is for adam, this run uses sgd");
+    free_state(&t);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAMW, 10, &t), -1);
+    assert_error_names(path, "optimizer state is for adam, this run uses adamw");
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+/* ---- layout ----------------------------------------------------------------------------------------- */
+
+/* Output of a shell command, or NULL when the tool is not installed. */
+static char *command_output(const char *cmd, int *status) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = '\0';
+    *status = pclose(p);
+    return buf;
+}
+
+START_TEST(h5dump_layout) {
+    if (system("command -v h5dump >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "h5dump_layout: h5dump not installed, skipped\n");
+        return;
+    }
+    make_tmpdir();
+    State s;
+    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    char path[512], cmd[1400];
+    in_tmp(path, sizeof path, "last.h5");
+    write_state(path, &s);
+    snprintf(cmd, sizeof cmd, "h5dump -H '%s' 2>&1", path);
+    int status;
+    char *out = command_output(cmd, &status);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(status == 0, "h5dump failed: %s", out);
+    static const char *const expect[] = {
+        "ATTRIBUTE \"format\"", "ATTRIBUTE \"format_version\"", "ATTRIBUTE \"program_version\"",
+        "ATTRIBUTE \"created\"", "GROUP \"config\"", "ATTRIBUTE \"class_names\"", "GROUP \"model\"",
+        "DATASET \"conv1.weight\"", "DATASET \"module1.0.conv1.weight\"", "DATASET \"bn1.running_mean\"",
+        "DATASET \"bn1.num_batches_tracked\"", "DATASET \"fc.weight\"", "( 10, 64 )", "( 16, 3, 3, 3 )",
+        "GROUP \"optimizer\"", "GROUP \"exp_avg\"", "GROUP \"exp_avg_sq\"", "ATTRIBUTE \"type\"",
+        "GROUP \"train\"", "ATTRIBUTE \"prev_val_acc\"", "GROUP \"history\"", "DATASET \"val_acc\"",
+        "H5T_IEEE_F32LE", NULL};
+    for (int i = 0; expect[i]; i++) ck_assert_msg(strstr(out, expect[i]) != NULL, "h5dump -H lacks %s", expect[i]);
+    free(out);
+
+    /* a file without history entries is still one h5dump reads whole */
+    history_free(&s.hist);
+    write_state(path, &s);
+    snprintf(cmd, sizeof cmd, "h5dump -g /history -A 0 '%s' 2>&1 && h5dump -a /train/prev_val_acc '%s' 2>&1", path,
+             path);
+    out = command_output(cmd, &status);
+    ck_assert_msg(status == 0, "h5dump failed: %s", out);
+    ck_assert_msg(strstr(out, "-inf") || strstr(out, "-Inf") || strstr(out, "-INF"), "prev_val_acc: %s", out);
+    free(out);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* Checkpoints for a hand check of scripts/torch_export.py. */
+START_TEST(keep_checkpoints) {
+    const char *dir = getenv("RESNET_TEST_KEEP_CHECKPOINTS");
+    if (!dir || !*dir) return;
+    char path[1024];
+    State s;
+    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 3);
+    snprintf(path, sizeof path, "%s/seed.h5", dir);
+    write_state(path, &s);
+    free_state(&s);
+    make_state(&s, ARCH_PAPER, OPT_SGD, 10, 3);
+    snprintf(path, sizeof path, "%s/paper.h5", dir);
+    write_state(path, &s);
+    free_state(&s);
+}
+END_TEST
+
+/* ---- metrics ---------------------------------------------------------------------------------------- */
+
+#include "resnet/metrics.h"
+
+START_TEST(metrics_lines) {
+    make_tmpdir();
+    char path[512];
+    in_tmp(path, sizeof path, "metrics.jsonl");
+    MetricsLog log = {0};
+    ck_assert_int_eq(metrics_open(&log, path, 0), 0);
+    metrics_write(&log, 50, 1, 50, 2.0741234, 0.288, 0.001, 512.3, 12.5);
+    /* flushed: readable before close */
+    long n;
+    unsigned char *text = slurp(path, &n);
+    ck_assert_int_gt(n, 0);
+    free(text);
+    metrics_close(&log);
+    ck_assert_int_eq(metrics_open(&log, path, 1), 0);   /* a resume appends */
+    metrics_write(&log, 100, 1, 100, NAN, INFINITY, 0.001, 500, 25);
+    metrics_close(&log);
+    metrics_close(&log);   /* twice is harmless */
+
+    text = slurp(path, &n);
+    text[n] = '\0';
+    const char *s = (const char *)text;
+    ck_assert_msg(strncmp(s, "{\"step\":50,\"epoch\":1,\"batch\":50,\"train_loss\":2.0741234", 52) == 0, "%s", s);
+    ck_assert_ptr_nonnull(strstr(s, "\"val_acc\":0.28799999999999998,\"lr\":0.001,\"images_per_s\":512.3,\"time_s\":12.500}\n"));
+    ck_assert_ptr_nonnull(strstr(s, "{\"step\":100,\"epoch\":1,\"batch\":100,\"train_loss\":null,\"val_acc\":null,"));
+    int lines = 0;
+    for (const char *p = s; *p; p++) lines += *p == '\n';
+    ck_assert_int_eq(lines, 2);
+    free(text);
+
+    ck_assert_int_eq(metrics_open(&log, path, 0), 0);   /* a fresh run starts over */
+    metrics_close(&log);
+    ck_assert_int_eq(file_size(path), 0);
+
+    in_tmp(path, sizeof path, "missing/metrics.jsonl");
+    ck_assert_int_eq(metrics_open(&log, path, 0), -1);
+    assert_error_names(path, "No such file or directory");
+    remove_tmpdir();
+}
+END_TEST
+
+static Suite *checkpoint_suite(void) {
+    Suite *s = suite_create("checkpoint");
+    TCase *t = tcase_create("round trip");
+    tcase_add_test(t, round_trip_paper_sgd);
+    tcase_add_test(t, round_trip_seed_adam);
+    tcase_add_test(t, round_trip_adamw_empty_history);
+    tcase_add_test(t, settings_round_trip);
+    tcase_add_test(t, history_grows);
+    tcase_add_test(t, deterministic_bytes);
+    suite_add_tcase(s, t);
+    t = tcase_create("atomic");
+    tcase_add_test(t, write_into_missing_or_bad_folder);
+    tcase_add_test(t, unwritable_folder_keeps_old_file);
+    tcase_add_test(t, failed_write_keeps_old_file);
+    tcase_add_test(t, relative_path_in_current_folder);
+    suite_add_tcase(s, t);
+    t = tcase_create("bad files");
+    tcase_add_test(t, truncated_file);
+    tcase_add_test(t, not_hdf5_and_missing);
+    tcase_add_test(t, missing_dataset);
+    tcase_add_test(t, wrong_shape);
+    tcase_add_test(t, other_architecture);
+    tcase_add_test(t, extra_dataset);
+    tcase_add_test(t, wrong_format_version);
+    tcase_add_test(t, optimizer_mismatch);
+    suite_add_tcase(s, t);
+    t = tcase_create("layout");
+    tcase_add_test(t, h5dump_layout);
+    tcase_add_test(t, keep_checkpoints);
+    suite_add_tcase(s, t);
+    t = tcase_create("metrics");
+    tcase_add_test(t, metrics_lines);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void) {
+    /* HDF5 calls made by the tests themselves stay quiet like the program's */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    SRunner *r = srunner_create(checkpoint_suite());
+    srunner_run_all(r, CK_NORMAL);
+    const int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
