@@ -27,7 +27,9 @@
 # are tracked through /proc by proctrack/linuxproc, no CPU or memory confinement: task/none), no
 # accounting database (sacct has no data; job states come from `scontrol show job`, kept for an hour
 # by MinJobAge, and each finished job is logged to $RESNET_SLURM_DIR/log/jobcomp.txt). A requeued job
-# may start again after 10 s (cred_expire) instead of the default 120 s.
+# may start again after 10 s (cred_expire) instead of the default 120 s. Job ids start from the clock
+# (FirstJobId), so that a restarted cluster does not reuse the ids, logs and checkpoint folders of an
+# earlier one.
 set -euo pipefail
 
 DIR=${RESNET_SLURM_DIR:-/tmp/resnet-slurm}
@@ -126,6 +128,9 @@ JobRequeue=1
 ReturnToService=2
 # keep finished jobs visible to scontrol for an hour (there is no accounting database)
 MinJobAge=3600
+# job ids from the clock: a restarted cluster does not hand out the ids (and with them the log files and
+# checkpoint folders, which jobs/train.sbatch resumes from) of an earlier one
+FirstJobId=$(( $(date +%s) % 50000000 + 1 ))
 KillWait=30
 InactiveLimit=0
 SlurmdTimeout=300
@@ -177,6 +182,7 @@ start() {
   mkdir -p "$DIR"/{etc,state,spool,run,log,munge,munge-key}
   chmod 700 "$DIR/munge-key"
   write_config
+  mkdir -p "$DIR/spool/$(hostname -s)"
   start_munge
   SLURM_CONF=$CONF slurmctld -c -f "$CONF" || { logs_tail; die "slurmctld did not start"; }
   SLURM_CONF=$CONF slurmd -f "$CONF" -N "$(hostname -s)" || { logs_tail; die "slurmd did not start"; }

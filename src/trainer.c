@@ -272,6 +272,22 @@ static int resolve_resume(const Config *cfg, char *path, size_t size) {
     return 1;
 }
 
+/* A writer killed mid-checkpoint leaves its temporary file (.last.h5.tmp.<pid>) behind; nothing reads
+ * them, so the next run of the folder removes them. */
+static void remove_stale_temporaries(const char *folder) {
+    DIR *dir = opendir(folder);
+    if (!dir) return;
+    struct dirent *e;
+    char path[1300];
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.' && strstr(e->d_name, ".h5.tmp.")) {
+            snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(dir);
+}
+
 /* Everything before the first step. Collective: returns 0 on every rank or 1 on every rank. */
 static int setup(Run *r, const char *resume_path) {
     Config *cfg = r->cfg;
@@ -336,6 +352,8 @@ static int setup(Run *r, const char *resume_path) {
         else snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->checkpoint_dir);
         if (mkdir_p(cfg->checkpoint_dir) || metrics_open(&r->metrics, metrics_path, resume_path != NULL))
             failed = 1;
+        else
+            remove_stale_temporaries(cfg->checkpoint_dir);
     }
     if (agree_failure(failed)) return 1;
     r->show_progress = rank0 && !cfg->quiet &&

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Stop at any step, resume from its checkpoint: bitwise identical to a run that never stopped.
+source "$(dirname "$0")/lib.sh"
+# 1024 records at batch 64: 16 steps an epoch, so step 10 is mid-epoch and step 20 is in the next one;
+# validation every 4 batches puts history entries and best.h5 writes on both sides of the stop
+common=("${FM_SMALL[@]}" --limit-train 1024 --batch-size 64 --eval-every 4 --threads 1 --quiet)
+model_and_optimizer_equal() {
+  h5diff "$1" "$2" /model /model && h5diff "$1" "$2" /optimizer /optimizer
+}
+
+for np in 1 2; do
+  mpi "$np" "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/full$np" >/dev/null || fail "$np ranks: 20 steps"
+  mpi "$np" "${common[@]}" --max-steps 10 --checkpoint-dir "$TMP/half$np" >/dev/null || fail "$np ranks: 10 steps"
+  mpi "$np" "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/half$np" --resume auto >/dev/null || fail "$np ranks: resume"
+  model_and_optimizer_equal "$TMP/full$np/last.h5" "$TMP/half$np/last.h5" || fail "$np ranks: resumed run differs"
+  h5diff "$TMP/full$np/last.h5" "$TMP/half$np/last.h5" /history/step /history/step || fail "$np ranks: history differs"
+  pass "$np rank(s): 10 steps + resume 10 = 20 steps, /model /optimizer /history bitwise identical"
+done
+
+# resume on another number of ranks (sync-BN): equal within 1e-5 after 2 + 2 steps
+mpi 1 "${common[@]}" --sync-bn --max-steps 4 --checkpoint-dir "$TMP/sb1" >/dev/null || fail "sync-bn 4 steps"
+mpi 2 "${common[@]}" --sync-bn --max-steps 2 --checkpoint-dir "$TMP/sb2" >/dev/null || fail "sync-bn 2 steps on 2 ranks"
+mpi 1 "${common[@]}" --sync-bn --max-steps 4 --checkpoint-dir "$TMP/sb2" --resume auto >/dev/null || fail "sync-bn resume on 1 rank"
+h5diff -d 1e-5 "$TMP/sb1/last.h5" "$TMP/sb2/last.h5" /model /model >/dev/null ||
+  fail "sync-bn: 2 ranks + resume on 1 rank differs from 1 rank by more than 1e-5"
+pass "sync-bn: 2 steps on 2 ranks + 2 resumed on 1 rank match 4 steps on 1 rank within 1e-5"
+
+# a flag given on resume is applied and reported; an incompatible one is refused
+out=$("$BIN" "${common[@]}" --max-steps 21 --checkpoint-dir "$TMP/half1" --resume auto 2>&1) || fail "resume with a new --max-steps"
+echo "$out" | grep -q "resume: --max-steps 21 (the checkpoint had 20)" || fail "new flag not reported: $out"
+set +e
+out=$("$BIN" "${common[@]}" --arch paper --checkpoint-dir "$TMP/half1" --resume auto 2>&1)
+code=$?
+set -e
+[ "$code" -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "arch" ||
+  fail "incompatible resume: exit $code: $out"
+pass "resume reports changed flags and refuses another architecture: $out"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The command line as users meet it: help, version, usage errors (exit 2, one line naming the flag),
+# missing or bad data and checkpoints (exit 1, one line naming the file), and the benchmark.
+source "$(dirname "$0")/lib.sh"
+
+# expect CODE CMD...: run CMD, require exit CODE and (for errors) exactly one line on stderr
+expect() {
+  local want=$1; shift
+  set +e
+  "$@" > "$TMP/out" 2> "$TMP/err"
+  local code=$?
+  set -e
+  [ "$code" -eq "$want" ] || fail "exit $code (wanted $want): $* -- $(cat "$TMP/err")"
+  if [ "$want" -ne 0 ]; then
+    [ "$(wc -l < "$TMP/err")" -eq 1 ] || fail "not one line on stderr: $* -- $(cat "$TMP/err")"
+  fi
+}
+
+expect 0 "$BIN" --help
+grep -q -- "--batch-size" "$TMP/out" && grep -q "resume" "$TMP/out" || fail "--help lacks the flags"
+expect 0 "$BIN" --version
+grep -q "^resnet_mpi [0-9]" "$TMP/out" || fail "--version: $(cat "$TMP/out")"
+pass "help and version"
+
+expect 2 "$BIN" --no-such-flag
+grep -q -- "--no-such-flag" "$TMP/err" || fail "unknown flag not named"
+expect 2 "$BIN" train --lr abc
+grep -q -- "--lr" "$TMP/err" || fail "bad --lr not named"
+expect 2 "$BIN" --depth 21
+expect 2 "$BIN" --batch-size 0
+expect 2 "$BIN" --optimizer rmsprop
+expect 2 "$BIN" --bn-eval running
+expect 2 "$BIN" eval
+expect 2 "$BIN" bench --checkpoint x
+pass "usage errors: exit 2 with one line naming the flag"
+
+expect 1 "$BIN" --data "$TMP/nowhere" --progress never
+grep -q "$TMP/nowhere" "$TMP/err" && grep -q "get-cifar10.sh" "$TMP/err" || fail "missing data: $(cat "$TMP/err")"
+mkdir -p "$TMP/cifar"
+head -c 1000 /dev/zero > "$TMP/cifar/data_batch_1.bin"
+expect 1 "$BIN" --data "$TMP/cifar" --progress never
+grep -q "data_batch_1.bin" "$TMP/err" || fail "bad data file not named: $(cat "$TMP/err")"
+pass "missing and corrupt data: exit 1, one line naming the file"
+
+echo "not hdf5" > "$TMP/bad.h5"
+expect 1 "$BIN" eval --checkpoint "$TMP/bad.h5"
+grep -q "bad.h5" "$TMP/err" || fail "bad checkpoint not named"
+expect 1 "$BIN" eval --checkpoint "$TMP/missing.h5"
+"$BIN" "${FM_SMALL[@]}" --limit-train 256 --batch-size 64 --max-steps 1 --threads 1 --quiet \
+  --checkpoint-dir "$TMP/ck" >/dev/null || fail "tiny training run"
+size=$(stat -c %s "$TMP/ck/last.h5")
+head -c $((size / 2)) "$TMP/ck/last.h5" > "$TMP/half.h5"
+expect 1 "$BIN" eval --checkpoint "$TMP/half.h5"
+expect 1 "$BIN" --dataset fashion-mnist --resume "$TMP/half.h5" --progress never
+expect 0 "$BIN" eval --checkpoint "$TMP/ck/last.h5" --json
+grep -q '"accuracy":' "$TMP/out" && grep -q '"confusion":' "$TMP/out" || fail "eval --json: $(cat "$TMP/out")"
+pass "bad checkpoints: exit 1, one line; a good one evaluates (--json)"
+
+expect 0 "$BIN" bench --batch-size 16 --steps 2 --warmup 1 --threads 1
+grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "peak memory" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
+pass "bench: $(grep '^train:' "$TMP/out")"
