@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resnet/conv.h"
 #include "resnet/dist.h"
 #include "resnet/evaluate.h"
 #include "resnet/optim.h"
@@ -56,6 +57,8 @@ int bench_main(Config *cfg) {
             dist_barrier();
             start = rn_now();
             t_compute = t_comm = t_opt = 0;
+            model_profile_reset();
+            model_profile_enable(cfg->profile);
         }
         double t0 = rn_now();
         model_zero_grad(&model);
@@ -73,6 +76,8 @@ int bench_main(Config *cfg) {
     }
     dist_barrier();
     const double elapsed = rn_now() - start;
+    model_profile_enable(0);
+    const long train_rss = (long)dist_max_double((double)rn_peak_rss_kib());
     const double comm_share = dist_max_double(t_comm) / elapsed;
     const double train_ips = (double)B * cfg->steps / elapsed;
     const double train_flops = model_flops_per_image(&model, 1);
@@ -96,15 +101,18 @@ int bench_main(Config *cfg) {
     }
     const long rss = (long)dist_max_double((double)rn_peak_rss_kib());
     if (rank0) {
-        printf("resnet_mpi bench: %s depth %d, %zu parameters, global batch %d, %d rank(s) x %d thread(s), %d steps after %d warm-up\n",
+        printf("resnet_mpi bench: %s depth %d, %zu parameters, global batch %d, %d rank(s) x %d thread(s), "
+               "%d steps after %d warm-up, BLIS kernels %s\n",
                cfg->arch == ARCH_SEED ? "seed" : "paper", cfg->depth, model.num_params, B, P, threads, cfg->steps,
-               cfg->warmup);
+               cfg->warmup, compute_kernel_name());
         printf("train: %.1f images/s, %.1f ms/step, %.1f GFLOP/s (compute %.1f%%, allreduce %.1f%%, optimizer %.1f%%)\n",
                train_ips, 1000.0 * elapsed / cfg->steps, train_ips * train_flops * 1e-9,
                100.0 * t_compute / elapsed, 100.0 * comm_share, 100.0 * t_opt / elapsed);
         printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips,
                eval_ips * model_flops_per_image(&model, 0) * 1e-9, eval_n);
-        printf("peak memory: %.0f MiB per rank (max over ranks)\n", rss / 1024.0);
+        printf("peak memory: %.0f MiB per rank training, %.0f MiB with the 5,000-image evaluation (max over ranks)\n",
+               train_rss / 1024.0, rss / 1024.0);
+        if (cfg->profile) model_profile_report(stdout, cfg->steps);
         fflush(stdout);
     }
     evaluator_free(&ev);

@@ -456,6 +456,84 @@ size_t model_arena_bytes(const Model *m) {
     return sizeof(float) * (m->plan->train.floats + m->plan->eval.floats + m->plan->conv_scratch_floats);
 }
 
+/* ---- profile: where a step's time goes, per layer kind and convolution shape (bench --profile) ---- */
+
+#define PROFILE_MAX 64
+typedef struct { char name[64]; double seconds, flops; long calls; } ProfileEntry;
+static ProfileEntry profile[PROFILE_MAX];
+static int profile_count, profile_on;
+
+void model_profile_enable(int on) { profile_on = on; }
+void model_profile_reset(void) { profile_count = 0; }
+
+static ProfileEntry *profile_entry(const char *name) {
+    for (int i = 0; i < profile_count; i++)
+        if (strcmp(profile[i].name, name) == 0) return &profile[i];
+    if (profile_count == PROFILE_MAX) return &profile[PROFILE_MAX - 1];
+    ProfileEntry *e = &profile[profile_count++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+/* Runs call_, and when profiling adds its time (and flops_) to the entry label_. */
+#define PROFILED(label_, flops_, call_)                                \
+    do {                                                               \
+        if (!profile_on) {                                             \
+            call_;                                                     \
+        } else {                                                       \
+            const double t0_ = rn_now();                               \
+            call_;                                                     \
+            ProfileEntry *e_ = profile_entry(label_);                  \
+            e_->seconds += rn_now() - t0_;                             \
+            e_->flops += (flops_);                                     \
+            e_->calls++;                                               \
+        }                                                              \
+    } while (0)
+
+static const char *conv_label(char *buf, size_t size, ConvShape s, int h, const char *pass) {
+    snprintf(buf, size, "conv %dx%d/%d %3d->%-3d %2dx%-2d %s", s.k, s.k, s.stride, s.cin, s.cout, h, h, pass);
+    return buf;
+}
+
+static double conv_flops_n(ConvShape s, int h, int n) {
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad);
+    return 2.0 * s.cout * s.cin * s.k * s.k * (double)ho * ho * n;
+}
+
+static void conv_fwd(float *y, const float *x, const float *w, const float *bias, int n, int h, ConvShape s,
+                     float *scratch) {
+    char label[64];
+    PROFILED(profile_on ? conv_label(label, sizeof label, s, h, "forward") : "", conv_flops_n(s, h, n),
+             conv_forward(y, x, w, bias, n, h, h, s, scratch));
+}
+
+static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
+                     int h, ConvShape s, float *scratch) {
+    char label[64];
+    PROFILED(profile_on ? conv_label(label, sizeof label, s, h, "backward") : "",
+             (dx ? 2 : 1) * conv_flops_n(s, h, n), conv_backward(dx, dw, dbias, dy, x, w, n, h, h, s, scratch));
+}
+
+static int compare_profile(const void *a, const void *b) {
+    const double x = ((const ProfileEntry *)a)->seconds, y = ((const ProfileEntry *)b)->seconds;
+    return (x < y) - (x > y);
+}
+
+void model_profile_report(FILE *out, int steps) {
+    double total = 0;
+    for (int i = 0; i < profile_count; i++) total += profile[i].seconds;
+    qsort(profile, profile_count, sizeof *profile, compare_profile);
+    fprintf(out, "profile (per step; %d steps):\n  %-38s %9s %7s %9s\n", steps, "layer", "ms", "share", "GFLOP/s");
+    for (int i = 0; i < profile_count; i++) {
+        const ProfileEntry *e = &profile[i];
+        fprintf(out, "  %-38s %9.2f %6.1f%%", e->name, 1000.0 * e->seconds / steps, 100.0 * e->seconds / total);
+        if (e->flops > 0) fprintf(out, " %9.1f", e->flops / e->seconds * 1e-9);
+        fprintf(out, "\n");
+    }
+    fprintf(out, "  %-38s %9.2f\n", "total (forward + backward)", 1000.0 * total / steps);
+}
+
 /* ---- forward -------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -466,7 +544,7 @@ typedef struct {
 
 /* One BN application: batch statistics (training, or the whole evaluated set) or running statistics.
  * stats holds mean, rstd, var of this application for backward. */
-static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
+static void bn_apply_now(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
     Model *m = ps->m;
     const float *gamma = m->params + bn.gamma, *beta = m->params + bn.beta;
     const int c = bn.channels;
@@ -483,6 +561,14 @@ static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *sta
                                  c, total);
 }
 
+static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
+    PROFILED("batchnorm (+relu) forward", 0, bn_apply_now(ps, y, x, bn, stats, relu, m_count));
+}
+
+static void add_into(float *y, const float *x, size_t count) {
+    PROFILED("add / relu / shortcut", 0, add_inplace(y, x, count));
+}
+
 static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
     Model *m = ps->m;
     const float *P = m->params;
@@ -490,29 +576,30 @@ static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
     const long out_count = (long)n * b->h_out * b->h_out;
     const size_t out_size = (size_t)b->cout * out_count;
     const int c = b->cout;
-    conv_forward(ba->c1, ba->x, P + b->conv1_w, NULL, n, b->h_in, b->h_in, b->conv1, scratch);
+    conv_fwd(ba->c1, ba->x, P + b->conv1_w, NULL, n, b->h_in, b->conv1, scratch);
     bn_apply(ps, ba->a1, ba->c1, b->bn1, ba->stats, 1, out_count);
-    conv_forward(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->h_out, b->conv2, scratch);
+    conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
     if (m->cfg.arch == ARCH_SEED) {
         /* out = relu(bn(c2 + shortcut)), the block's BN applied a second time */
         if (b->has_proj) {
-            conv_forward(ba->d, ba->x, P + b->proj_w, NULL, n, b->h_in, b->h_in, b->proj, scratch);
+            conv_fwd(ba->d, ba->x, P + b->proj_w, NULL, n, b->h_in, b->proj, scratch);
             bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, 0, out_count);
-            add_inplace(ba->c2, ba->db, out_size);
+            add_into(ba->c2, ba->db, out_size);
         } else {
-            add_inplace(ba->c2, ba->x, out_size);
+            add_into(ba->c2, ba->x, out_size);
         }
         bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 1, out_count);
     } else {
         /* out = relu(bn2(c2) + shortcut) */
         bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 0, out_count);
         if (b->option_a) {
-            shortcut_a_forward(ba->d, ba->x, b->cin, b->cout, n, b->h_in, b->h_in, b->stride);
-            add_inplace(ba->out, ba->d, out_size);
+            PROFILED("add / relu / shortcut", 0,
+                     shortcut_a_forward(ba->d, ba->x, b->cin, b->cout, n, b->h_in, b->h_in, b->stride));
+            add_into(ba->out, ba->d, out_size);
         } else {
-            add_inplace(ba->out, ba->x, out_size);
+            add_into(ba->out, ba->x, out_size);
         }
-        relu_forward(ba->out, ba->out, out_size);
+        PROFILED("add / relu / shortcut", 0, relu_forward(ba->out, ba->out, out_size));
     }
 }
 
@@ -528,15 +615,17 @@ void model_forward(Model *m, const float *images, int n, BnMode mode) {
     }
     const int S = m->cfg.image_size, hw = S * S;
     Pass ps = {.m = m, .mode = mode};
-    nchw_to_cnhw(a->x0, images, n, m->cfg.in_channels, hw);
-    conv_forward(a->c0, a->x0, m->params + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->params + p->stem_b, n, S,
-                 S, p->stem, p->conv_scratch);
+    PROFILED("input layout", 0, nchw_to_cnhw(a->x0, images, n, m->cfg.in_channels, hw));
+    conv_fwd(a->c0, a->x0, m->params + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->params + p->stem_b, n, S,
+             p->stem, p->conv_scratch);
     bn_apply(&ps, a->a0, a->c0, p->stem_bn, a->stem_stats, 1, (long)n * hw);
     for (int i = 0; i < p->num_blocks; i++) block_forward(&ps, &p->blocks[i], &a->blocks[i], n);
     const BlockActs *last = &a->blocks[p->num_blocks - 1];
-    avgpool_forward(a->pooled, last->out, p->features, n, p->final_size * p->final_size);
-    linear_forward(a->logits, a->pooled, m->params + p->fc_w, m->params + p->fc_b, n, p->features,
-                   m->cfg.classes);
+    PROFILED("pool + linear + loss", 0, {
+        avgpool_forward(a->pooled, last->out, p->features, n, p->final_size * p->final_size);
+        linear_forward(a->logits, a->pooled, m->params + p->fc_w, m->params + p->fc_b, n, p->features,
+                       m->cfg.classes);
+    });
     if (mode == BN_TRAIN) m->bn_batches_tracked++;
     m->batch = n;
     m->logits = a->logits;
@@ -546,7 +635,9 @@ void model_forward(Model *m, const float *images, int n, BnMode mode) {
 }
 
 double model_loss(Model *m, const int *labels, int n, double denom) {
-    return softmax_xent(m->dlogits, m->logits, labels, n, m->cfg.classes, denom);
+    double loss = 0;
+    PROFILED("pool + linear + loss", 0, loss = softmax_xent(m->dlogits, m->logits, labels, n, m->cfg.classes, denom));
+    return loss;
 }
 
 void model_zero_grad(Model *m) { memset(m->grads, 0, sizeof(float) * m->num_params); }
@@ -567,8 +658,10 @@ void model_predict(const Model *m, int n, int *predictions) {
 static void bn_backward_apply(Model *m, float *dx, const float *dy, const float *x, const float *y, BnParams bn,
                               const float *stats, int relu, long m_count) {
     const int c = bn.channels;
-    batchnorm_backward(dx, m->grads + bn.gamma, m->grads + bn.beta, dy, x, y, stats, stats + c,
-                       m->params + bn.gamma, c, m_count, relu, m->train_reducer.sum ? &m->train_reducer : NULL);
+    PROFILED("batchnorm (+relu) backward", 0,
+             batchnorm_backward(dx, m->grads + bn.gamma, m->grads + bn.beta, dy, x, y, stats, stats + c,
+                                m->params + bn.gamma, c, m_count, relu,
+                                m->train_reducer.sum ? &m->train_reducer : NULL));
 }
 
 /* gout holds d(block output) and is consumed; writes d(block input) to gin. g2, g3 are scratch. */
@@ -585,25 +678,25 @@ static void block_backward(Model *m, const Block *b, const BlockActs *ba, int n,
         bn_backward_apply(m, gsum, gout, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 1, out_count);
         gc2 = gsum;
     } else {
-        relu_backward(gsum, gout, ba->out, out_size);
+        PROFILED("add / relu / shortcut", 0, relu_backward(gsum, gout, ba->out, out_size));
         bn_backward_apply(m, g2, gsum, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 0, out_count);
         gc2 = g2;
     }
     /* main branch: g3 = d a1, then d c1 in place, then gin = d x */
-    conv_backward(g3, G + b->conv2_w, NULL, gc2, ba->a1, P + b->conv2_w, n, b->h_out, b->h_out, b->conv2, scratch);
+    conv_bwd(g3, G + b->conv2_w, NULL, gc2, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
     bn_backward_apply(m, g3, g3, ba->c1, ba->a1, b->bn1, ba->stats, 1, out_count);
-    conv_backward(gin, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->h_in, b->conv1, scratch);
+    conv_bwd(gin, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->conv1, scratch);
     /* shortcut branch, added into gin */
     if (b->has_proj) {
         /* seed: the sum saw bn(conv(x)); g2 = d(proj conv out), then g3 = its d x */
         bn_backward_apply(m, g2, gsum, ba->d, ba->db, b->proj_bn, ba->stats + 3 * c, 0, out_count);
-        conv_backward(g3, G + b->proj_w, NULL, g2, ba->x, P + b->proj_w, n, b->h_in, b->h_in, b->proj, scratch);
-        add_inplace(gin, g3, in_size);
+        conv_bwd(g3, G + b->proj_w, NULL, g2, ba->x, P + b->proj_w, n, b->h_in, b->proj, scratch);
+        add_into(gin, g3, in_size);
     } else if (b->option_a) {
-        shortcut_a_backward(g3, gsum, b->cin, b->cout, n, b->h_in, b->h_in, b->stride);
-        add_inplace(gin, g3, in_size);
+        PROFILED("add / relu / shortcut", 0, shortcut_a_backward(g3, gsum, b->cin, b->cout, n, b->h_in, b->h_in, b->stride));
+        add_into(gin, g3, in_size);
     } else {
-        add_inplace(gin, gsum, in_size);
+        add_into(gin, gsum, in_size);
     }
 }
 
@@ -615,10 +708,11 @@ void model_backward(Model *m) {
         abort();
     }
     const int n = m->batch, S = m->cfg.image_size, last = p->num_blocks - 1;
-    linear_backward(a->grad_pooled, m->grads + p->fc_w, m->grads + p->fc_b, a->dlogits, a->pooled,
-                    m->params + p->fc_w, n, p->features, m->cfg.classes);
+    PROFILED("pool + linear + loss", 0,
+             linear_backward(a->grad_pooled, m->grads + p->fc_w, m->grads + p->fc_b, a->dlogits, a->pooled,
+                             m->params + p->fc_w, n, p->features, m->cfg.classes));
     float *gout = a->grad[0], *gin = a->grad[1];
-    avgpool_backward(gout, a->grad_pooled, p->features, n, p->final_size * p->final_size);
+    PROFILED("pool + linear + loss", 0, avgpool_backward(gout, a->grad_pooled, p->features, n, p->final_size * p->final_size));
     for (int i = last; i >= 0; i--) {
         block_backward(m, &p->blocks[i], &a->blocks[i], n, gout, gin, a->grad[2], a->grad[3]);
         float *t = gout;
@@ -626,8 +720,8 @@ void model_backward(Model *m) {
         gin = t;
     }
     bn_backward_apply(m, gout, gout, a->c0, a->a0, p->stem_bn, a->stem_stats, 1, (long)n * S * S);
-    conv_backward(NULL, m->grads + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->grads + p->stem_b, gout, a->x0,
-                  m->params + p->stem_w, n, S, S, p->stem, p->conv_scratch);
+    conv_bwd(NULL, m->grads + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->grads + p->stem_b, gout, a->x0,
+             m->params + p->stem_w, n, S, p->stem, p->conv_scratch);
 }
 
 /* ---- cost ----------------------------------------------------------------------------------------- */

@@ -44,17 +44,8 @@ eval "$env_line"
 "$ROOT/scripts/local-slurm.sh" status 2>/dev/null | grep -q "SLURM_CONF=$SLURM_CONF" || fail "status does not report the cluster"
 pass "cluster up ($(elapsed)): $(sinfo -h -N -o '%N %T %c CPUs')"
 
-# --- data: Fashion-MNIST's train files, the first 1000 test images ----------------------------------------
-data=$TMP/fm
-mkdir -p "$data"
-ln -s "$FMNIST/train-images-idx3-ubyte.gz" "$FMNIST/train-labels-idx1-ubyte.gz" "$data/"
-be32() { printf '%b' "$(printf '\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"; }
-# first_bytes FILE.gz SKIP COUNT: COUNT bytes after the first SKIP (head ends the pipe early: no pipefail)
-first_bytes() { (set +o pipefail; gzip -dc "$1" | tail -c +$(($2 + 1)) | head -c "$3"); }
-ntest=1000
-{ be32 2051; be32 "$ntest"; be32 28; be32 28; first_bytes "$FMNIST/t10k-images-idx3-ubyte.gz" 16 $((ntest * 784)); } > "$data/t10k-images-idx3-ubyte"
-{ be32 2049; be32 "$ntest"; first_bytes "$FMNIST/t10k-labels-idx1-ubyte.gz" 8 "$ntest"; } > "$data/t10k-labels-idx1-ubyte"
-[ "$(stat -c %s "$data/t10k-images-idx3-ubyte")" -eq $((16 + ntest * 784)) ] || fail "could not cut the test set"
+# --- data: lib.sh's copy of Fashion-MNIST with the first 1000 test images -------------------------------
+data=$FM_DIR
 
 # --- helpers -------------------------------------------------------------------------------------------
 export RESNET_MPI=$BIN RESNET_CHECKPOINT_ROOT=$TMP/ck
