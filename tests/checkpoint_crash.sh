@@ -10,14 +10,22 @@ args=("${FM_SMALL[@]}" --limit-train 2048 --batch-size 32 --eval-every 16 --chec
 step_of() { h5dump -a /train/step "$1" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p'; }
 last=0
 RANDOM=42
+startup=""
 for round in $(seq 1 "$ROUNDS"); do
   "$BIN" "${args[@]}" >/dev/null 2>&1 &
   pid=$!
-  # 0.5 .. 3.5 s: start-up, training steps and the writes between them
-  sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 3 * r / 32768 }')"
+  if [ -z "$startup" ]; then
+    # the first round measures how long start-up takes on this machine (to the first checkpoint)
+    t0=$(date +%s.%N)
+    for _ in $(seq 1 1200); do [ -f "$ck/last.h5" ] && break; sleep 0.05; done
+    [ -f "$ck/last.h5" ] || fail "no checkpoint within 60 s"
+    startup=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+    echo "start-up to the first checkpoint: $startup s"
+  fi
+  # kill at a random moment from late start-up to a few seconds of training (writes every step)
+  sleep "$(awk -v s="$startup" -v r=$RANDOM 'BEGIN { printf "%.2f", 0.7 * s + 3 * r / 32768 }')"
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  [ -f "$ck/last.h5" ] || { echo "round $round: killed before the first checkpoint"; continue; }
   step=$(step_of "$ck/last.h5")
   [ -n "$step" ] || fail "round $round: last.h5 does not open: $(h5dump -H "$ck/last.h5" 2>&1 | head -3)"
   [ "$step" -ge "$last" ] || fail "round $round: last.h5 went back from step $last to $step"

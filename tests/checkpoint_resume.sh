@@ -17,13 +17,23 @@ for np in 1 2; do
   pass "$np rank(s): 10 steps + resume 10 = 20 steps, /model /optimizer /history bitwise identical"
 done
 
-# resume on another number of ranks (sync-BN): equal within 1e-5 after 2 + 2 steps
-mpi 1 "${common[@]}" --sync-bn --max-steps 4 --checkpoint-dir "$TMP/sb1" >/dev/null || fail "sync-bn 4 steps"
-mpi 2 "${common[@]}" --sync-bn --max-steps 2 --checkpoint-dir "$TMP/sb2" >/dev/null || fail "sync-bn 2 steps on 2 ranks"
-mpi 1 "${common[@]}" --sync-bn --max-steps 4 --checkpoint-dir "$TMP/sb2" --resume auto >/dev/null || fail "sync-bn resume on 1 rank"
-h5diff -d 1e-5 "$TMP/sb1/last.h5" "$TMP/sb2/last.h5" /model /model >/dev/null ||
-  fail "sync-bn: 2 ranks + resume on 1 rank differs from 1 rank by more than 1e-5"
-pass "sync-bn: 2 steps on 2 ranks + 2 resumed on 1 rank match 4 steps on 1 rank within 1e-5"
+# Resume on another number of ranks (sync-BN): 2 steps on 2 ranks + 2 resumed on 1 rank against 4 steps
+# on 1 rank, parameters compared by relative norm. With SGD they agree to rounding (bound 1e-5). With
+# Adam they cannot: a parameter whose gradient is pure rounding noise (the seed's stem-conv and
+# projection-BN biases, which the following BN cancels) moves by +-lr whatever the noise's size, and
+# the noise differs with the rank count; measured 3e-4, bound 1e-3.
+for opt in "sgd 1e-5" "adam 1e-3"; do
+  read -r name bound <<< "$opt"
+  o=(--sync-bn --optimizer "$name" --lr 0.01)
+  [ "$name" = adam ] && o=(--sync-bn)
+  mpi 1 "${common[@]}" "${o[@]}" --max-steps 4 --checkpoint-dir "$TMP/$name-1" >/dev/null || fail "$name: 4 steps"
+  mpi 2 "${common[@]}" "${o[@]}" --max-steps 2 --checkpoint-dir "$TMP/$name-2" >/dev/null || fail "$name: 2 steps on 2 ranks"
+  mpi 1 "${common[@]}" "${o[@]}" --max-steps 4 --checkpoint-dir "$TMP/$name-2" --resume auto >/dev/null || fail "$name: resume on 1 rank"
+  diff=$("${COMPARE_MODELS:?meson passes compare_models}" "$TMP/$name-2/last.h5" "$TMP/$name-1/last.h5") || fail "compare"
+  awk -v d="$diff" -v b="$bound" 'BEGIN { exit !(d <= b) }' ||
+    fail "sync-bn $name: 2 ranks + resume on 1 rank differs from 1 rank by $diff (bound $bound)"
+  pass "sync-bn $name: 2 steps on 2 ranks + 2 resumed on 1 rank vs 4 steps on 1 rank: relative difference $diff (bound $bound)"
+done
 
 # a flag given on resume is applied and reported; an incompatible one is refused
 out=$("$BIN" "${common[@]}" --max-steps 21 --checkpoint-dir "$TMP/half1" --resume auto 2>&1) || fail "resume with a new --max-steps"
