@@ -45,3 +45,10 @@ set -e
 [ "$code" -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "arch" ||
   fail "incompatible resume: exit $code: $out"
 pass "resume reports changed flags and refuses another architecture: $out"
+
+# --keep N: numbered snapshots of the newest N checkpoints, beside last.h5
+"$BIN" "${common[@]}" --max-steps 10 --checkpoint-every 2 --keep 2 --checkpoint-dir "$TMP/keep" >/dev/null || fail "--keep run"
+snaps=$(find "$TMP/keep" -name 'step-*.h5' -printf '%f\n' | sort | tr '\n' ' ')
+[ "$snaps" = "step-00000008.h5 step-00000010.h5 " ] || fail "--keep 2 left: $snaps"
+h5diff "$TMP/keep/step-00000010.h5" "$TMP/keep/last.h5" /model /model >/dev/null || fail "newest snapshot's model differs from last.h5"
+pass "--keep 2 keeps $snaps"
