@@ -43,6 +43,7 @@ def main():
         opt.step()
     train_s = time.perf_counter() - start
     train_ips = args.batch_size * args.steps / train_s
+    train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     # the seed validates with model.eval(), which for its BNs (no running stats) is batch statistics
     xe = torch.rand(args.eval_images, 3, 32, 32)
@@ -59,7 +60,7 @@ def main():
           f"{args.threads} thread(s), {args.steps} steps after {args.warmup} warm-up")
     print(f"train: {train_ips:.1f} images/s, {1000 * train_s / args.steps:.1f} ms/step")
     print(f"eval: {eval_ips:.1f} images/s (batch statistics over {args.eval_images} images)")
-    print(f"peak memory: {rss:.0f} MiB")
+    print(f"peak memory: {train_rss:.0f} MiB training, {rss:.0f} MiB with the {args.eval_images}-image evaluation")
 
 
 if __name__ == "__main__":
