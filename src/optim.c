@@ -72,7 +72,7 @@ static void adam_step(Optimizer *opt, float *restrict p, const float *restrict g
     float *restrict m = opt->exp_avg, *restrict v = opt->exp_avg_sq;
     const long n = (long)opt->n;
 
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         float gi = g[i], w = p[i];
         if (decoupled)
@@ -97,11 +97,11 @@ static void sgd_step(Optimizer *opt, float *restrict p, const float *restrict g,
     const long n = (long)opt->n;
 
     if (!buf) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
         for (long i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
         return;
     }
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
         float gi = g[i] + wd * p[i];
         float bi = first ? gi : buf[i] * mu + gi;
