@@ -1,6 +1,10 @@
-/* Convolution as im2col + one BLIS GEMM per chunk of images, over C,N,H,W activations.
+/* Convolution over C,N,H,W activations.
  *
- * With channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
+ * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct AVX-512
+ * kernels (below, "direct convolution"): forward, input gradient and weight gradient each read the
+ * activations in place, with no im2col matrix and no GEMM. Everything else (and every shape on CPUs
+ * without AVX-512) takes the general path: im2col + one BLIS GEMM per chunk of images. With
+ * channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
  * (K = cin*k*k), and the output rows of the chunk sit at column offset n0*ho*wo of Y[cout][n*ho*wo]:
  * the GEMM writes them in place through BLIS's general strides, so no reshuffling follows. Chunks bound
  * the scratch (col, and dcol in backward) to a few MiB that stay in cache between im2col and GEMM. */
@@ -14,9 +18,9 @@
 #include <blis.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#define HAVE_DIRECT3X3 1
+#define HAVE_DIRECT 1
 #else
-#define HAVE_DIRECT3X3 0
+#define HAVE_DIRECT 0
 #endif
 
 /* Floats of im2col per chunk: large enough for long GEMM rows, small enough to stay in L2/L3. */
@@ -58,35 +62,43 @@ int conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k
 
 static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad == 0; }
 
-/* ---- direct 3x3 stride-1 pad-1 convolution (AVX-512) -------------------------------------------------
+/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512) ---------------
  *
- * For 3x3 / stride 1 / pad 1 the output has the input's extent, so over C,N,H,W activations every
- * channel is one contiguous row of P = n*h*w pixels, and output pixel p of any channel reads input pixel
+ * Stride 1: for 3x3 / stride 1 / pad 1 the output has the input's extent, so over C,N,H,W activations
+ * every channel is one contiguous row of P = n*h*w pixels, and output pixel p reads input pixel
  * p + (kh-1)*w + (kw-1) of every input channel, provided that pixel lies in the same image inside the
- * frame. The kernel therefore runs along the flattened pixel row in 16-float vectors and handles the
- * padding (and image boundaries inside the batch) with one lane mask per vector and tap: a masked-off
- * lane reads zero, and AVX-512 masked loads do not fault on masked-off lanes, so vectors at the row ends
- * may point before or after the array. No im2col, no col2im.
+ * frame. The kernels run along the flattened pixel row in 16-float vectors and handle the padding (and
+ * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
+ * zero, and AVX-512 masked loads do not fault on masked-off lanes, so vectors at the row ends may point
+ * before or after the array. No im2col, no col2im.
  *
- * The masks depend only on the pixel position modulo h*w, so a table of period = lcm(h*w, 16) / 16
- * vectors (one when h*w is a multiple of 16: 32x32, 16x16, 8x8, 28x28) covers every vector.
+ * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
+ * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
+ * oy + dy of plane row parity rp = ky & 1, dy = (ky - rp) / 2, so every tap becomes a stride-1 tap with
+ * shift (dy, dx) in {-1, 0}^2 on one plane and the same kernels apply. 3x3 / pad 1 uses all 4 planes,
+ * 1x1 / pad 0 only the even/even one. The split costs one pass over x, far less than im2col's 9.
  *
- * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm). Per input
- * channel and tap it loads DC_PV input vectors and broadcasts DC_COB weights for DC_COB * DC_PV FMAs,
- * so the loop is FMA-bound. Weights are repacked as [cout block][cin][tap][DC_COB] so the broadcasts
- * walk memory sequentially. Each output value is summed by one thread in a fixed order (input channel,
- * then tap), so results do not depend on the thread count.
+ * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, 16) / 16
+ * vectors (one when ho*wo is a multiple of 16: 32x32, 16x16, 8x8, 28x28) holds all of them, for the 9
+ * shifts (dy, dx) in {-1, 0, 1}^2.
  *
- * The input gradient of the same convolution is the same kernel run on dY with the weights transposed
- * (cin <-> cout) and flipped (tap t -> 8 - t): dx[ci][p] = sum_co sum_t W[co][ci][t] dY[co][p - off(t)]. */
+ * Every output value (y, dx, dW) is summed by one thread in a fixed order, so the results do not depend
+ * on the thread count. */
 
+/* register tiles (see direct_tile, direct_dw_task); DC_COB / DC_PV may be set with -D when tuning */
+#ifndef DC_COB
 #define DC_COB 8
+#endif
+#ifndef DC_PV
 #define DC_PV 3
+#endif
 #define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels */
+#define DW_COB 8
 
-/* 3x3 / stride 1 / pad 1 with a direct kernel available? */
-static int use_direct3x3(ConvShape s) {
-    return HAVE_DIRECT3X3 && s.k == 3 && s.stride == 1 && s.pad == 1;
+/* shapes the direct kernels take */
+static int use_direct(ConvShape s) {
+    return HAVE_DIRECT && ((s.k == 3 && s.pad == 1 && (s.stride == 1 || s.stride == 2)) ||
+                           (s.k == 1 && s.pad == 0 && s.stride == 2));
 }
 
 static int gcd_int(int a, int b) {
@@ -94,92 +106,228 @@ static int gcd_int(int a, int b) {
     return a;
 }
 
-/* vectors in one period of the lane-mask table */
-static int mask_period(int h, int w) { return h * w / gcd_int(h * w, 16); }
-
 static int round_up(int a, int b) { return (a + b - 1) / b * b; }
 
-/* Floats of scratch for the direct kernel: packed weights for the wider of the two directions and the
- * mask table (uint16 per vector and tap). */
-static size_t direct_scratch_floats(ConvShape s, int h, int w) {
-    const int cmax = s.cin > s.cout ? s.cin : s.cout;
-    const size_t packed = (size_t)round_up(cmax, DC_COB) * cmax * 9;
-    const size_t masks = ((size_t)mask_period(h, w) * 9 + 1) / 2;
-    return packed + masks + 16;
+/* planes per input channel: 1 for stride 1 (x itself) and 1x1 / stride 2 (even/even), else 4 */
+static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
+
+/* Images per chunk of the stride-2 plane buffer, bounded like im2col's chunks. */
+static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
+    if (s.stride == 1) return n;
+    const size_t per_image = (size_t)s.cin * direct_planes(s) * ho * wo;
+    int nc = (int)(COL_BUDGET_FLOATS / per_image);
+    return nc < 1 ? 1 : nc > n ? n : nc;
 }
 
-/* Floats of scratch for direct3x3_dw: the double accumulators (its masks come first). */
-static size_t direct_dw_scratch_floats(ConvShape s) { return 2 * (size_t)s.cout * s.cin * 9 + 16; }
+/* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
+ * masks [period][9] uint16 | dW accumulators [cout][cin][k*k] double | packed weights | planes. */
+typedef struct { size_t masks, acc, packed, planes, total; } DirectLayout;
 
-#if HAVE_DIRECT3X3
+static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
+    const int period = ho * wo / gcd_int(ho * wo, 16), cmax = s.cin > s.cout ? s.cin : s.cout;
+    DirectLayout l;
+    l.masks = 0;
+    l.acc = l.masks + (size_t)round_up(period * 9, 32) / 2;
+    l.packed = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
+    l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
+    l.total = l.planes;
+    if (s.stride == 2)
+        l.total += (size_t)s.cin * direct_planes(s) * direct_chunk_images(s, n, ho, wo) * ho * wo;
+    return l;
+}
+
+#if HAVE_DIRECT
+/* One tap: plane g of the input channel, shift (dy, dx) on the plane grid, weight index kh*k + kw. */
+typedef struct { int g, dy, dx, widx; } Tap;
+
 typedef struct {
-    const float *src;        /* [cin][P] */
-    float *dst;              /* [cout][P] */
-    const float *wp;         /* [cout / DC_COB][cin][9][DC_COB] */
-    const float *bias;       /* [cout] or NULL */
-    const uint16_t *masks;   /* [period][9] */
-    size_t P, nv;            /* pixels per channel, vectors per channel (last one maybe partial) */
-    int cin, cout, w, period;
-    __mmask16 tail;          /* valid lanes of vector nv - 1 */
-} Direct;
+    int G, ntap;     /* planes per input channel, taps (sorted by plane) */
+    int ho, wo, period;
+    Tap tap[9];
+} Geometry;
 
-/* masks[u][t]: lanes l of pixel vector u (mod period) whose pixel has tap t = (dy+1)*3 + (dx+1) inside
- * the frame of its own image */
-static void build_masks(uint16_t *masks, int h, int w, int period) {
-    const int hw = h * w;
+static Geometry make_geometry(ConvShape s, int h, int w) {
+    Geometry geo;
+    geo.ho = conv_out_size(h, s.k, s.stride, s.pad);
+    geo.wo = conv_out_size(w, s.k, s.stride, s.pad);
+    geo.period = geo.ho * geo.wo / gcd_int(geo.ho * geo.wo, 16);
+    geo.G = direct_planes(s);
+    geo.ntap = 0;
+    for (int g = 0; g < geo.G; g++)
+        for (int kh = 0; kh < s.k; kh++)
+            for (int kw = 0; kw < s.k; kw++) {
+                const int ky = kh - s.pad, kx = kw - s.pad;
+                Tap t = {0, ky, kx, kh * s.k + kw};
+                if (s.stride == 2) {
+                    const int rp = ky & 1, cp = kx & 1;
+                    if (rp * 2 + cp != g) continue;
+                    t = (Tap){g, (ky - rp) / 2, (kx - cp) / 2, kh * s.k + kw};
+                }
+                geo.tap[geo.ntap++] = t;
+            }
+    return geo;
+}
+
+/* masks[u][(dy+1)*3 + (dx+1)]: lanes l of pixel vector u (mod period) whose pixel, shifted by (dy, dx),
+ * stays inside the ho x wo frame of its own image */
+static void build_masks(uint16_t *masks, int ho, int wo, int period) {
+    const int hw = ho * wo;
     for (int u = 0; u < period; u++)
         for (int t = 0; t < 9; t++) {
             const int dy = t / 3 - 1, dx = t % 3 - 1;
             unsigned mk = 0;
             for (int l = 0; l < 16; l++) {
-                const int r = (u * 16 + l) % hw, y = r / w + dy, x = r % w + dx;
-                if (y >= 0 && y < h && x >= 0 && x < w) mk |= 1u << l;
+                const int r = (u * 16 + l) % hw, y = r / wo + dy, x = r % wo + dx;
+                if (y >= 0 && y < ho && x >= 0 && x < wo) mk |= 1u << l;
             }
             masks[u * 9 + t] = (uint16_t)mk;
         }
 }
 
-/* One register tile: output channels cb*DC_COB .. +DC_COB, pixel vectors v0 .. v0+pv. pv is a
- * compile-time constant at every call site (DC_PV or 1), so acc[][] lives in registers. */
-static inline __attribute__((always_inline)) void direct_tile(const Direct *d, int cb, size_t v0, int pv) {
-    const int w = d->w;
-    const ptrdiff_t off[9] = {-w - 1, -w, -w + 1, -1, 0, 1, w - 1, w, w + 1};
+/* planes[ci][g][i][a][b] = x[ci][n0 + i][2a + rp][2b + cp] (g = 2 rp + cp), zero past the edge. */
+static void split_planes(float *planes, const float *x, int cin, int G, int n, int h, int w, int n0, int nc,
+                         int ho, int wo) {
+    const size_t hw = (size_t)h * w, ohw = (size_t)ho * wo;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int i = 0; i < nc; i++) {
+            const float *src = x + ((size_t)ci * n + n0 + i) * hw;
+            float *pl = planes + ((size_t)ci * G * nc + i) * ohw;
+            const size_t pcs = (size_t)nc * ohw;   /* plane stride */
+            if (h % 2 == 0 && w % 2 == 0) {
+                /* even extents, no edge: a plain deinterleave that the compiler vectorises */
+                for (int a = 0; a < ho; a++)
+                    for (int rp = 0; rp < (G == 4 ? 2 : 1); rp++) {
+                        const float *row = src + (size_t)(2 * a + rp) * w;
+                        float *e = pl + (size_t)(rp * 2) * pcs + (size_t)a * wo, *o = e + pcs;
+                        if (G == 4)
+                            for (int b = 0; b < wo; b++) {
+                                e[b] = row[2 * b];
+                                o[b] = row[2 * b + 1];
+                            }
+                        else
+                            for (int b = 0; b < wo; b++) e[b] = row[2 * b];
+                    }
+                continue;
+            }
+            for (int g = 0; g < G; g++) {
+                const int rp = g >> 1, cp = g & 1;
+                float *dst = planes + ((size_t)(ci * G + g) * nc + i) * ohw;
+                for (int a = 0; a < ho; a++) {
+                    const int iy = 2 * a + rp;
+                    for (int b = 0; b < wo; b++) {
+                        const int ix = 2 * b + cp;
+                        dst[a * wo + b] = iy < h && ix < w ? src[(size_t)iy * w + ix] : 0.0f;
+                    }
+                }
+            }
+        }
+}
+
+/* The inverse for gradients: dx[ci][n0 + i][iy][ix] = plane (iy & 1, ix & 1) at (iy / 2, ix / 2), zero for
+ * the pixels no tap reads (1x1 / stride 2 reads only even/even). */
+static void merge_planes(float *dx, const float *planes, int cin, int G, int n, int h, int w, int n0, int nc,
+                         int ho, int wo) {
+    const size_t hw = (size_t)h * w, ohw = (size_t)ho * wo;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int i = 0; i < nc; i++) {
+            float *dst = dx + ((size_t)ci * n + n0 + i) * hw;
+            const float *pl = planes + ((size_t)ci * G * nc + i) * ohw;
+            const size_t pcs = (size_t)nc * ohw;   /* plane stride */
+            if (h % 2 == 0 && w % 2 == 0) {
+                /* even extents: a plain interleave that the compiler vectorises */
+                for (int a = 0; a < ho; a++)
+                    for (int rp = 0; rp < 2; rp++) {
+                        float *row = dst + (size_t)(2 * a + rp) * w;
+                        const float *e = pl + (size_t)(rp * 2) * pcs + (size_t)a * wo, *o = e + pcs;
+                        if (G == 4)
+                            for (int b = 0; b < wo; b++) {
+                                row[2 * b] = e[b];
+                                row[2 * b + 1] = o[b];
+                            }
+                        else if (rp == 0)
+                            for (int b = 0; b < wo; b++) {
+                                row[2 * b] = e[b];
+                                row[2 * b + 1] = 0.0f;
+                            }
+                        else
+                            for (int b = 0; b < w; b++) row[b] = 0.0f;
+                    }
+                continue;
+            }
+            for (int iy = 0; iy < h; iy++)
+                for (int ix = 0; ix < w; ix++) {
+                    const int g = (iy & 1) * 2 + (ix & 1);
+                    dst[(size_t)iy * w + ix] =
+                        g < G ? planes[((size_t)(ci * G + g) * nc + i) * ohw + (size_t)(iy >> 1) * wo + (ix >> 1)]
+                              : 0.0f;
+                }
+        }
+}
+
+/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
+ *
+ * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm). Per input
+ * channel and tap it loads DC_PV input vectors and broadcasts DC_COB weights for DC_COB * DC_PV FMAs,
+ * so the loop is FMA-bound. Weights are packed as [cout block][cin][tap][DC_COB] so the broadcasts walk
+ * memory sequentially. Used for the forward pass and, with the weights transposed and the shifts negated,
+ * for the input gradient (dx[ci][p] = sum_co sum_t W[co][ci][t] dY[co][p - off(t)]). */
+typedef struct {
+    const float *src;        /* input channel ci starts at src + ci * src_cs */
+    float *dst;              /* output channel co starts at dst + co * dst_cs */
+    const float *wp;         /* [ceil(cout / DC_COB)][cin][ntap][DC_COB] */
+    const float *bias;       /* [cout] or NULL */
+    const uint16_t *masks;   /* [period][9] */
+    size_t src_cs, dst_cs, nv;
+    int cin, cout, period, ntap;
+    __mmask16 tail;          /* valid lanes of vector nv - 1 */
+    ptrdiff_t off[9];
+    int mk[9];
+} Direct;
+
+/* One register tile: output channels cb*DC_COB .. +DC_COB, pixel vectors v0 .. v0+pv. pv (DC_PV or 1) and,
+ * for stride 1, ntap (9) are compile-time constants at the call sites, so acc[][] lives in registers and
+ * the tap loop unrolls. */
+static inline __attribute__((always_inline)) void direct_tile(const Direct *d, int cb, size_t v0, int pv,
+                                                              int ntap) {
     __mmask16 m[DC_PV][9];
     size_t u = v0 % (size_t)d->period;
     for (int j = 0; j < pv; j++) {
         const __mmask16 tail = v0 + j == d->nv - 1 ? d->tail : (__mmask16)0xFFFF;
-        for (int t = 0; t < 9; t++) m[j][t] = d->masks[u * 9 + t] & tail;
+        for (int t = 0; t < ntap; t++) m[j][t] = d->masks[u * 9 + d->mk[t]] & tail;
         if (++u == (size_t)d->period) u = 0;
     }
     __m512 acc[DC_COB][DC_PV];
-    #pragma GCC unroll 8
+    #pragma GCC unroll 16
     for (int c = 0; c < DC_COB; c++)
-        #pragma GCC unroll 3
+        #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) acc[c][j] = _mm512_setzero_ps();
-    const float *wc = d->wp + (size_t)cb * d->cin * 9 * DC_COB;
+    const float *wc = d->wp + (size_t)cb * d->cin * ntap * DC_COB;
     const float *xs = d->src + v0 * 16;
-    for (int ci = 0; ci < d->cin; ci++, xs += d->P, wc += 9 * DC_COB) {
+    for (int ci = 0; ci < d->cin; ci++, xs += d->src_cs, wc += ntap * DC_COB) {
         #pragma GCC unroll 9
-        for (int t = 0; t < 9; t++) {
+        for (int t = 0; t < ntap; t++) {
             __m512 in[DC_PV];
-            #pragma GCC unroll 3
-            for (int j = 0; j < pv; j++) in[j] = _mm512_maskz_loadu_ps(m[j][t], xs + 16 * j + off[t]);
-            #pragma GCC unroll 8
+            #pragma GCC unroll 16
+            for (int j = 0; j < pv; j++) in[j] = _mm512_maskz_loadu_ps(m[j][t], xs + 16 * j + d->off[t]);
+            #pragma GCC unroll 16
             for (int c = 0; c < DC_COB; c++) {
                 const __m512 wv = _mm512_set1_ps(wc[t * DC_COB + c]);
-                #pragma GCC unroll 3
+                #pragma GCC unroll 16
                 for (int j = 0; j < pv; j++) acc[c][j] = _mm512_fmadd_ps(wv, in[j], acc[c][j]);
             }
         }
     }
     const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
-    #pragma GCC unroll 8
+    #pragma GCC unroll 16
     for (int c = 0; c < DC_COB; c++) {
         if (c >= nco) break;
         const int co = cb * DC_COB + c;
-        float *out = d->dst + (size_t)co * d->P + v0 * 16;
+        float *out = d->dst + (size_t)co * d->dst_cs + v0 * 16;
         const __m512 b = _mm512_set1_ps(d->bias ? d->bias[co] : 0.0f);
-        #pragma GCC unroll 3
+        #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
             const __m512 r = d->bias ? _mm512_add_ps(acc[c][j], b) : acc[c][j];
             _mm512_mask_storeu_ps(out + 16 * j, v0 + j == d->nv - 1 ? d->tail : (__mmask16)0xFFFF, r);
@@ -187,84 +335,85 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
     }
 }
 
-/* dst[co][p] (= bias[co] +) sum_ci sum_t wpack(co, ci, t) src[ci][p + off(t)] over the whole batch;
- * wpack(co, ci, t) is what pack_weight returns. */
-static void direct3x3(float *dst, const float *src, int cin, int cout, const float *weight, int transpose,
-                      const float *bias, int n, int h, int w, float *scratch) {
-    const int cpad = round_up(cout, DC_COB), ncb = cpad / DC_COB, period = mask_period(h, w);
-    float *wp = scratch;
-    uint16_t *masks = (uint16_t *)(scratch + (size_t)cpad * cin * 9);
-    /* packed weights: forward W[co][ci][t]; transposed (input gradient) W[ci][co][8 - t] */
-    for (int cb = 0; cb < ncb; cb++)
-        for (int ci = 0; ci < cin; ci++)
-            for (int t = 0; t < 9; t++)
-                for (int c = 0; c < DC_COB; c++) {
-                    const int co = cb * DC_COB + c;
-                    float v = 0.0f;
-                    if (co < cout)
-                        v = transpose ? weight[((size_t)ci * cout + co) * 9 + 8 - t]
-                                      : weight[((size_t)co * cin + ci) * 9 + t];
-                    wp[(((size_t)cb * cin + ci) * 9 + t) * DC_COB + c] = v;
-                }
-    const int hw = h * w;
-    build_masks(masks, h, w, period);
-    const size_t P = (size_t)n * hw, nv = (P + 15) / 16;
-    const unsigned rem = (unsigned)(P % 16);
-    const Direct d = {src, dst, wp, bias, masks, P, nv, cin, cout, w, period,
-                      (__mmask16)(rem ? (1u << rem) - 1 : 0xFFFFu)};
-    const size_t task_vecs = (size_t)DC_PV * DC_TILES_PER_TASK, ntasks = (nv + task_vecs - 1) / task_vecs;
+static void direct_run(const Direct *d) {
+    const int ncb = (d->cout + DC_COB - 1) / DC_COB;
+    /* work items of DC_TILES_PER_TASK tiles, fewer for small batches so each thread gets several; the
+     * grouping does not change any sum, so results stay thread-count independent */
+    size_t task_vecs = (size_t)DC_PV * DC_TILES_PER_TASK;
+    while (task_vecs > DC_PV && (d->nv + task_vecs - 1) / task_vecs < 4 * (size_t)threads_in_use)
+        task_vecs -= DC_PV;
+    const size_t ntasks = (d->nv + task_vecs - 1) / task_vecs;
     #pragma omp parallel for schedule(static)
     for (size_t task = 0; task < ntasks; task++) {
-        const size_t va = task * task_vecs, vb = va + task_vecs < nv ? va + task_vecs : nv;
+        const size_t va = task * task_vecs, vb = va + task_vecs < d->nv ? va + task_vecs : d->nv;
         for (int cb = 0; cb < ncb; cb++) {
             size_t v = va;
-            for (; v + DC_PV <= vb; v += DC_PV) direct_tile(&d, cb, v, DC_PV);
-            for (; v < vb; v++) direct_tile(&d, cb, v, 1);
+            if (d->ntap == 9) {
+                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 9);
+                for (; v < vb; v++) direct_tile(d, cb, v, 1, 9);
+            } else {
+                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, d->ntap);
+                for (; v < vb; v++) direct_tile(d, cb, v, 1, d->ntap);
+            }
         }
     }
 }
 
-/* Weight gradient of the 3x3 / stride-1 / pad-1 convolution, direct:
- *   dW[co][ci][t] += sum_p dY[co][p] * X[ci][p + off(t)]   (masked as in the forward kernel).
- * A reduction over all P pixels, so the register tile is DW_COB output channels x the 3 taps of one
- * kernel row (24 zmm accumulators, one per (co, tap), each summing 16 pixel lanes): per pixel vector it
- * loads DW_COB dY vectors and 3 shifted X vectors for 24 FMAs. The pixels run in chunks small enough
- * that the chunk's rows of every channel of X and dY stay in L2 while all (co block, ci, row) tasks
- * sweep them; each task folds its accumulators into a double buffer after each chunk. Chunks go in
- * order and a task's sum never depends on which thread ran it, so the result is thread-count
- * independent. */
-#define DW_COB 8
+static __mmask16 tail_mask(size_t P) {
+    const unsigned rem = (unsigned)(P % 16);
+    return (__mmask16)(rem ? (1u << rem) - 1 : 0xFFFFu);
+}
 
+/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above).
+ * A reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm
+ * accumulators, each summing 16 pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted X
+ * vectors for 24 FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel. The
+ * pixels run in chunks small enough that the chunk's rows of every channel of X and dY stay in L2 while
+ * all (co block, column triple) tasks sweep them; each task folds its accumulators into a double buffer
+ * after each chunk, chunks in order, so the sums do not depend on the thread count. */
 typedef struct {
-    const float *dy, *x;     /* [cout][P], [cin][P] */
+    const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
     const uint16_t *masks;   /* [period][9] */
-    double *acc;             /* [cout][cin][9] */
-    size_t P, nv;
-    int cin, cout, w, period;
+    double *acc;             /* [cout][cin][kk] */
+    size_t dy_cs, x_cs, nv;
+    int cin, cout, kk, period, ntap;
     __mmask16 tail;
+    ptrdiff_t off[9];
+    int mk[9], widx[9];
 } DirectDw;
 
-static void direct_dw_task(const DirectDw *d, int cb, int ci, int kh, size_t va, size_t vb) {
-    const int w = d->w;
-    const ptrdiff_t row = (ptrdiff_t)(kh - 1) * w;
-    const float *xr = d->x + (size_t)ci * d->P + row;
+static void direct_dw_task(const DirectDw *d, int cb, int col0, size_t va, size_t vb) {
+    const float *xr[3];
+    const uint16_t *mr[3];
+    static const uint16_t none[9] = {0};
+    for (int k = 0; k < 3; k++) {
+        const int col = col0 + k, ci = col / d->ntap, t = col % d->ntap;
+        if (col < d->cin * d->ntap) {
+            xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t];
+            mr[k] = d->masks + d->mk[t];
+        } else {     /* past the last column: reads nothing (mask 0), stored nowhere */
+            xr[k] = d->x;
+            mr[k] = none;
+        }
+    }
+    /* mask table strides per vector; the "none" table does not advance */
+    const size_t ms0 = mr[0] == none ? 0 : 9, ms1 = mr[1] == none ? 0 : 9, ms2 = mr[2] == none ? 0 : 9;
     const float *dyr[DW_COB];
     const int nco = d->cout - cb * DW_COB < DW_COB ? d->cout - cb * DW_COB : DW_COB;
-    for (int c = 0; c < DW_COB; c++) dyr[c] = d->dy + (size_t)(cb * DW_COB + (c < nco ? c : 0)) * d->P;
+    for (int c = 0; c < DW_COB; c++) dyr[c] = d->dy + (size_t)(cb * DW_COB + (c < nco ? c : 0)) * d->dy_cs;
     __m512 acc[DW_COB][3];
-    #pragma GCC unroll 8
+    #pragma GCC unroll 16
     for (int c = 0; c < DW_COB; c++)
-        #pragma GCC unroll 3
+        #pragma GCC unroll 16
         for (int k = 0; k < 3; k++) acc[c][k] = _mm512_setzero_ps();
     size_t u = va % (size_t)d->period;
     for (size_t v = va; v < vb; v++) {
-        const uint16_t *m = d->masks + u * 9 + kh * 3;
         const __mmask16 tail = v == d->nv - 1 ? d->tail : (__mmask16)0xFFFF;
         const size_t p = v * 16;
-        const __m512 x0 = _mm512_maskz_loadu_ps(m[0] & tail, xr + p - 1);
-        const __m512 x1 = _mm512_maskz_loadu_ps(m[1] & tail, xr + p);
-        const __m512 x2 = _mm512_maskz_loadu_ps(m[2] & tail, xr + p + 1);
-        #pragma GCC unroll 8
+        const __m512 x0 = _mm512_maskz_loadu_ps(mr[0][u * ms0] & tail, xr[0] + p);
+        const __m512 x1 = _mm512_maskz_loadu_ps(mr[1][u * ms1] & tail, xr[1] + p);
+        const __m512 x2 = _mm512_maskz_loadu_ps(mr[2][u * ms2] & tail, xr[2] + p);
+        #pragma GCC unroll 16
         for (int c = 0; c < DW_COB; c++) {
             const __m512 g = _mm512_maskz_loadu_ps(tail, dyr[c] + p);
             acc[c][0] = _mm512_fmadd_ps(g, x0, acc[c][0]);
@@ -275,41 +424,178 @@ static void direct_dw_task(const DirectDw *d, int cb, int ci, int kh, size_t va,
     }
     /* fully unrolled with constant indices, so acc[][] never needs a home in memory */
     float red[DW_COB][3];
-    #pragma GCC unroll 8
+    #pragma GCC unroll 16
     for (int c = 0; c < DW_COB; c++)
-        #pragma GCC unroll 3
+        #pragma GCC unroll 16
         for (int k = 0; k < 3; k++) red[c][k] = _mm512_reduce_add_ps(acc[c][k]);
-    for (int c = 0; c < nco; c++) {
-        double *out = d->acc + ((size_t)(cb * DW_COB + c) * d->cin + ci) * 9 + kh * 3;
-        for (int k = 0; k < 3; k++) out[k] += red[c][k];
+    for (int k = 0; k < 3; k++) {
+        const int col = col0 + k;
+        if (col >= d->cin * d->ntap) break;
+        const int ci = col / d->ntap, t = col % d->ntap;
+        for (int c = 0; c < nco; c++)
+            d->acc[((size_t)(cb * DW_COB + c) * d->cin + ci) * d->kk + d->widx[t]] += red[c][k];
     }
 }
 
-
-static void direct3x3_dw(float *dweight, const float *dy, const float *x, int cin, int cout, int n, int h,
-                         int w, float *scratch) {
-    const int period = mask_period(h, w), hw = h * w;
-    uint16_t *masks = (uint16_t *)scratch;
-    double *acc = (double *)(scratch + round_up(period * 9 + 1, 32) / 2);  /* 64-byte aligned if scratch is */
-    build_masks(masks, h, w, period);
-    const size_t nw = (size_t)cout * cin * 9;
-    memset(acc, 0, sizeof(double) * nw);
-    const size_t P = (size_t)n * hw, nv = (P + 15) / 16;
-    const unsigned rem = (unsigned)(P % 16);
-    const DirectDw d = {dy, x, masks, acc, P, nv, cin, cout, w, period,
-                        (__mmask16)(rem ? (1u << rem) - 1 : 0xFFFFu)};
-    /* chunk: the rows of all cin + cout channels fit in ~512 KiB */
-    size_t chunk_vecs = (size_t)(128 * 1024) / (size_t)(cin + cout) / 16;
+static void direct_dw_run(const DirectDw *d) {
+    /* pixel chunk: the rows of all input and output channels fit in ~512 KiB */
+    size_t chunk_vecs = (size_t)(128 * 1024) / (size_t)(d->cin * (d->ntap > 1 ? 2 : 1) + d->cout) / 16;
     if (chunk_vecs < 16) chunk_vecs = 16;
-    const int ncb = (cout + DW_COB - 1) / DW_COB, ntasks = ncb * cin * 3;
+    const int ncb = (d->cout + DW_COB - 1) / DW_COB, ntriples = (d->cin * d->ntap + 2) / 3,
+              ntasks = ncb * ntriples;
     #pragma omp parallel
-    for (size_t va = 0; va < nv; va += chunk_vecs) {
-        const size_t vb = va + chunk_vecs < nv ? va + chunk_vecs : nv;
+    for (size_t va = 0; va < d->nv; va += chunk_vecs) {
+        const size_t vb = va + chunk_vecs < d->nv ? va + chunk_vecs : d->nv;
         #pragma omp for schedule(static)
-        for (int task = 0; task < ntasks; task++) {
-            const int kh = task % 3, ci = (task / 3) % cin, cb = task / 3 / cin;
-            direct_dw_task(&d, cb, ci, kh, va, vb);
+        for (int task = 0; task < ntasks; task++)
+            direct_dw_task(d, task / ntriples, task % ntriples * 3, va, vb);
+    }
+}
+
+static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
+                           int w, ConvShape s, float *scratch) {
+    const Geometry geo = make_geometry(s, h, w);
+    const DirectLayout lay = direct_layout(s, n, h, w);
+    uint16_t *masks = (uint16_t *)(scratch + lay.masks);
+    float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
+    const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
+    build_masks(masks, geo.ho, geo.wo, geo.period);
+    for (int cb = 0; cb < ncb; cb++)
+        for (int ci = 0; ci < s.cin; ci++)
+            for (int t = 0; t < geo.ntap; t++)
+                for (int c = 0; c < DC_COB; c++) {
+                    const int co = cb * DC_COB + c;
+                    wp[(((size_t)cb * s.cin + ci) * geo.ntap + t) * DC_COB + c] =
+                        co < s.cout ? weight[((size_t)co * s.cin + ci) * kk + geo.tap[t].widx] : 0.0f;
+                }
+    const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
+    const int nc_max = direct_chunk_images(s, n, geo.ho, geo.wo);
+    for (int n0 = 0; n0 < n; n0 += nc_max) {
+        const int nc = n - n0 < nc_max ? n - n0 : nc_max;
+        const size_t P = (size_t)nc * ohw;
+        Direct d = {0};
+        if (s.stride == 1) {
+            d.src = x + n0 * hw;
+            d.src_cs = (size_t)n * hw;
+        } else {
+            split_planes(planes, x, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
+            d.src = planes;
+            d.src_cs = (size_t)geo.G * P;
         }
+        d.dst = y + n0 * ohw;
+        d.dst_cs = (size_t)n * ohw;
+        d.wp = wp;
+        d.bias = bias;
+        d.masks = masks;
+        d.nv = (P + 15) / 16;
+        d.cin = s.cin;
+        d.cout = s.cout;
+        d.period = geo.period;
+        d.ntap = geo.ntap;
+        d.tail = tail_mask(P);
+        for (int t = 0; t < geo.ntap; t++) {
+            const Tap tp = geo.tap[t];
+            d.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
+            d.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
+        }
+        direct_run(&d);
+    }
+}
+
+static void direct_backward(float *dx, float *dweight, const float *dy, const float *x, const float *weight,
+                            int n, int h, int w, ConvShape s, float *scratch) {
+    const Geometry geo = make_geometry(s, h, w);
+    const DirectLayout lay = direct_layout(s, n, h, w);
+    uint16_t *masks = (uint16_t *)(scratch + lay.masks);
+    double *acc = (double *)(scratch + lay.acc);
+    float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
+    const int kk = s.k * s.k, ncb = (s.cin + DC_COB - 1) / DC_COB;
+    build_masks(masks, geo.ho, geo.wo, geo.period);
+    const size_t nw = (size_t)s.cout * s.cin * kk;
+    memset(acc, 0, sizeof(double) * nw);
+    /* input-gradient weights, one block per plane g: [g][ci block][co][taps of plane g][DC_COB] */
+    size_t plane_wp[4] = {0};
+    int plane_t0[5] = {0};
+    if (dx) {
+        size_t at = 0;
+        for (int g = 0; g < geo.G; g++) {
+            int t0 = plane_t0[g], t1 = t0;
+            while (t1 < geo.ntap && geo.tap[t1].g == g) t1++;
+            plane_t0[g + 1] = t1;
+            plane_wp[g] = at;
+            const int nt = t1 - t0;
+            for (int cb = 0; cb < ncb; cb++)
+                for (int co = 0; co < s.cout; co++)
+                    for (int t = 0; t < nt; t++)
+                        for (int c = 0; c < DC_COB; c++) {
+                            const int ci = cb * DC_COB + c;
+                            wp[at + (((size_t)cb * s.cout + co) * nt + t) * DC_COB + c] =
+                                ci < s.cin ? weight[((size_t)co * s.cin + ci) * kk + geo.tap[t0 + t].widx] : 0.0f;
+                        }
+            at += (size_t)ncb * s.cout * nt * DC_COB;
+        }
+    }
+    const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
+    const int nc_max = direct_chunk_images(s, n, geo.ho, geo.wo);
+    for (int n0 = 0; n0 < n; n0 += nc_max) {
+        const int nc = n - n0 < nc_max ? n - n0 : nc_max;
+        const size_t P = (size_t)nc * ohw;
+        DirectDw dw = {0};
+        dw.dy = dy + n0 * ohw;
+        dw.dy_cs = (size_t)n * ohw;
+        if (s.stride == 1) {
+            dw.x = x + n0 * hw;
+            dw.x_cs = (size_t)n * hw;
+        } else {
+            split_planes(planes, x, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
+            dw.x = planes;
+            dw.x_cs = (size_t)geo.G * P;
+        }
+        dw.masks = masks;
+        dw.acc = acc;
+        dw.nv = (P + 15) / 16;
+        dw.cin = s.cin;
+        dw.cout = s.cout;
+        dw.kk = kk;
+        dw.period = geo.period;
+        dw.ntap = geo.ntap;
+        dw.tail = tail_mask(P);
+        for (int t = 0; t < geo.ntap; t++) {
+            const Tap tp = geo.tap[t];
+            dw.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
+            dw.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
+            dw.widx[t] = tp.widx;
+        }
+        direct_dw_run(&dw);
+        if (!dx) continue;
+        /* input gradient plane by plane: the taps of plane g, shifts negated, over dY's cout channels */
+        for (int g = 0; g < geo.G; g++) {
+            Direct d = {0};
+            d.src = dy + n0 * ohw;
+            d.src_cs = (size_t)n * ohw;
+            if (s.stride == 1) {
+                d.dst = dx + n0 * hw;
+                d.dst_cs = (size_t)n * hw;
+            } else {
+                d.dst = planes + (size_t)g * P;
+                d.dst_cs = (size_t)geo.G * P;
+            }
+            d.wp = wp + plane_wp[g];
+            d.masks = masks;
+            d.nv = (P + 15) / 16;
+            d.cin = s.cout;
+            d.cout = s.cin;
+            d.period = geo.period;
+            d.ntap = plane_t0[g + 1] - plane_t0[g];
+            d.tail = tail_mask(P);
+            for (int t = 0; t < d.ntap; t++) {
+                const Tap tp = geo.tap[plane_t0[g] + t];
+                d.off[t] = -(ptrdiff_t)(tp.dy * geo.wo + tp.dx);
+                d.mk[t] = (1 - tp.dy) * 3 + 1 - tp.dx;
+            }
+            direct_run(&d);
+        }
+        if (s.stride == 2) merge_planes(dx, planes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
     }
     for (size_t i = 0; i < nw; i++) dweight[i] += (float)acc[i];
 }
@@ -328,13 +614,9 @@ size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
     if (is_pointwise(s)) return 0;
     int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     int nc = chunk_images(s, n, ho, wo);
-    /* col for forward; col and dcol for backward; the direct kernel's packed weights and masks */
+    /* col for forward; col and dcol for backward */
     const size_t gemm_need = 2 * (size_t)s.cin * s.k * s.k * nc * ho * wo;
-    if (use_direct3x3(s)) {
-        const size_t a = direct_scratch_floats(s, h, w), b = round_up(mask_period(h, w) * 9 + 1, 32) / 2 +
-                                                              direct_dw_scratch_floats(s);
-        return a > b ? a : b;
-    }
+    if (use_direct(s)) return direct_layout(s, n, h, w).total;
     return gemm_need;
 }
 
@@ -410,9 +692,9 @@ void conv_forward(float *y, const float *x, const float *weight, const float *bi
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const int K = s.cin * s.k * s.k;
     const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
-#if HAVE_DIRECT3X3
-    if (use_direct3x3(s)) {
-        direct3x3(y, x, s.cin, s.cout, weight, 0, bias, n, h, w, scratch);
+#if HAVE_DIRECT
+    if (use_direct(s)) {
+        direct_forward(y, x, weight, bias, n, h, w, s, scratch);
         return;
     }
 #endif
@@ -453,6 +735,12 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
             dbias[co] += (float)sum;
         }
     }
+#if HAVE_DIRECT
+    if (use_direct(s)) {
+        direct_backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
+        return;
+    }
+#endif
     if (is_pointwise(s)) {
         /* dW[cout][cin] += dY[cout][cols] x^T ; dx[cin][cols] = W^T dY */
         gemm(BLIS_NO_TRANSPOSE, BLIS_TRANSPOSE, s.cout, K, (int)cols, 1.0f, dy, cols, 1, x, cols, 1, 1.0f,
@@ -464,13 +752,6 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
     }
     const int nc_max = chunk_images(s, n, ho, wo);
     float *col = scratch, *dcol = scratch + (size_t)K * nc_max * ohw;
-#if HAVE_DIRECT3X3
-    if (use_direct3x3(s)) {
-        direct3x3_dw(dweight, dy, x, s.cin, s.cout, n, h, w, scratch);
-        if (dx) direct3x3(dx, dy, s.cout, s.cin, weight, 1, NULL, n, h, w, scratch);
-        return;
-    }
-#endif
     if (dx) memset(dx, 0, sizeof(float) * (size_t)s.cin * n * h * w);
     for (int n0 = 0; n0 < n; n0 += nc_max) {
         const int nc = n - n0 < nc_max ? n - n0 : nc_max;
