@@ -4,7 +4,7 @@
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 THRESHOLD=0.60
-out=$("$BIN" train "${FM_SMALL[@]}" --data "$FMNIST" --limit-train 8000 --epochs 1 --eval-every epoch --threads 2 \
+out=$("$BIN" train "${FM_SMALL[@]}" --limit-train 8000 --epochs 1 --eval-every epoch --threads 2 \
       --checkpoint-dir "$TMP/ck" 2>&1) || fail "training exited $?: $out"
 echo "$out"
 acc=$(echo "$out" | sed -n 's/.*validation accuracy: \([0-9.]*\).*/\1/p' | tail -1)
