@@ -37,9 +37,15 @@ cm=$(field c '^peak memory: \([0-9]*\) MiB.*')
 tt=$(field t '^train: \([0-9.]*\) images.*')
 te=$(field t '^eval: \([0-9.]*\) images.*')
 tm=$(field t '^peak memory: \([0-9]*\) MiB.*')
+cme=$(field c '^peak memory: .*, \([0-9]*\) MiB with the.*')
+tme=$(field t '^peak memory: .*, \([0-9]*\) MiB with the.*')
+cg=$(field c '^train: .* \([0-9.]*\) GFLOP.s.*')
+ceg=$(field c '^eval: .* \([0-9.]*\) GFLOP.s.*')
 echo
 echo "$arch ResNet-20, batch $batch, $threads thread(s), median of $rounds rounds ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 printf '%-22s %12s %12s %8s\n' "" "resnet_mpi" "PyTorch" "ratio"
 printf '%-22s %12.1f %12.1f %7.2fx\n' "train images/s" "$ct" "$tt" "$(awk -v a="$ct" -v b="$tt" 'BEGIN { print a / b }')"
 printf '%-22s %12.1f %12.1f %7.2fx\n' "eval images/s" "$ce" "$te" "$(awk -v a="$ce" -v b="$te" 'BEGIN { print a / b }')"
 printf '%-22s %12s %12s %7.2fx\n' "peak memory (train)" "$cm MiB" "$tm MiB" "$(awk -v a="$cm" -v b="$tm" 'BEGIN { print a / b }')"
+printf '%-22s %12s %12s %7.2fx\n' "  with 5000-image eval" "$cme MiB" "$tme MiB" "$(awk -v a="$cme" -v b="$tme" 'BEGIN { print a / b }')"
+echo "resnet_mpi GFLOP/s: train $cg, eval $ceg (PyTorch's at the same FLOP count: train $(awk -v g="$cg" -v a="$tt" -v b="$ct" 'BEGIN { printf "%.1f", g * a / b }'), eval $(awk -v g="$ceg" -v a="$te" -v b="$ce" 'BEGIN { printf "%.1f", g * a / b }'))"
