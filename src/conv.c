@@ -79,8 +79,9 @@ static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad
  * 1x1 / pad 0 only the even/even one. The split costs one pass over x, far less than im2col's 9.
  *
  * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, 16) / 16
- * vectors (one when ho*wo is a multiple of 16: 32x32, 16x16, 8x8, 28x28) holds all of them, for the 9
- * shifts (dy, dx) in {-1, 0, 1}^2.
+ * vectors (one image's ho*wo / 16 when ho*wo is a multiple of 16: 32x32, 16x16, 8x8, 28x28) holds all of
+ * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SUB rows repeating the first ones, so that the
+ * weight-gradient kernel reads DW_SUB consecutive rows without wrapping).
  *
  * Every output value (y, dx, dW) is summed by one thread in a fixed order, so the results do not depend
  * on the thread count. */
