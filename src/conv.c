@@ -131,8 +131,8 @@ static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
 
 /* Pixel vectors per dW chunk: the chunk's rows of every input and output channel fit in
  * DW_CHUNK_FLOATS floats. */
-static size_t dw_chunk_vecs(int cin, int cout, int ntap) {
-    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(cin * (ntap > 1 ? 2 : 1) + cout) / 16;
+static size_t dw_chunk_vecs(ConvShape s) {
+    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(s.cin * (s.k > 1 ? 2 : 1) + s.cout) / 16;
     return v < DW_SUB ? DW_SUB : v;
 }
 
@@ -149,7 +149,7 @@ static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     l.acc = l.masks + (size_t)round_up((period + DW_SUB) * 9, 32) / 2;
     l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
     const size_t nv = ((size_t)direct_chunk_images(s, n, ho, wo) * ho * wo + 15) / 16,
-                 chunk_vecs = dw_chunk_vecs(s.cin, s.cout, s.k * s.k);
+                 chunk_vecs = dw_chunk_vecs(s);
     l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
     l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
     l.total = l.planes;
@@ -635,7 +635,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
         dw.acc = acc;
         dw.part = scratch + lay.part;
         dw.nv = (P + 15) / 16;
-        dw.chunk_vecs = dw_chunk_vecs(s.cin, s.cout, geo.ntap);
+        dw.chunk_vecs = dw_chunk_vecs(s);
         dw.cin = s.cin;
         dw.cout = s.cout;
         dw.kk = kk;
