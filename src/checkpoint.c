@@ -116,10 +116,6 @@ static hid_t string_type(void) {
     return t;
 }
 
-static const char *optimizer_name(OptimizerKind k) {
-    return k == OPT_ADAM ? "adam" : k == OPT_ADAMW ? "adamw" : k == OPT_SGD ? "sgd" : "unknown";
-}
-
 static void format_shape(char *buf, size_t size, int ndim, const hsize_t *dims) {
     size_t used = (size_t)snprintf(buf, size, "[");
     for (int i = 0; i < ndim && used < size; i++)
@@ -127,23 +123,11 @@ static void format_shape(char *buf, size_t size, int ndim, const hsize_t *dims) 
     if (used < size) snprintf(buf + used, size - used, "]");
 }
 
-/* The shortest decimal that reads back as exactly x, so "0.001" stays "0.001". */
-static void format_double(double x, char *buf, size_t size) {
-    for (int p = 1; p <= 17; p++) {
-        snprintf(buf, size, "%.*g", p, x);
-        if (strtod(buf, NULL) == x) return;
-    }
-}
-
 /* A float setting as the double of its shortest decimal (0.1f -> 0.1, not 0.10000000149011612), which
  * is what a reader of the file (h5dump, PyTorch's param_groups) expects to see. */
 static double float_as_decimal(float x) {
     char buf[32];
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, (double)x);
-        if ((float)strtod(buf, NULL) == x) break;
-    }
-    return strtod(buf, NULL);
+    return strtod(rn_format_float(buf, sizeof buf, x), NULL);
 }
 
 /* ---- writing ---------------------------------------------------------------------------------------- */
@@ -394,7 +378,7 @@ static void write_model(Writer *w, hid_t fid, const Model *m) {
 static void write_optimizer(Writer *w, hid_t fid, const Model *m, const Optimizer *opt) {
     hid_t g = wgroup(w, fid, "optimizer", "/optimizer", 0);
     const OptimConfig *c = &opt->cfg;
-    wattr_str(w, g, "/optimizer", "type", optimizer_name(c->kind));
+    wattr_str(w, g, "/optimizer", "type", optim_name(c->kind));
     wattr_i64(w, g, "/optimizer", "step", opt->step);
     wattr_f64(w, g, "/optimizer", "lr", float_as_decimal(c->lr));
     wattr_f64(w, g, "/optimizer", "weight_decay", float_as_decimal(c->weight_decay));
@@ -846,7 +830,7 @@ static herr_t config_attr(hid_t loc, const char *name, const H5A_info_t *info, v
                 snprintf(value, sizeof value, "%" PRId64, v);
         } else {
             double v;
-            if ((rc = H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0 ? -1 : 0) == 0) format_double(v, value, sizeof value);
+            if ((rc = H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0 ? -1 : 0) == 0) rn_format_double(value, sizeof value, v);
         }
         if (rc) h5_cause(why, sizeof why);
     } else {
@@ -1004,7 +988,7 @@ static void read_optimizer(Reader *r, hid_t fid, const Model *m, const Optimizer
     if (g < 0) return;
     char type[32];
     rattr_str(r, g, "/optimizer", "type", type, sizeof type);
-    const char *mine = optimizer_name(opt->cfg.kind);
+    const char *mine = optim_name(opt->cfg.kind);
     if (!r->failed && strcmp(type, mine) != 0)
         rfail(r, "optimizer state is for %s, this run uses %s", type, mine);
     *step = (long)rattr_i64(r, g, "/optimizer", "step");

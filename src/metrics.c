@@ -31,11 +31,7 @@ static void put_lr(FILE *f, double lr) {
         return;
     }
     char buf[32];
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, lr);
-        if ((float)strtod(buf, NULL) == (float)lr) break;
-    }
-    fprintf(f, ",\"lr\":%s", buf);
+    fprintf(f, ",\"lr\":%s", rn_format_float(buf, sizeof buf, (float)lr));
 }
 
 void metrics_write(MetricsLog *log, long step, long epoch, long batch, double train_loss, double val_acc,

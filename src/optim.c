@@ -25,6 +25,13 @@ void optim_defaults(OptimConfig *cfg, OptimizerKind kind) {
     }
 }
 
+const char *const optim_names[] = {"adam", "adamw", "sgd", NULL};
+const char *const schedule_names[] = {"constant", "step", "cosine", NULL};
+
+const char *optim_name(OptimizerKind kind) {
+    return kind >= OPT_ADAM && kind <= OPT_SGD ? optim_names[kind] : "unknown";
+}
+
 static int is_adam(OptimizerKind kind) { return kind == OPT_ADAM || kind == OPT_ADAMW; }
 
 size_t optim_state_floats(const Optimizer *opt) {

@@ -53,14 +53,18 @@ long rn_peak_rss_kib(void) {
     return ru.ru_maxrss;   /* Linux reports KiB */
 }
 
-static double timer_total[TIMER_COUNT];
-static double timer_started[TIMER_COUNT];
-static const char *const timer_names[TIMER_COUNT] = {
-    "compute", "allreduce", "optimizer", "data", "validation", "checkpoint I/O", "total",
-};
+const char *rn_format_float(char *buf, size_t size, float x) {
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, size, "%.*g", p, (double)x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    return buf;
+}
 
-void timer_start(TimerId id) { timer_started[id] = rn_now(); }
-void timer_stop(TimerId id) { timer_total[id] += rn_now() - timer_started[id]; }
-double timer_seconds(TimerId id) { return timer_total[id]; }
-const char *timer_name(TimerId id) { return timer_names[id]; }
-void timers_reset(void) { memset(timer_total, 0, sizeof timer_total); }
+const char *rn_format_double(char *buf, size_t size, double x) {
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, size, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    return buf;
+}

@@ -6,7 +6,7 @@
 
 #include "resnet/resnet.h"
 #include "resnet/optim.h"
-#include "resnet/config.h"
+#include "resnet/settings.h"
 
 #define CHECKPOINT_FORMAT "resnet-mpi checkpoint"
 #define CHECKPOINT_FORMAT_VERSION 1

@@ -6,6 +6,9 @@
 #include <stddef.h>
 
 typedef enum { OPT_ADAM = 0, OPT_ADAMW, OPT_SGD } OptimizerKind;
+/* As the command line and the checkpoint spell them: OptimizerKind order, NULL-terminated. */
+extern const char *const optim_names[];
+const char *optim_name(OptimizerKind kind);   /* "unknown" for a value out of range */
 
 typedef struct {
     OptimizerKind kind;
@@ -32,6 +35,7 @@ size_t optim_state_floats(const Optimizer *opt);
 void optim_step(Optimizer *opt, float *params, const float *grads, float lr);
 
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE } ScheduleKind;
+extern const char *const schedule_names[];   /* ScheduleKind order, NULL-terminated */
 
 #define SCHED_MAX_MILESTONES 8
 typedef struct {

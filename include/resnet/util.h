@@ -1,4 +1,5 @@
-/* Errors, timers, aligned allocation: the few helpers every layer of the program shares. */
+/* Errors, clocks, aligned allocation, number formatting: the few helpers every layer of the program
+ * shares. */
 #ifndef RESNET_UTIL_H
 #define RESNET_UTIL_H
 
@@ -19,15 +20,9 @@ void rn_free(void *p);
 double rn_now(void);          /* monotonic seconds */
 long rn_peak_rss_kib(void);   /* peak resident set size of this process */
 
-/* Named phase timers for the end-of-run performance report (CoMD's habit). */
-typedef enum {
-    TIMER_COMPUTE, TIMER_ALLREDUCE, TIMER_OPTIMIZER, TIMER_DATA, TIMER_VALIDATION, TIMER_IO, TIMER_TOTAL,
-    TIMER_COUNT
-} TimerId;
-void timer_start(TimerId id);
-void timer_stop(TimerId id);
-double timer_seconds(TimerId id);
-const char *timer_name(TimerId id);
-void timers_reset(void);
+/* The shortest decimal that reads back as exactly x ("0.1", not "0.100000001"), for numbers a person
+ * reads in a checkpoint, a log or a settings list. Writes buf and returns it. */
+const char *rn_format_float(char *buf, size_t size, float x);
+const char *rn_format_double(char *buf, size_t size, double x);
 
 #endif
