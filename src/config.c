@@ -1,6 +1,10 @@
-/* Settings, defaults, the two recipes and the command line. Every value a user or a checkpoint can give
- * passes through config_set, so there is one place that decides what is valid and one spelling of each
- * key (the flag's long name), shared by argv, the checkpoint's /config and the resume merge. */
+/* Settings, defaults, the two recipes and the command line, all generated from one table (`table[]`
+ * below). A row is one flag: its long name (also its key in the checkpoint's /config), the Config field
+ * it sets, its type and range, the subcommands that take it, whether a checkpoint keeps it, its default
+ * (the seed recipe's) and the paper recipe's value, and its --help line. Parsing, validation, writing
+ * back for /config and --help are loops over the table, so adding a flag is adding a row (and its
+ * Config field). Every value a user or a checkpoint gives passes through config_set: one place decides
+ * what is valid, with one spelling of each key. */
 #include "resnet/config.h"
 
 #include <errno.h>
@@ -8,6 +12,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,105 +20,184 @@
 
 #define DEFAULT_CIFAR_DIR "data/cifar-10-batches-bin"
 #define DEFAULT_FASHION_DIR "/usr/share/datasets/fashion-mnist"
-/* The paper's schedule is counted in steps; its epoch count only has to be too large to end it first. */
-#define PAPER_MAX_STEPS 64000L
-#define PAPER_EPOCHS 1000000
 /* ResNet-1202 is the deepest CIFAR network of He et al.; anything deeper is a typo, not an experiment. */
 #define DEPTH_MAX 1202
 /* Generous but finite, so that epochs * steps_per_epoch and friends cannot overflow a long. */
 #define STEP_LIMIT 1000000000000L
 
-/* ---- settings --------------------------------------------------------------------------------------- */
+/* ---- the settings table ----------------------------------------------------------------------------- */
 
-const char *settings_get(const Settings *s, const char *key) {
-    for (int i = 0; i < s->count; i++)
-        if (strcmp(s->items[i].key, key) == 0) return s->items[i].value;
+typedef enum {
+    FLAG,            /* int 0/1; given without a value on the command line */
+    NOT_FLAG,        /* the inverse of a saved FLAG row with the same field (--no-augment of augment) */
+    INT,             /* int, lo..hi */
+    LONG,            /* long, lo..hi */
+    U64,             /* uint64_t */
+    FLOAT,           /* float, lo <= x, and x < hi where hi > lo */
+    POSITIVE,        /* float > 0 */
+    NAME,            /* char[]: one of names */
+    ENUM,            /* an enum: one of names, stored as lo + its index */
+    PATH,            /* char[], not empty */
+    PATH_OR_EMPTY,   /* char[] */
+    DEPTH,           /* int 6n+2 from 8 to DEPTH_MAX */
+    EVAL_EVERY,      /* int > 0, or "epoch" stored as 0 */
+    MILESTONES,      /* increasing steps "S1,S2,..." into milestones[] and num_milestones */
+} ValueType;
+
+/* Where a row applies: the subcommands that take it on the command line, and SAVED when the checkpoint's
+ * /config keeps it (then a resume or an eval restores it from the file unless the user gives it). */
+enum { TRAIN = 1, EVAL = 2, BENCH = 4, ALL = 7, SAVED = 8 };
+
+typedef enum { G_DATA, G_MODEL, G_RECIPE, G_OPTIM, G_MACHINE, G_OUTPUT, G_EVAL, G_BENCH, G_HIDDEN } Group;
+
+static const struct {
+    const char *title, *footer;
+} groups[] = {
+    [G_DATA] = {"Data:", NULL},
+    [G_MODEL] = {"Model:", NULL},
+    [G_RECIPE] = {"Recipe:",
+                  "      seed:  --arch seed --optimizer adam --lr 1e-3 --weight-decay 1e-4 --batch-size 128\n"
+                  "             --epochs 50 --schedule constant --early-stop seed --bn-eval batch --eval-every 50\n"
+                  "      paper: --arch paper --optimizer sgd --momentum 0.9 --lr 0.1 --weight-decay 1e-4\n"
+                  "             --batch-size 128 --max-steps 64000 (--epochs does not cap it) --schedule step\n"
+                  "             --milestones 32000,48000 --bn-eval running --eval-every epoch --early-stop off\n"},
+    [G_OPTIM] = {"Optimization:", NULL},
+    [G_MACHINE] = {"Machine:", NULL},
+    [G_OUTPUT] = {"Output:", NULL},
+    [G_EVAL] = {"eval (also takes the data, model and machine options):", NULL},
+    [G_BENCH] = {"bench (also takes --arch, --depth, --batch-size, --threads, ...):", NULL},
+};
+
+typedef struct {
+    const char *key;              /* the flag without "--" */
+    size_t offset, size;          /* the Config field */
+    ValueType type;
+    double lo, hi;                /* range (see ValueType) */
+    const char *const *names;     /* NAME, ENUM */
+    int scope;
+    const char *value;            /* the default, which is the seed recipe's value (NULL: zero or empty) */
+    const char *paper;            /* a recipe setting: the paper recipe's value (NULL: not a recipe setting) */
+    Group group;                  /* where --help lists it */
+    const char *meta, *help;      /* "--key META  help"; a '\n' in help starts an indented line */
+} SettingDef;
+
+static const char *const dataset_names[] = {"cifar10", "fashion-mnist", NULL};
+static const char *const arch_names[] = {"seed", "paper", NULL};                /* Arch order */
+static const char *const recipe_names[] = {"seed", "paper", NULL};
+static const char *const early_stop_names[] = {"seed", "best", "off", NULL};    /* EarlyStopRule order */
+static const char *const bn_eval_names[] = {"batch", "running", NULL};          /* from BN_EVAL_BATCH */
+static const char *const progress_names[] = {"auto", "always", "never", NULL};  /* ProgressMode order */
+static const char *const split_names[] = {"test", "val", NULL};
+
+#define F(field) offsetof(Config, field), sizeof(((Config *)0)->field)
+
+/* In --help order within each group. The paper recipe's 1000000 epochs only have to be too many to end
+ * its 64,000 steps first. */
+static const SettingDef table[] = {
+    /* key, field, type, lo, hi, names, scope, default, paper, group, meta, help */
+    {"data", F(data_dir), PATH, 0, 0, NULL, ALL | SAVED, NULL, NULL, G_DATA, "DIR",
+     "data set folder (default: $RESNET_DATA, else data/cifar-10-batches-bin;\n"
+     "for fashion-mnist /usr/share/datasets/fashion-mnist);\nget CIFAR-10 with scripts/get-cifar10.sh"},
+    {"dataset", F(dataset), NAME, 0, 0, dataset_names, ALL | SAVED, "cifar10", NULL, G_DATA, "NAME",
+     "cifar10 | fashion-mnist (default cifar10)"},
+    {"val-size", F(val_size), INT, 1, INT_MAX, NULL, ALL | SAVED, "5000", NULL, G_DATA, "N",
+     "training records held out for validation (default 5000)"},
+    {"split-seed", F(split_seed), U64, 0, 0, NULL, ALL | SAVED, "0", NULL, G_DATA, "N",
+     "seed of the train/validation split (default 0)"},
+    {"limit-train", F(limit_train), LONG, 0, INT_MAX, NULL, ALL | SAVED, "0", NULL, G_DATA, "N",
+     "use only the first N training records, for quick runs (default 0: all)"},
+    {"no-augment", F(augment), NOT_FLAG, 0, 0, NULL, ALL, NULL, NULL, G_DATA, NULL,
+     "no random flips and crops of training images"},
+    {"augment", F(augment), FLAG, 0, 0, NULL, SAVED, "1", NULL, G_HIDDEN, NULL, NULL},
+    {"arch", F(arch), ENUM, ARCH_SEED, 0, arch_names, ALL | SAVED, "seed", "paper", G_MODEL, "seed|paper",
+     "the seed's network (one BN per block, batch statistics) or He et al.'s\n(default seed)"},
+    {"depth", F(depth), DEPTH, 0, 0, NULL, ALL | SAVED, "20", NULL, G_MODEL, "N",
+     "6n+2 from 8 to 1202: 20, 32, 44, 56, 110, ... (default 20)"},
+    {"recipe", F(recipe), NAME, 0, 0, recipe_names, ALL | SAVED, "seed", NULL, G_RECIPE, "seed|paper",
+     "sets the defaults below (default seed); any flag given overrides it"},
+    {"optimizer", F(optimizer), ENUM, OPT_ADAM, 0, optim_names, ALL | SAVED, "adam", "sgd", G_OPTIM, "NAME",
+     "adam | adamw | sgd (default adam)"},
+    {"lr", F(lr), POSITIVE, 0, 0, NULL, ALL | SAVED, "1e-3", "0.1", G_OPTIM, "X",
+     "base learning rate, > 0 (default 1e-3)"},
+    {"weight-decay", F(weight_decay), FLOAT, 0, 0, NULL, ALL | SAVED, "1e-4", "1e-4", G_OPTIM, "X",
+     "L2 (adam, sgd) or decoupled (adamw) decay, >= 0 (default 1e-4)"},
+    {"momentum", F(momentum), FLOAT, 0, 1, NULL, ALL | SAVED, "0.9", "0.9", G_OPTIM, "X",
+     "sgd momentum in [0, 1) (default 0.9)"},
+    {"nesterov", F(nesterov), FLAG, 0, 0, NULL, ALL | SAVED, "0", "0", G_OPTIM, NULL,
+     "Nesterov momentum (sgd with momentum > 0)"},
+    {"schedule", F(schedule), ENUM, SCHED_CONSTANT, 0, schedule_names, ALL | SAVED, "constant", "step", G_OPTIM,
+     "NAME", "constant | step | cosine learning rate (default constant)"},
+    {"milestones", F(milestones), MILESTONES, 0, 0, NULL, ALL | SAVED, "none", "32000,48000", G_OPTIM, "S1,S2",
+     "step schedule: lr divided by 10 at these steps (at most 8)"},
+    {"batch-size", F(batch_size), INT, 1, 65536, NULL, ALL | SAVED, "128", "128", G_OPTIM, "N",
+     "global batch over all ranks, 1..65536 (default 128)"},
+    {"epochs", F(epochs), INT, 1, 1000000, NULL, ALL | SAVED, "50", "1000000", G_OPTIM, "N",
+     "at most N epochs, 1..1000000 (default 50)"},
+    {"max-steps", F(max_steps), LONG, 0, STEP_LIMIT, NULL, ALL | SAVED, "0", "64000", G_OPTIM, "N",
+     "stop after N optimizer steps (default 0: no limit)"},
+    {"eval-every", F(eval_every), EVAL_EVERY, 0, 0, NULL, ALL | SAVED, "50", "epoch", G_OPTIM, "N|epoch",
+     "validate every N batches of an epoch, or at its end (default 50)"},
+    {"early-stop", F(early_stop), ENUM, EARLY_STOP_SEED, 0, early_stop_names, ALL | SAVED, "seed", "off", G_OPTIM,
+     "RULE", "seed (accuracy not above the previous check) | best | off (default seed)"},
+    {"patience", F(patience), INT, 1, INT_MAX, NULL, ALL | SAVED, "5", NULL, G_OPTIM, "N",
+     "checks without improvement tolerated before stopping (default 5)"},
+    {"bn-eval", F(bn_eval), ENUM, BN_EVAL_BATCH, 0, bn_eval_names, ALL | SAVED, "batch", "running", G_OPTIM, "MODE",
+     "batch (statistics of the evaluated set) | running (paper arch only)\n(default batch)"},
+    {"sync-bn", F(sync_bn), FLAG, 0, 0, NULL, ALL | SAVED, NULL, NULL, G_OPTIM, NULL,
+     "batch statistics over the global batch, not each rank's slice"},
+    {"seed", F(seed), U64, 0, 0, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",
+     "seed of initialisation, epoch order and augmentation (default 0)"},
+    {"threads", F(threads), INT, 0, 1024, NULL, ALL | SAVED, "0", NULL, G_MACHINE, "N",
+     "compute threads per rank, 0..1024 (default 0: the node's cores / its ranks)"},
+    {"checkpoint-dir", F(checkpoint_dir), PATH, 0, 0, NULL, ALL | SAVED, "checkpoints", NULL, G_OUTPUT, "DIR",
+     "where last.h5, best.h5 and metrics.jsonl go (default checkpoints)"},
+    {"checkpoint-every", F(checkpoint_every), LONG, 0, STEP_LIMIT, NULL, ALL | SAVED, "0", NULL, G_OUTPUT, "N",
+     "also checkpoint every N steps (default 0: at validations and the end)"},
+    {"keep", F(keep), INT, 0, INT_MAX, NULL, ALL | SAVED, "0", NULL, G_OUTPUT, "N",
+     "numbered snapshots kept besides last.h5 and best.h5 (default 0)"},
+    {"resume", F(resume), PATH_OR_EMPTY, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, "FILE|auto",
+     "continue from a checkpoint; auto: DIR/last.h5 if it exists"},
+    {"metrics", F(metrics), PATH_OR_EMPTY, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, "FILE",
+     "metrics log, JSON lines (default DIR/metrics.jsonl)"},
+    {"progress", F(progress), ENUM, PROGRESS_AUTO, 0, progress_names, ALL, "auto", NULL, G_OUTPUT, "MODE",
+     "auto (when stderr is a terminal) | always | never (default auto)"},
+    {"quiet", F(quiet), FLAG, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, NULL, "only the final results"},
+    {"checkpoint", F(checkpoint), PATH, 0, 0, NULL, EVAL, NULL, NULL, G_EVAL, "FILE",
+     "the checkpoint to evaluate (required)"},
+    {"split", F(split), NAME, 0, 0, split_names, EVAL, "test", NULL, G_EVAL, "test|val",
+     "the set to score (default test)"},
+    {"json", F(json), FLAG, 0, 0, NULL, EVAL, NULL, NULL, G_EVAL, NULL, "print the results as one JSON object"},
+    {"steps", F(steps), INT, 1, INT_MAX, NULL, BENCH, "20", NULL, G_BENCH, "N", "timed training steps (default 20)"},
+    {"warmup", F(warmup), INT, 0, INT_MAX, NULL, BENCH, "3", NULL, G_BENCH, "N", "untimed steps first (default 3)"},
+    {"profile", F(profile), FLAG, 0, 0, NULL, BENCH, NULL, NULL, G_BENCH, NULL,
+     "also print where the time of a step goes"},
+};
+#define NUM_SETTINGS ((int)(sizeof table / sizeof table[0]))
+
+static const SettingDef *find_setting(const char *key, size_t len) {
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if (strlen(table[i].key) == len && strncmp(table[i].key, key, len) == 0) return &table[i];
     return NULL;
-}
-
-int settings_put(Settings *s, const char *key, const char *value) {
-    /* a truncated key or value would silently become another setting: refuse instead */
-    if (strlen(key) >= sizeof s->items[0].key) return rn_error("setting name '%s' is too long", key);
-    if (strlen(value) >= sizeof s->items[0].value)
-        return rn_error("value of setting %s is longer than %zu characters", key, sizeof s->items[0].value - 1);
-    int i = 0;
-    while (i < s->count && strcmp(s->items[i].key, key) != 0) i++;
-    if (i == s->count) {
-        if (s->count >= SETTINGS_MAX) return rn_error("more than %d settings", SETTINGS_MAX);
-        s->count++;
-        snprintf(s->items[i].key, sizeof s->items[i].key, "%s", key);
-    }
-    snprintf(s->items[i].value, sizeof s->items[i].value, "%s", value);
-    return 0;
-}
-
-/* ---- defaults and recipes --------------------------------------------------------------------------- */
-
-/* Everything a recipe decides; config_set("recipe") only records the name, because the resume merge
- * replays a checkpoint's settings in whatever order the file keeps them, and a recipe applied there
- * would overwrite values already restored. */
-static void apply_recipe(Config *c, int paper) {
-    snprintf(c->recipe, sizeof c->recipe, "%s", paper ? "paper" : "seed");
-    c->arch = paper ? ARCH_PAPER : ARCH_SEED;
-    c->optimizer = paper ? OPT_SGD : OPT_ADAM;
-    c->lr = paper ? 0.1f : 1e-3f;
-    c->weight_decay = 1e-4f;
-    c->momentum = 0.9f;
-    c->nesterov = 0;
-    c->schedule = paper ? SCHED_STEP : SCHED_CONSTANT;
-    c->num_milestones = 0;
-    memset(c->milestones, 0, sizeof c->milestones);
-    if (paper) {
-        c->num_milestones = 2;
-        c->milestones[0] = 32000;
-        c->milestones[1] = 48000;
-    }
-    c->batch_size = 128;
-    c->epochs = paper ? PAPER_EPOCHS : 50;
-    c->max_steps = paper ? PAPER_MAX_STEPS : 0;
-    c->eval_every = paper ? 0 : 50;
-    c->early_stop = paper ? EARLY_STOP_OFF : EARLY_STOP_SEED;
-    c->bn_eval = paper ? BN_EVAL_RUNNING : BN_EVAL_BATCH;
-}
-
-void config_defaults(Config *c) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->command, sizeof c->command, "train");
-    const char *env = getenv("RESNET_DATA");
-    snprintf(c->data_dir, sizeof c->data_dir, "%s", env && env[0] ? env : DEFAULT_CIFAR_DIR);
-    snprintf(c->dataset, sizeof c->dataset, "cifar10");
-    c->val_size = 5000;
-    c->split_seed = 0;
-    c->limit_train = 0;
-    c->augment = 1;
-    apply_recipe(c, 0);
-    c->depth = 20;
-    c->patience = 5;
-    c->sync_bn = 0;
-    c->seed = 0;
-    c->threads = 0;
-    snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "checkpoints");
-    c->checkpoint_every = 0;
-    c->keep = 0;
-    c->progress = PROGRESS_AUTO;
-    c->quiet = 0;
-    snprintf(c->split, sizeof c->split, "test");
-    c->json = 0;
-    c->steps = 20;
-    c->warmup = 3;
-    c->profile = 0;
 }
 
 /* ---- value parsers: each names the flag and the value in its one-line error ------------------------- */
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
+/* strtol without its leniencies (leading blanks, the empty string as 0, trailing text):
+ * 0 an integer, 1 not an integer, 2 outside long (*out then LONG_MIN or LONG_MAX). */
+static int read_long(const char *v, long *out) {
+    if (!v[0] || v[0] == ' ' || v[0] == '\t') return 1;
     char *end;
     errno = 0;
-    /* strtol would skip leading blanks and accept an empty string as 0 */
-    if (!v[0] || v[0] == ' ' || v[0] == '\t') return rn_error("--%s: '%s' is not an integer", flag, v);
-    long x = strtol(v, &end, 10);
-    if (*end) return rn_error("--%s: '%s' is not an integer", flag, v);
-    if (errno == ERANGE || x < lo || x > hi) {
+    *out = strtol(v, &end, 10);
+    if (*end) return 1;
+    return errno == ERANGE ? 2 : 0;
+}
+
+static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
+    long x;
+    const int bad = read_long(v, &x);
+    if (bad == 1) return rn_error("--%s: '%s' is not an integer", flag, v);
+    if (bad == 2 || x < lo || x > hi) {
         /* an upper bound that only guards against overflow is not worth showing unless it was hit */
         const int unbounded = hi == STEP_LIMIT || hi == INT_MAX;
         if (!unbounded) return rn_error("--%s: %s is out of range %ld..%ld", flag, v, lo, hi);
@@ -121,13 +205,6 @@ static int parse_long(const char *flag, const char *v, long lo, long hi, long *o
         return rn_error("--%s: %s is larger than %ld", flag, v, hi);
     }
     *out = x;
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
-    long x;
-    if (parse_long(flag, v, lo, hi, &x)) return -1;
-    *out = (int)x;
     return 0;
 }
 
@@ -185,6 +262,24 @@ static int parse_path(const char *flag, const char *v, int allow_empty, char *ou
     return 0;
 }
 
+static int parse_depth(const char *v, int *out) {
+    long d;
+    if (read_long(v, &d)) return rn_error("--depth: '%s' is not an integer", v);
+    if (d < 8 || d > DEPTH_MAX || (d - 2) % 6 != 0)
+        return rn_error("--depth: %s is not 6n+2 between 8 and %d (20, 32, 44, 56, 110, ...)", v, DEPTH_MAX);
+    *out = (int)d;
+    return 0;
+}
+
+static int parse_eval_every(const char *v, int *out) {
+    long x;
+    if (!strcmp(v, "epoch")) x = 0;
+    else if (read_long(v, &x) || x < 1 || x > INT_MAX)
+        return rn_error("--eval-every: '%s' is not a positive integer or 'epoch'", v);
+    *out = (int)x;
+    return 0;
+}
+
 /* "S1,S2,..." strictly increasing positive steps; "none" or "" is the empty list (as written back). */
 static int parse_milestones(const char *flag, const char *v, int *count, long *steps) {
     long parsed[SCHED_MAX_MILESTONES];
@@ -214,190 +309,186 @@ static int parse_milestones(const char *flag, const char *v, int *count, long *s
     return 0;
 }
 
-static const char *const dataset_names[] = {"cifar10", "fashion-mnist", NULL};
-static const char *const arch_names[] = {"seed", "paper", NULL};          /* Arch order */
-static const char *const recipe_names[] = {"seed", "paper", NULL};
-static const char *const optimizer_names[] = {"adam", "adamw", "sgd", NULL};   /* OptimizerKind order */
-static const char *const schedule_names[] = {"constant", "step", "cosine", NULL};   /* ScheduleKind order */
-static const char *const early_stop_names[] = {"seed", "best", "off", NULL};   /* EarlyStopRule order */
-static const char *const bn_eval_names[] = {"batch", "running", NULL};
-static const char *const progress_names[] = {"auto", "always", "never", NULL};   /* ProgressMode order */
-static const char *const split_names[] = {"test", "val", NULL};
+/* Parses v as row d's type and stores it in d's field of c. 0, or -1 with rn_error. */
+static int set_value(Config *c, const SettingDef *d, const char *v) {
+    const char *k = d->key;
+    void *field = (char *)c + d->offset;
+    int *as_int = field;
+    long x = 0;
+    float y = 0;
+    int e = 0;
+    switch (d->type) {
+    case FLAG: return parse_bool(k, v, as_int);
+    case NOT_FLAG:
+        if (parse_bool(k, v, &e)) return -1;
+        *as_int = !e;
+        return 0;
+    case INT:
+        if (parse_long(k, v, (long)d->lo, (long)d->hi, &x)) return -1;
+        *as_int = (int)x;
+        return 0;
+    case LONG: return parse_long(k, v, (long)d->lo, (long)d->hi, field);
+    case U64: return parse_u64(k, v, field);
+    case FLOAT:
+    case POSITIVE:
+        if (parse_float(k, v, &y)) return -1;
+        if (d->type == POSITIVE && !(y > 0)) return rn_error("--%s: %s must be greater than 0", k, v);
+        if (d->type == FLOAT && d->hi > d->lo && (y < d->lo || y >= d->hi))
+            return rn_error("--%s: %s is not in [%g, %g)", k, v, d->lo, d->hi);
+        if (d->type == FLOAT && y < d->lo) return rn_error("--%s: %s must be at least %g", k, v, d->lo);
+        *(float *)field = y;
+        return 0;
+    case NAME:
+        if (parse_enum(k, v, d->names, &e)) return -1;
+        snprintf(field, d->size, "%s", d->names[e]);
+        return 0;
+    case ENUM:
+        if (parse_enum(k, v, d->names, &e)) return -1;
+        *as_int = (int)d->lo + e;
+        return 0;
+    case PATH:
+    case PATH_OR_EMPTY: return parse_path(k, v, d->type == PATH_OR_EMPTY, field, d->size);
+    case DEPTH: return parse_depth(v, as_int);
+    case EVAL_EVERY: return parse_eval_every(v, as_int);
+    case MILESTONES: return parse_milestones(k, v, &c->num_milestones, c->milestones);
+    }
+    return rn_error("--%s: no parser for its type", k);
+}
+
+/* names[index], or "?" when index is not one of them */
+static const char *name_at(const char *const *names, int index) {
+    for (int i = 0; names[i]; i++)
+        if (i == index) return names[i];
+    return "?";
+}
+
+/* Row d's value in c as config_set reads it back. "none" rather than an empty milestone list: an HDF5
+ * string attribute cannot be empty. Returns buf. */
+static const char *format_value(const Config *c, const SettingDef *d, char *buf, size_t size) {
+    const void *field = (const char *)c + d->offset;
+    const int *as_int = field;
+    buf[0] = '\0';
+    switch (d->type) {
+    case FLAG: snprintf(buf, size, "%d", *as_int ? 1 : 0); break;
+    case NOT_FLAG: snprintf(buf, size, "%d", *as_int ? 0 : 1); break;
+    case INT:
+    case DEPTH: snprintf(buf, size, "%d", *as_int); break;
+    case LONG: snprintf(buf, size, "%ld", *(const long *)field); break;
+    case U64: snprintf(buf, size, "%" PRIu64, *(const uint64_t *)field); break;
+    case FLOAT:
+    case POSITIVE: rn_format_float(buf, size, *(const float *)field); break;
+    case NAME:
+    case PATH:
+    case PATH_OR_EMPTY: snprintf(buf, size, "%s", (const char *)field); break;
+    case ENUM: snprintf(buf, size, "%s", name_at(d->names, *as_int - (int)d->lo)); break;
+    case EVAL_EVERY:
+        if (*as_int > 0) snprintf(buf, size, "%d", *as_int);
+        else snprintf(buf, size, "epoch");
+        break;
+    case MILESTONES:
+        for (int i = 0; i < c->num_milestones; i++)
+            snprintf(buf + strlen(buf), size - strlen(buf), "%s%ld", i ? "," : "", c->milestones[i]);
+        if (!buf[0]) snprintf(buf, size, "none");
+        break;
+    }
+    return buf;
+}
+
+/* ---- defaults and recipes --------------------------------------------------------------------------- */
+
+/* Everything a recipe decides; config_set("recipe") only records the name, because the resume merge
+ * replays a checkpoint's settings in whatever order the file keeps them, and a recipe applied there
+ * would overwrite values already restored. The values parse (config_check_table). */
+static void apply_recipe(Config *c, int paper) {
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if (table[i].paper) set_value(c, &table[i], paper ? table[i].paper : table[i].value);
+}
+
+void config_defaults(Config *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->command, sizeof c->command, "train");
+    const char *env = getenv("RESNET_DATA");
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", env && env[0] ? env : DEFAULT_CIFAR_DIR);
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if (table[i].value) set_value(c, &table[i], table[i].value);
+}
 
 int config_set(Config *c, const char *key, const char *value) {
-    const char *k = key, *v = value;
-    int e;
-    /* data */
-    if (!strcmp(k, "data")) return parse_path(k, v, 0, c->data_dir, sizeof c->data_dir);
-    if (!strcmp(k, "dataset")) {
-        if (parse_enum(k, v, dataset_names, &e)) return -1;
-        snprintf(c->dataset, sizeof c->dataset, "%s", dataset_names[e]);
-        return 0;
-    }
-    if (!strcmp(k, "val-size")) return parse_int(k, v, 1, INT_MAX, &c->val_size);
-    if (!strcmp(k, "split-seed")) return parse_u64(k, v, &c->split_seed);
-    if (!strcmp(k, "limit-train")) return parse_long(k, v, 0, INT_MAX, &c->limit_train);
-    if (!strcmp(k, "augment")) return parse_bool(k, v, &c->augment);
-    if (!strcmp(k, "no-augment")) {
-        int off = 0;
-        if (parse_bool(k, v, &off)) return -1;
-        c->augment = !off;
-        return 0;
-    }
-    /* model */
-    if (!strcmp(k, "recipe")) {
-        if (parse_enum(k, v, recipe_names, &e)) return -1;
-        snprintf(c->recipe, sizeof c->recipe, "%s", recipe_names[e]);
-        return 0;
-    }
-    if (!strcmp(k, "arch")) {
-        if (parse_enum(k, v, arch_names, &e)) return -1;
-        c->arch = (Arch)e;
-        return 0;
-    }
-    if (!strcmp(k, "depth")) {
-        long d;
-        char *end;
-        errno = 0;
-        d = strtol(v, &end, 10);
-        if (!v[0] || v[0] == ' ' || *end || errno == ERANGE)
-            return rn_error("--depth: '%s' is not an integer", v);
-        if (d < 8 || d > DEPTH_MAX || (d - 2) % 6 != 0)
-            return rn_error("--depth: %s is not 6n+2 between 8 and %d (20, 32, 44, 56, 110, ...)", v, DEPTH_MAX);
-        c->depth = (int)d;
-        return 0;
-    }
-    /* optimization */
-    if (!strcmp(k, "optimizer")) {
-        if (parse_enum(k, v, optimizer_names, &e)) return -1;
-        c->optimizer = (OptimizerKind)e;
-        return 0;
-    }
-    if (!strcmp(k, "lr")) {
-        float x;
-        if (parse_float(k, v, &x)) return -1;
-        if (!(x > 0)) return rn_error("--lr: %s must be greater than 0", v);
-        c->lr = x;
-        return 0;
-    }
-    if (!strcmp(k, "weight-decay")) {
-        float x;
-        if (parse_float(k, v, &x)) return -1;
-        if (x < 0) return rn_error("--weight-decay: %s must be at least 0", v);
-        c->weight_decay = x;
-        return 0;
-    }
-    if (!strcmp(k, "momentum")) {
-        float x;
-        if (parse_float(k, v, &x)) return -1;
-        if (x < 0 || x >= 1) return rn_error("--momentum: %s is not in [0, 1)", v);
-        c->momentum = x;
-        return 0;
-    }
-    if (!strcmp(k, "nesterov")) return parse_bool(k, v, &c->nesterov);
-    if (!strcmp(k, "schedule")) {
-        if (parse_enum(k, v, schedule_names, &e)) return -1;
-        c->schedule = (ScheduleKind)e;
-        return 0;
-    }
-    if (!strcmp(k, "milestones")) return parse_milestones(k, v, &c->num_milestones, c->milestones);
-    if (!strcmp(k, "batch-size")) return parse_int(k, v, 1, 65536, &c->batch_size);
-    if (!strcmp(k, "epochs")) return parse_int(k, v, 1, 1000000, &c->epochs);
-    if (!strcmp(k, "max-steps")) return parse_long(k, v, 0, STEP_LIMIT, &c->max_steps);
-    if (!strcmp(k, "eval-every")) {
-        if (!strcmp(v, "epoch")) {
-            c->eval_every = 0;
-            return 0;
-        }
-        char *end;
-        errno = 0;
-        long x = strtol(v, &end, 10);
-        if (!v[0] || v[0] == ' ' || *end || errno == ERANGE || x < 1 || x > INT_MAX)
-            return rn_error("--eval-every: '%s' is not a positive integer or 'epoch'", v);
-        c->eval_every = (int)x;
-        return 0;
-    }
-    if (!strcmp(k, "early-stop")) {
-        if (parse_enum(k, v, early_stop_names, &e)) return -1;
-        c->early_stop = (EarlyStopRule)e;
-        return 0;
-    }
-    if (!strcmp(k, "patience")) return parse_int(k, v, 1, INT_MAX, &c->patience);
-    if (!strcmp(k, "bn-eval")) {
-        if (parse_enum(k, v, bn_eval_names, &e)) return -1;
-        c->bn_eval = e ? BN_EVAL_RUNNING : BN_EVAL_BATCH;
-        return 0;
-    }
-    if (!strcmp(k, "sync-bn")) return parse_bool(k, v, &c->sync_bn);
-    if (!strcmp(k, "seed")) return parse_u64(k, v, &c->seed);
-    /* machine */
-    if (!strcmp(k, "threads")) return parse_int(k, v, 0, 1024, &c->threads);
-    /* output */
-    if (!strcmp(k, "checkpoint-dir")) return parse_path(k, v, 0, c->checkpoint_dir, sizeof c->checkpoint_dir);
-    if (!strcmp(k, "checkpoint-every")) return parse_long(k, v, 0, STEP_LIMIT, &c->checkpoint_every);
-    if (!strcmp(k, "keep")) return parse_int(k, v, 0, INT_MAX, &c->keep);
-    if (!strcmp(k, "resume")) return parse_path(k, v, 1, c->resume, sizeof c->resume);
-    if (!strcmp(k, "metrics")) return parse_path(k, v, 1, c->metrics, sizeof c->metrics);
-    if (!strcmp(k, "progress")) {
-        if (parse_enum(k, v, progress_names, &e)) return -1;
-        c->progress = (ProgressMode)e;
-        return 0;
-    }
-    if (!strcmp(k, "quiet")) return parse_bool(k, v, &c->quiet);
-    /* eval */
-    if (!strcmp(k, "checkpoint")) return parse_path(k, v, 0, c->checkpoint, sizeof c->checkpoint);
-    if (!strcmp(k, "split")) {
-        if (parse_enum(k, v, split_names, &e)) return -1;
-        snprintf(c->split, sizeof c->split, "%s", split_names[e]);
-        return 0;
-    }
-    if (!strcmp(k, "json")) return parse_bool(k, v, &c->json);
-    /* bench */
-    if (!strcmp(k, "steps")) return parse_int(k, v, 1, INT_MAX, &c->steps);
-    if (!strcmp(k, "warmup")) return parse_int(k, v, 0, INT_MAX, &c->warmup);
-    if (!strcmp(k, "profile")) return parse_bool(k, v, &c->profile);
-    return rn_error("unknown option --%s; see resnet_mpi --help", k);
+    const SettingDef *d = find_setting(key, strlen(key));
+    if (!d) return rn_error("unknown option --%s; see resnet_mpi --help", key);
+    return set_value(c, d, value);
+}
+
+void config_to_settings(const Config *c, Settings *out) {
+    char buf[512];
+    out->count = 0;
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if (table[i].scope & SAVED) settings_put(out, table[i].key, format_value(c, &table[i], buf, sizeof buf));
 }
 
 /* ---- the command line ------------------------------------------------------------------------------- */
 
-enum { FOR_TRAIN = 1, FOR_EVAL = 2, FOR_BENCH = 4, FOR_ALL = 7 };
-
 typedef struct {
-    const char *name;
-    int is_flag;   /* takes no value */
-    int scope;     /* subcommands that accept it */
-} Option;
+    const SettingDef *def;
+    const char *value;
+} Given;
 
-/* Only documented flags are accepted on the command line; config_set also knows "augment", the
- * settings key that --no-augment writes. */
-static const Option options[] = {
-    {"data", 0, FOR_ALL},           {"dataset", 0, FOR_ALL},         {"val-size", 0, FOR_ALL},
-    {"split-seed", 0, FOR_ALL},     {"limit-train", 0, FOR_ALL},     {"no-augment", 1, FOR_ALL},
-    {"recipe", 0, FOR_ALL},         {"arch", 0, FOR_ALL},            {"depth", 0, FOR_ALL},
-    {"optimizer", 0, FOR_ALL},      {"lr", 0, FOR_ALL},              {"weight-decay", 0, FOR_ALL},
-    {"momentum", 0, FOR_ALL},       {"nesterov", 1, FOR_ALL},        {"schedule", 0, FOR_ALL},
-    {"milestones", 0, FOR_ALL},     {"batch-size", 0, FOR_ALL},      {"epochs", 0, FOR_ALL},
-    {"max-steps", 0, FOR_ALL},      {"eval-every", 0, FOR_ALL},      {"early-stop", 0, FOR_ALL},
-    {"patience", 0, FOR_ALL},       {"bn-eval", 0, FOR_ALL},         {"sync-bn", 1, FOR_ALL},
-    {"seed", 0, FOR_ALL},           {"threads", 0, FOR_ALL},         {"checkpoint-dir", 0, FOR_ALL},
-    {"checkpoint-every", 0, FOR_ALL}, {"keep", 0, FOR_ALL},          {"resume", 0, FOR_ALL},
-    {"metrics", 0, FOR_ALL},        {"progress", 0, FOR_ALL},        {"quiet", 1, FOR_ALL},
-    {"checkpoint", 0, FOR_EVAL},    {"split", 0, FOR_EVAL},          {"json", 1, FOR_EVAL},
-    {"steps", 0, FOR_BENCH},        {"warmup", 0, FOR_BENCH},        {"profile", 1, FOR_BENCH},
-};
-#define NUM_OPTIONS ((int)(sizeof options / sizeof options[0]))
-
-static const Option *find_option(const char *name, size_t len) {
-    for (int i = 0; i < NUM_OPTIONS; i++)
-        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0) return &options[i];
+/* The row saved in a checkpoint for the same field as an unsaved one (--no-augment: augment), so that
+ * `given` records what a resume must compare against the file; NULL when there is none. */
+static const SettingDef *saved_twin(const SettingDef *d) {
+    if (d->scope & SAVED) return NULL;
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if ((table[i].scope & SAVED) && table[i].offset == d->offset) return &table[i];
     return NULL;
 }
 
-typedef struct {
-    const Option *opt;
-    const char *value;
-} Given;
+/* argv[i..] as (row, value) pairs in *given, checked against the subcommand's scope. 0 or -1. */
+static int collect_options(int argc, char **argv, int i, int scope, const char *command, Given *given, int *n) {
+    *n = 0;
+    for (; i < argc; i++) {
+        const char *arg = argv[i];
+        if (arg[0] != '-' || arg[1] != '-' || !arg[2])
+            return rn_error("unexpected argument '%s'; see resnet_mpi --help", arg);
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const SettingDef *d = find_setting(name, len);
+        if (!d || !(d->scope & ALL)) return rn_error("unknown option --%.*s; see resnet_mpi --help", (int)len, name);
+        if (!(d->scope & scope)) {
+            const char *owner = (d->scope & ALL) == EVAL ? "eval" : "bench";
+            return rn_error("--%s is an option of %s, not of %s; see resnet_mpi --help", d->key, owner, command);
+        }
+        const char *value;
+        if (eq) value = eq + 1;
+        else if (d->type == FLAG || d->type == NOT_FLAG) value = "1";
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) value = argv[++i];
+        else return rn_error("--%s: missing value; see resnet_mpi --help", d->key);
+        given[(*n)++] = (Given){d, value};
+    }
+    return 0;
+}
+
+/* The recipe first, wherever it stands, then every option in order (the last of a repeated one wins),
+ * each recorded in c->given under its settings key. 0 or -1. */
+static int apply_options(Config *c, const Given *given, int n) {
+    const char *recipe = NULL;
+    for (int g = 0; g < n; g++)
+        if (!strcmp(given[g].def->key, "recipe")) recipe = given[g].value;
+    if (recipe) {
+        if (config_set(c, "recipe", recipe)) return -1;
+        apply_recipe(c, !strcmp(c->recipe, "paper"));
+    }
+    for (int g = 0; g < n; g++) {
+        const SettingDef *d = given[g].def, *twin = saved_twin(d);
+        char buf[512];
+        if (set_value(c, d, given[g].value)) return -1;
+        if (twin ? settings_put(&c->given, twin->key, format_value(c, twin, buf, sizeof buf))
+                 : settings_put(&c->given, d->key, given[g].value))
+            return -1;
+    }
+    if (!strcmp(c->dataset, "fashion-mnist") && !settings_get(&c->given, "data"))
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", DEFAULT_FASHION_DIR);
+    return 0;
+}
 
 int config_parse(Config *c, int argc, char **argv) {
     /* help and version win over anything else on the line, as users expect */
@@ -411,12 +502,12 @@ int config_parse(Config *c, int argc, char **argv) {
             return 1;
         }
     }
-    int i = 1, scope = FOR_TRAIN;
+    int i = 1, scope = TRAIN;
     const char *command = "train";
     if (i < argc && argv[i][0] != '-') {
-        if (!strcmp(argv[i], "train")) scope = FOR_TRAIN;
-        else if (!strcmp(argv[i], "eval")) scope = FOR_EVAL;
-        else if (!strcmp(argv[i], "bench")) scope = FOR_BENCH;
+        if (!strcmp(argv[i], "train")) scope = TRAIN;
+        else if (!strcmp(argv[i], "eval")) scope = EVAL;
+        else if (!strcmp(argv[i], "bench")) scope = BENCH;
         else return rn_error("unknown command '%s' (expected train, eval or bench); see resnet_mpi --help", argv[i]);
         command = argv[i++];
     }
@@ -425,67 +516,8 @@ int config_parse(Config *c, int argc, char **argv) {
     /* Collect first, apply afterwards: the recipe must land before every other flag wherever it stands. */
     Given *given = malloc(sizeof *given * (size_t)(argc > 0 ? argc : 1));
     if (!given) return rn_error("out of memory parsing the command line");
-    int n = 0, rc = 0;
-    for (; i < argc; i++) {
-        const char *arg = argv[i];
-        if (arg[0] != '-' || arg[1] != '-' || !arg[2]) {
-            rc = rn_error("unexpected argument '%s'; see resnet_mpi --help", arg);
-            goto done;
-        }
-        const char *name = arg + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const Option *opt = find_option(name, len);
-        if (!opt) {
-            rc = rn_error("unknown option --%.*s; see resnet_mpi --help", (int)len, name);
-            goto done;
-        }
-        if (!(opt->scope & scope)) {
-            const char *owner = opt->scope == FOR_EVAL ? "eval" : "bench";
-            rc = rn_error("--%s is an option of %s, not of %s; see resnet_mpi --help", opt->name, owner, command);
-            goto done;
-        }
-        const char *value;
-        if (eq) {
-            value = eq + 1;
-        } else if (opt->is_flag) {
-            value = "1";
-        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
-            value = argv[++i];
-        } else {
-            rc = rn_error("--%s: missing value; see resnet_mpi --help", opt->name);
-            goto done;
-        }
-        given[n++] = (Given){opt, value};
-    }
-
-    const char *recipe = NULL;
-    for (int g = 0; g < n; g++)
-        if (!strcmp(given[g].opt->name, "recipe")) recipe = given[g].value;
-    if (recipe) {
-        if (config_set(c, "recipe", recipe)) {
-            rc = -1;
-            goto done;
-        }
-        apply_recipe(c, !strcmp(c->recipe, "paper"));
-    }
-    for (int g = 0; g < n; g++) {
-        const char *key = given[g].opt->name;
-        if (config_set(c, key, given[g].value)) {
-            rc = -1;
-            goto done;
-        }
-        /* recorded under the settings key, so that a resume can tell which of the file's values the user
-         * chose to override */
-        int put = !strcmp(key, "no-augment") ? settings_put(&c->given, "augment", c->augment ? "1" : "0")
-                                             : settings_put(&c->given, key, given[g].value);
-        if (put) {
-            rc = -1;
-            goto done;
-        }
-    }
-    if (!strcmp(c->dataset, "fashion-mnist") && !settings_get(&c->given, "data"))
-        snprintf(c->data_dir, sizeof c->data_dir, "%s", DEFAULT_FASHION_DIR);
-done:
+    int n, rc = collect_options(argc, argv, i, scope, command, given, &n);
+    if (rc == 0) rc = apply_options(c, given, n);
     free(given);
     return rc;
 }
@@ -497,64 +529,13 @@ int config_validate(const Config *c) {
                         "(track_running_stats=False); use --arch paper");
     if (c->nesterov && (c->optimizer != OPT_SGD || !(c->momentum > 0)))
         return rn_error("--nesterov needs --optimizer sgd and --momentum greater than 0 (got --optimizer %s "
-                        "--momentum %g)", optimizer_names[c->optimizer], (double)c->momentum);
+                        "--momentum %g)", optim_name(c->optimizer), (double)c->momentum);
     if (c->schedule == SCHED_STEP && c->num_milestones == 0)
         return rn_error("--schedule step needs --milestones S1,S2,...");
     return 0;
 }
 
-/* The shortest decimal that reads back as the same float: exact like %.9g, but "0.1" rather than
- * "0.100000001" in a checkpoint someone will read. */
-static void format_float(float x, char *buf, size_t size) {
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, size, "%.*g", p, (double)x);
-        if ((float)strtod(buf, NULL) == x) return;
-    }
-}
-
-void config_to_settings(const Config *c, Settings *out) {
-    char buf[512];
-    out->count = 0;
-#define PUT(key, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), settings_put(out, key, buf))
-    PUT("dataset", "%s", c->dataset);
-    PUT("data", "%s", c->data_dir);
-    PUT("val-size", "%d", c->val_size);
-    PUT("split-seed", "%" PRIu64, c->split_seed);
-    PUT("limit-train", "%ld", c->limit_train);
-    PUT("augment", "%d", c->augment ? 1 : 0);
-    PUT("recipe", "%s", c->recipe);
-    PUT("arch", "%s", arch_names[c->arch == ARCH_PAPER]);
-    PUT("depth", "%d", c->depth);
-    PUT("optimizer", "%s", optimizer_names[c->optimizer]);
-    format_float(c->lr, buf, sizeof buf);
-    settings_put(out, "lr", buf);
-    format_float(c->weight_decay, buf, sizeof buf);
-    settings_put(out, "weight-decay", buf);
-    format_float(c->momentum, buf, sizeof buf);
-    settings_put(out, "momentum", buf);
-    PUT("nesterov", "%d", c->nesterov ? 1 : 0);
-    PUT("schedule", "%s", schedule_names[c->schedule]);
-    /* "none" rather than "": an HDF5 string attribute cannot be empty */
-    buf[0] = '\0';
-    for (int i = 0; i < c->num_milestones; i++)
-        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%ld", i ? "," : "", c->milestones[i]);
-    settings_put(out, "milestones", buf[0] ? buf : "none");
-    PUT("batch-size", "%d", c->batch_size);
-    PUT("epochs", "%d", c->epochs);
-    PUT("max-steps", "%ld", c->max_steps);
-    if (c->eval_every > 0) PUT("eval-every", "%d", c->eval_every);
-    else settings_put(out, "eval-every", "epoch");
-    PUT("early-stop", "%s", early_stop_names[c->early_stop]);
-    PUT("patience", "%d", c->patience);
-    PUT("bn-eval", "%s", bn_eval_names[c->bn_eval == BN_EVAL_RUNNING]);
-    PUT("sync-bn", "%d", c->sync_bn ? 1 : 0);
-    PUT("seed", "%" PRIu64, c->seed);
-    PUT("threads", "%d", c->threads);
-    PUT("checkpoint-dir", "%s", c->checkpoint_dir);
-    PUT("checkpoint-every", "%ld", c->checkpoint_every);
-    PUT("keep", "%d", c->keep);
-#undef PUT
-}
+/* ---- what the other modules take from a config ----------------------------------------------------- */
 
 ModelConfig config_model(const Config *c, int in_channels, int image_size, int classes) {
     return (ModelConfig){
@@ -589,92 +570,86 @@ void config_schedule(const Config *c, long steps_per_epoch, Schedule *out) {
     out->gamma = 0.1f;
 }
 
+/* ---- --help ----------------------------------------------------------------------------------------- */
+
+static void print_option(FILE *out, const SettingDef *d) {
+    char head[64];
+    snprintf(head, sizeof head, "--%s%s%s", d->key, d->meta ? " " : "", d->meta ? d->meta : "");
+    fprintf(out, "  %-22s ", head);
+    for (const char *line = d->help; line;) {
+        const char *next = strchr(line, '\n');
+        fprintf(out, "%.*s\n", next ? (int)(next - line) : (int)strlen(line), line);
+        line = next ? next + 1 : NULL;
+        if (line) fprintf(out, "%25s", "");
+    }
+}
+
 void config_usage(FILE *out) {
-    fputs(
-        "usage: resnet_mpi [train] [options]            train (the subcommand may be left out)\n"
-        "       resnet_mpi eval --checkpoint FILE [options]\n"
-        "       resnet_mpi bench [options]\n"
-        "       resnet_mpi --help | --version\n"
-        "Run under mpirun to train on several ranks: mpirun -np 8 resnet_mpi\n"
-        "Options are --key value or --key=value; a flag given overrides the recipe wherever it stands.\n"
-        "\n", out);
-    /* one string per group: ISO C only promises 4095-character literals */
-    fputs("Data:\n"
-        "  --data DIR             data set folder (default: $RESNET_DATA, else data/cifar-10-batches-bin;\n"
-        "                         for fashion-mnist /usr/share/datasets/fashion-mnist);\n"
-        "                         get CIFAR-10 with scripts/get-cifar10.sh\n"
-        "  --dataset NAME         cifar10 | fashion-mnist (default cifar10)\n"
-        "  --val-size N           training records held out for validation (default 5000)\n"
-        "  --split-seed N         seed of the train/validation split (default 0)\n"
-        "  --limit-train N        use only the first N training records, for quick runs (default 0: all)\n"
-        "  --no-augment           no random flips and crops of training images\n"
-        "\n",
-        out);
-    fputs("Model:\n"
-        "  --arch seed|paper      the seed's network (one BN per block, batch statistics) or He et al.'s\n"
-        "                         (default seed)\n"
-        "  --depth N              6n+2 from 8 to 1202: 20, 32, 44, 56, 110, ... (default 20)\n"
-        "\n",
-        out);
-    fputs("Recipe:\n"
-        "  --recipe seed|paper    sets the defaults below (default seed); any flag given overrides it\n"
-        "      seed:  --arch seed --optimizer adam --lr 1e-3 --weight-decay 1e-4 --batch-size 128\n"
-        "             --epochs 50 --schedule constant --early-stop seed --bn-eval batch --eval-every 50\n"
-        "      paper: --arch paper --optimizer sgd --momentum 0.9 --lr 0.1 --weight-decay 1e-4\n"
-        "             --batch-size 128 --max-steps 64000 (--epochs does not cap it) --schedule step\n"
-        "             --milestones 32000,48000 --bn-eval running --eval-every epoch --early-stop off\n"
-        "\n",
-        out);
-    fputs("Optimization:\n"
-        "  --optimizer NAME       adam | adamw | sgd (default adam)\n"
-        "  --lr X                 base learning rate, > 0 (default 1e-3)\n"
-        "  --weight-decay X       L2 (adam, sgd) or decoupled (adamw) decay, >= 0 (default 1e-4)\n"
-        "  --momentum X           sgd momentum in [0, 1) (default 0.9)\n"
-        "  --nesterov             Nesterov momentum (sgd with momentum > 0)\n"
-        "  --schedule NAME        constant | step | cosine learning rate (default constant)\n"
-        "  --milestones S1,S2     step schedule: lr divided by 10 at these steps (at most 8)\n"
-        "  --batch-size N         global batch over all ranks, 1..65536 (default 128)\n"
-        "  --epochs N             at most N epochs, 1..1000000 (default 50)\n"
-        "  --max-steps N          stop after N optimizer steps (default 0: no limit)\n"
-        "  --eval-every N|epoch   validate every N batches of an epoch, or at its end (default 50)\n"
-        "  --early-stop RULE      seed (accuracy not above the previous check) | best | off (default seed)\n"
-        "  --patience N           checks without improvement tolerated before stopping (default 5)\n"
-        "  --bn-eval MODE         batch (statistics of the evaluated set) | running (paper arch only)\n"
-        "                         (default batch)\n"
-        "  --sync-bn              batch statistics over the global batch, not each rank's slice\n"
-        "  --seed N               seed of initialisation, epoch order and augmentation (default 0)\n"
-        "\n",
-        out);
-    fputs("Machine:\n"
-        "  --threads N            compute threads per rank, 0..1024 (default 0: the node's cores / its ranks)\n"
-        "\n",
-        out);
-    fputs("Output:\n"
-        "  --checkpoint-dir DIR   where last.h5, best.h5 and metrics.jsonl go (default checkpoints)\n"
-        "  --checkpoint-every N   also checkpoint every N steps (default 0: at validations and the end)\n"
-        "  --keep N               numbered snapshots kept besides last.h5 and best.h5 (default 0)\n"
-        "  --resume FILE|auto     continue from a checkpoint; auto: DIR/last.h5 if it exists\n"
-        "  --metrics FILE         metrics log, JSON lines (default DIR/metrics.jsonl)\n"
-        "  --progress MODE        auto (when stderr is a terminal) | always | never (default auto)\n"
-        "  --quiet                only the final results\n"
-        "\n",
-        out);
-    fputs("eval (also takes the data, model and machine options):\n"
-        "  --checkpoint FILE      the checkpoint to evaluate (required)\n"
-        "  --split test|val       the set to score (default test)\n"
-        "  --json                 print the results as one JSON object\n"
-        "\n",
-        out);
-    fputs("bench (also takes --arch, --depth, --batch-size, --threads, ...):\n"
-        "  --steps N              timed training steps (default 20)\n"
-        "  --warmup N             untimed steps first (default 3)\n"
-        "  --profile              also print where the time of a step goes\n"
-        "\n",
-        out);
+    fputs("usage: resnet_mpi [train] [options]            train (the subcommand may be left out)\n"
+          "       resnet_mpi eval --checkpoint FILE [options]\n"
+          "       resnet_mpi bench [options]\n"
+          "       resnet_mpi --help | --version\n"
+          "Run under mpirun to train on several ranks: mpirun -np 8 resnet_mpi\n"
+          "Options are --key value or --key=value; a flag given overrides the recipe wherever it stands.\n"
+          "\n",
+          out);
+    for (int g = 0; g < G_HIDDEN; g++) {
+        fprintf(out, "%s\n", groups[g].title);
+        for (int i = 0; i < NUM_SETTINGS; i++)
+            if (table[i].group == (Group)g) print_option(out, &table[i]);
+        if (groups[g].footer) fputs(groups[g].footer, out);
+        fputs("\n", out);
+    }
     fputs("Environment:\n"
-        "  RESNET_DATA            default CIFAR-10 folder\n"
-        "\n"
-        "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error,\n"
-        "            75 stopped by a signal after writing a checkpoint (resume with --resume auto)\n",
-        out);
+          "  RESNET_DATA            default CIFAR-10 folder\n"
+          "\n"
+          "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error,\n"
+          "            75 stopped by a signal after writing a checkpoint (resume with --resume auto)\n",
+          out);
+}
+
+/* ---- the table checked against itself --------------------------------------------------------------- */
+
+/* Bytes the field of a row of this type must have; 0 for character arrays (any size). */
+static size_t field_bytes(ValueType t) {
+    switch (t) {
+    case LONG: return sizeof(long);
+    case U64: return sizeof(uint64_t);
+    case FLOAT:
+    case POSITIVE: return sizeof(float);
+    case NAME:
+    case PATH:
+    case PATH_OR_EMPTY: return 0;
+    case MILESTONES: return sizeof(long) * SCHED_MAX_MILESTONES;
+    default: return sizeof(int);   /* flags, ints and enums */
+    }
+}
+
+static int check_row(const SettingDef *d) {
+    const size_t bytes = field_bytes(d->type);
+    if (bytes ? d->size != bytes : d->size < 2)
+        return rn_error("setting %s: a field of %zu bytes does not fit its type", d->key, d->size);
+    if ((d->type == NAME || d->type == ENUM) && !d->names) return rn_error("setting %s: no names", d->key);
+    if (strlen(d->key) >= sizeof(((Setting *)0)->key)) return rn_error("setting %s: key too long", d->key);
+    if (find_setting(d->key, strlen(d->key)) != d) return rn_error("setting %s: key listed twice", d->key);
+    if ((d->scope & ALL) && !d->help) return rn_error("setting %s: an option without help", d->key);
+    if (d->type == NOT_FLAG && !saved_twin(d)) return rn_error("setting %s: no saved row to invert", d->key);
+    if (d->paper && !d->value) return rn_error("setting %s: a recipe setting without the seed's value", d->key);
+    Config c;
+    memset(&c, 0, sizeof c);
+    if ((d->value && set_value(&c, d, d->value)) || (d->paper && set_value(&c, d, d->paper))) return -1;
+    /* a default stated in --help is the table's: "(default 5)" or "(default 5: ...)" */
+    char stated[128], explained[128];
+    snprintf(stated, sizeof stated, "(default %s)", d->value ? d->value : "");
+    snprintf(explained, sizeof explained, "(default %s:", d->value ? d->value : "");
+    if (d->value && d->help && strstr(d->help, "(default") && !strstr(d->help, stated) &&
+        !strstr(d->help, explained))
+        return rn_error("setting %s: --help states another default than %s", d->key, d->value);
+    return 0;
+}
+
+int config_check_table(void) {
+    for (int i = 0; i < NUM_SETTINGS; i++)
+        if (check_row(&table[i])) return -1;
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "resnet/config.h"
 #include "resnet/util.h"
 
@@ -442,6 +443,13 @@ START_TEST(usage_lists_every_flag) {
 }
 END_TEST
 
+/* the table that parsing, /config and --help come from agrees with itself (field sizes, defaults that
+ * parse, the defaults --help states) */
+START_TEST(settings_table_is_consistent) {
+    ck_assert_msg(config_check_table() == 0, "%s", rn_last_error());
+}
+END_TEST
+
 START_TEST(given_records_the_user_s_flags) {
     Config c;
     ck_assert_int_eq(parse(&c, "--lr", "1e-2", "--no-augment", "--recipe", "paper", "--quiet", NULL), 0);
@@ -701,7 +709,7 @@ START_TEST(derived_configs) {
 }
 END_TEST
 
-static Suite *config_suite(void) {
+Suite *test_suite(void) {
     Suite *s = suite_create("config");
     TCase *t = tcase_create("recipes");
     tcase_add_checked_fixture(t, setup, NULL);
@@ -727,6 +735,7 @@ static Suite *config_suite(void) {
     tcase_add_test(g, help_and_version);
     tcase_add_test(g, version_text);
     tcase_add_test(g, usage_lists_every_flag);
+    tcase_add_test(g, settings_table_is_consistent);
     tcase_add_test(g, given_records_the_user_s_flags);
     suite_add_tcase(s, g);
 
@@ -739,12 +748,4 @@ static Suite *config_suite(void) {
     tcase_add_test(r, derived_configs);
     suite_add_tcase(s, r);
     return s;
-}
-
-int main(void) {
-    SRunner *r = srunner_create(config_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

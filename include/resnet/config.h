@@ -1,5 +1,6 @@
 /* Every setting of a run, its defaults, the recipes, and the validation of every value. Settings travel
- * as key/value strings (the command line, the checkpoint's /config attributes) and are parsed here only. */
+ * as key/value strings (the command line, the checkpoint's /config attributes) and are parsed here only,
+ * from one table in config.c that also writes them back and prints --help. */
 #ifndef RESNET_CONFIG_H
 #define RESNET_CONFIG_H
 
@@ -7,13 +8,7 @@
 #include <stdio.h>
 #include "resnet/resnet.h"
 #include "resnet/optim.h"
-
-#define SETTINGS_MAX 96
-typedef struct { char key[32]; char value[512]; } Setting;
-typedef struct { int count; Setting items[SETTINGS_MAX]; } Settings;
-
-const char *settings_get(const Settings *s, const char *key);   /* NULL when absent */
-int settings_put(Settings *s, const char *key, const char *value); /* add or replace; -1 when full */
+#include "resnet/settings.h"
 
 typedef enum { EARLY_STOP_SEED = 0, EARLY_STOP_BEST, EARLY_STOP_OFF } EarlyStopRule;
 typedef enum { PROGRESS_AUTO = 0, PROGRESS_ALWAYS, PROGRESS_NEVER } ProgressMode;
@@ -82,5 +77,8 @@ ModelConfig config_model(const Config *c, int in_channels, int image_size, int c
 void config_optim(const Config *c, OptimConfig *out);
 void config_schedule(const Config *c, long steps_per_epoch, Schedule *out);
 void config_usage(FILE *out);
+/* Checks the settings table against itself (field sizes fit the types, stated defaults match the
+ * table's, recipe rows have both values). 0, or -1 with rn_error naming the row. For the tests. */
+int config_check_table(void);
 
 #endif
