@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <mpi.h>
 
 #include "resnet/util.h"
@@ -49,6 +50,12 @@ int dist_size(void) { return world_size; }
 int dist_local_size(void) { return node_size; }
 int dist_local_rank(void) { return node_rank; }
 
+void dist_slice(int count, int *lo, int *n) {
+    /* in long: count * rank overflows int for large sets on many ranks */
+    *lo = (int)((long)count * world_rank / world_size);
+    *n = (int)((long)count * (world_rank + 1) / world_size) - *lo;
+}
+
 void dist_allreduce_sum_float(float *values, size_t count) {
     if (world_size == 1) return;
     /* MPI counts are int: large buffers go in slices */
@@ -74,6 +81,18 @@ double dist_max_double(double value) {
     if (world_size == 1) return value;
     MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     return value;
+}
+
+void dist_min_sum_max(const double *values, double *min, double *sum, double *max, int count) {
+    if (world_size == 1) {
+        memcpy(min, values, sizeof(double) * (size_t)count);
+        memcpy(sum, values, sizeof(double) * (size_t)count);
+        memcpy(max, values, sizeof(double) * (size_t)count);
+        return;
+    }
+    MPI_Allreduce(values, min, count, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(values, sum, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(values, max, count, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 }
 
 long dist_sum_long(long value) {

@@ -10,12 +10,6 @@
 #include "resnet/trainer.h"
 #include "resnet/util.h"
 
-static void slice(int n, int *lo, int *count) {
-    const int P = dist_size(), r = dist_rank();
-    *lo = (int)((long)n * r / P);
-    *count = (int)((long)n * (r + 1) / P) - *lo;
-}
-
 int evaluator_init(Evaluator *ev, Model *m, int max_set) {
     memset(ev, 0, sizeof *ev);
     const int P = dist_size();
@@ -48,7 +42,7 @@ void evaluate_sync_running_stats(Model *m) {
 double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                         BnMode mode, long *confusion) {
     int lo, count;
-    slice(n, &lo, &count);
+    dist_slice(n, &lo, &count);
     if (mode == BN_EVAL_RUNNING) evaluate_sync_running_stats(m);
     dataset_fill_batch(set, records + lo, count, ev->images, ev->labels, 0, 0, 0);
     model_forward(m, ev->images, count, mode);

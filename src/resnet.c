@@ -14,6 +14,7 @@
 
 #include "resnet/conv.h"
 #include "resnet/layers.h"
+#include "resnet/perf.h"
 #include "resnet/rng.h"
 #include "resnet/util.h"
 
@@ -458,37 +459,16 @@ size_t model_arena_bytes(const Model *m) {
 
 /* ---- profile: where a step's time goes, per layer kind and convolution shape (bench --profile) ---- */
 
-#define PROFILE_MAX 64
-typedef struct { char name[64]; double seconds, flops; long calls; } ProfileEntry;
-static ProfileEntry profile[PROFILE_MAX];
-static int profile_count, profile_on;
-
-void model_profile_enable(int on) { profile_on = on; }
-void model_profile_reset(void) { profile_count = 0; }
-
-static ProfileEntry *profile_entry(const char *name) {
-    for (int i = 0; i < profile_count; i++)
-        if (strcmp(profile[i].name, name) == 0) return &profile[i];
-    if (profile_count == PROFILE_MAX) return &profile[PROFILE_MAX - 1];
-    ProfileEntry *e = &profile[profile_count++];
-    memset(e, 0, sizeof *e);
-    snprintf(e->name, sizeof e->name, "%s", name);
-    return e;
-}
-
-/* Runs call_, and when profiling adds its time (and flops_) to the entry label_. */
-#define PROFILED(label_, flops_, call_)                                \
-    do {                                                               \
-        if (!profile_on) {                                             \
-            call_;                                                     \
-        } else {                                                       \
-            const double t0_ = rn_now();                               \
-            call_;                                                     \
-            ProfileEntry *e_ = profile_entry(label_);                  \
-            e_->seconds += rn_now() - t0_;                             \
-            e_->flops += (flops_);                                     \
-            e_->calls++;                                               \
-        }                                                              \
+/* Runs call_, and when profiling adds its time (and flops_) to perf's entry label_. */
+#define PROFILED(label_, flops_, call_)                                         \
+    do {                                                                        \
+        if (!perf_profile_enabled()) {                                          \
+            call_;                                                              \
+        } else {                                                                \
+            const double t0_ = rn_now();                                        \
+            call_;                                                              \
+            perf_profile_add(label_, rn_now() - t0_, flops_);                   \
+        }                                                                       \
     } while (0)
 
 static const char *conv_label(char *buf, size_t size, ConvShape s, int h, const char *pass) {
@@ -497,41 +477,21 @@ static const char *conv_label(char *buf, size_t size, ConvShape s, int h, const 
 }
 
 static double conv_flops_n(ConvShape s, int h, int n) {
-    const int ho = conv_out_size(h, s.k, s.stride, s.pad);
-    return 2.0 * s.cout * s.cin * s.k * s.k * (double)ho * ho * n;
+    return perf_conv_flops(s.cin, s.cout, s.k, conv_out_size(h, s.k, s.stride, s.pad), n);
 }
 
 static void conv_fwd(float *y, const float *x, const float *w, const float *bias, int n, int h, ConvShape s,
                      float *scratch) {
     char label[64];
-    PROFILED(profile_on ? conv_label(label, sizeof label, s, h, "forward") : "", conv_flops_n(s, h, n),
+    PROFILED(perf_profile_enabled() ? conv_label(label, sizeof label, s, h, "forward") : "", conv_flops_n(s, h, n),
              conv_forward(y, x, w, bias, n, h, h, s, scratch));
 }
 
 static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
                      int h, ConvShape s, float *scratch) {
     char label[64];
-    PROFILED(profile_on ? conv_label(label, sizeof label, s, h, "backward") : "",
+    PROFILED(perf_profile_enabled() ? conv_label(label, sizeof label, s, h, "backward") : "",
              (dx ? 2 : 1) * conv_flops_n(s, h, n), conv_backward(dx, dw, dbias, dy, x, w, n, h, h, s, scratch));
-}
-
-static int compare_profile(const void *a, const void *b) {
-    const double x = ((const ProfileEntry *)a)->seconds, y = ((const ProfileEntry *)b)->seconds;
-    return (x < y) - (x > y);
-}
-
-void model_profile_report(FILE *out, int steps) {
-    double total = 0;
-    for (int i = 0; i < profile_count; i++) total += profile[i].seconds;
-    qsort(profile, profile_count, sizeof *profile, compare_profile);
-    fprintf(out, "profile (per step; %d steps):\n  %-38s %9s %7s %9s\n", steps, "layer", "ms", "share", "GFLOP/s");
-    for (int i = 0; i < profile_count; i++) {
-        const ProfileEntry *e = &profile[i];
-        fprintf(out, "  %-38s %9.2f %6.1f%%", e->name, 1000.0 * e->seconds / steps, 100.0 * e->seconds / total);
-        if (e->flops > 0) fprintf(out, " %9.1f", e->flops / e->seconds * 1e-9);
-        fprintf(out, "\n");
-    }
-    fprintf(out, "  %-38s %9.2f\n", "total (forward + backward)", 1000.0 * total / steps);
 }
 
 /* ---- forward -------------------------------------------------------------------------------------- */
@@ -726,9 +686,7 @@ void model_backward(Model *m) {
 
 /* ---- cost ----------------------------------------------------------------------------------------- */
 
-static double conv_flops(ConvShape s, int h_out) {
-    return 2.0 * s.cout * s.cin * s.k * s.k * (double)h_out * h_out;
-}
+static double conv_flops(ConvShape s, int h_out) { return perf_conv_flops(s.cin, s.cout, s.k, h_out, 1); }
 
 double model_flops_per_image(const Model *m, int training) {
     const ModelPlan *p = m->plan;

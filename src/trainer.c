@@ -22,6 +22,7 @@
 #include "resnet/evaluate.h"
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
+#include "resnet/perf.h"
 #include "resnet/resnet.h"
 #include "resnet/util.h"
 
@@ -401,14 +402,14 @@ static void keep_snapshot(Run *r, const char *path) {
  * worked. Collective. */
 static int save_checkpoint(Run *r, const char *path, int snapshot) {
     int failed = 0;
-    timer_start(TIMER_IO);
+    perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
     if (dist_rank() == 0) {
         r->ts.elapsed_s = r->elapsed_before + timer_elapsed_total();
         failed = checkpoint_write(path, &r->model, &r->opt, &r->ts, &r->history, &r->settings) != 0;
         if (!failed && snapshot && r->cfg->keep > 0) keep_snapshot(r, path);
     }
-    timer_stop(TIMER_IO);
+    perf_stop(PERF_CHECKPOINT_IO);
     return agree_failure(failed);
 }
 
@@ -422,10 +423,10 @@ static void print_progress(Run *r, long batch, double loss, double images_per_s)
  * -1 on a failure every rank agrees on. Collective. */
 static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_start_step) {
     Config *cfg = r->cfg;
-    timer_start(TIMER_VALIDATION);
+    perf_start(PERF_VALIDATION);
     const double acc = evaluate_records(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                         cfg->bn_eval, NULL);
-    timer_stop(TIMER_VALIDATION);
+    perf_stop(PERF_VALIDATION);
     const double loss = r->ts.running_loss_count ? r->ts.running_loss_sum / r->ts.running_loss_count : 0.0;
     r->ts.running_loss_sum = 0;
     r->ts.running_loss_count = 0;
@@ -466,23 +467,24 @@ typedef enum { STEP_OK = 0, STEP_SIGNAL, STEP_NONFINITE } StepStatus;
 
 static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     Config *cfg = r->cfg;
-    const int P = dist_size(), rank = dist_rank();
+    const int rank = dist_rank();
     const long start = batch_in_epoch * cfg->batch_size;
     const int count = (int)(r->num_train - start < cfg->batch_size ? r->num_train - start : cfg->batch_size);
-    const int lo = (int)((long)count * rank / P), n = (int)((long)count * (rank + 1) / P) - lo;
+    int lo, n;
+    dist_slice(count, &lo, &n);
 
-    timer_start(TIMER_DATA);
+    perf_start(PERF_DATA);
     uint32_t records[n > 0 ? n : 1];
     for (int i = 0; i < n; i++) records[i] = r->train_records[r->order[start + lo + i]];
     dataset_fill_batch(&r->train_set, records, n, r->images, r->labels, cfg->augment, cfg->seed, (int)r->ts.epoch);
-    timer_stop(TIMER_DATA);
+    perf_stop(PERF_DATA);
 
-    timer_start(TIMER_COMPUTE);
+    perf_start(PERF_COMPUTE);
     model_zero_grad(&r->model);
     model_forward(&r->model, r->images, n, BN_TRAIN);
     double loss_sum = model_loss(&r->model, r->labels, n, count);
     model_backward(&r->model);
-    timer_stop(TIMER_COMPUTE);
+    perf_stop(PERF_COMPUTE);
 
     static long fault_step = -2;
     static int fault_rank = -1;
@@ -497,11 +499,11 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
         dist_fail(1, msg);
     }
 
-    timer_start(TIMER_ALLREDUCE);
+    perf_start(PERF_ALLREDUCE);
     dist_allreduce_sum_float(r->model.grads, r->model.num_params);
     double state[2] = {loss_sum, stop_signal ? 1.0 : 0.0};
     dist_allreduce_sum_double(state, 2);
-    timer_stop(TIMER_ALLREDUCE);
+    perf_stop(PERF_ALLREDUCE);
 
     const double loss = state[0] / count;
     if (trace_steps() && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
@@ -510,28 +512,14 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
         *status = STEP_NONFINITE;
         return loss;
     }
-    timer_start(TIMER_OPTIMIZER);
+    perf_start(PERF_OPTIMIZER);
     optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
-    timer_stop(TIMER_OPTIMIZER);
+    perf_stop(PERF_OPTIMIZER);
     r->ts.step++;
     r->ts.running_loss_sum += loss;
     r->ts.running_loss_count++;
     if (state[1] > 0) *status = STEP_SIGNAL;
     return loss;
-}
-
-static void performance_report(Run *r, double images, double seconds) {
-    double t[TIMER_COUNT];
-    for (int i = 0; i < TIMER_COUNT; i++) t[i] = dist_max_double(timer_seconds((TimerId)i));
-    const long rss = (long)dist_max_double((double)rn_peak_rss_kib());
-    if (dist_rank() != 0 || r->cfg->quiet) return;
-    printf("performance (max over %d rank(s), %d thread(s) each):\n", dist_size(), r->threads);
-    for (int i = 0; i < TIMER_COUNT; i++)
-        printf("  %-15s %10.2f s %6.1f%%\n", timer_name((TimerId)i), t[i],
-               t[TIMER_TOTAL] > 0 ? 100.0 * t[i] / t[TIMER_TOTAL] : 0.0);
-    printf("  training images/s %.1f, %.2f GFLOP/s; peak memory per rank %.0f MiB\n",
-           seconds > 0 ? images / seconds : 0.0,
-           seconds > 0 ? images * model_flops_per_image(&r->model, 1) / seconds * 1e-9 : 0.0, rss / 1024.0);
 }
 
 static int final_test(Run *r) {
@@ -563,7 +551,7 @@ int train_main(Config *cfg) {
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
     r->threads = choose_threads(cfg->threads, cfg->quiet);
     install_signal_handlers();
-    timers_reset();
+    perf_reset();
     if (setup(r, resuming ? resume_path : NULL)) {
         run_free(r);
         return EXIT_FAILED;
@@ -581,7 +569,7 @@ int train_main(Config *cfg) {
     const double run_start = rn_now();
     const long run_start_step = r->ts.step;
     double last_progress = 0;
-    timer_start(TIMER_TOTAL);
+    perf_start(PERF_TOTAL);
     total_started = rn_now();
     while (!stop && r->ts.epoch < cfg->epochs) {
         dataset_epoch_order(r->order, r->num_train, cfg->seed, (int)r->ts.epoch);
@@ -639,7 +627,7 @@ int train_main(Config *cfg) {
             if (epoch_end) break;
         }
     }
-    timer_stop(TIMER_TOTAL);
+    perf_stop(PERF_TOTAL);
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
     if (!stop) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "epochs");
@@ -654,7 +642,9 @@ int train_main(Config *cfg) {
         }
         final_test(r);
     }
-    performance_report(r, (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start);
+    perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
+                (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start,
+                model_flops_per_image(&r->model, 1));
     run_free(r);
     return exit_code;
 }

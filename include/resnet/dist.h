@@ -11,12 +11,18 @@ int dist_rank(void);
 int dist_size(void);
 int dist_local_size(void);                 /* ranks sharing this node (MPI_Comm_split_type) */
 int dist_local_rank(void);
+/* This rank's contiguous share of count items, [*lo, *lo + *n): shares differ by at most one and
+ * follow rank order, so the ranks together cover every item once. */
+void dist_slice(int count, int *lo, int *n);
 
 void dist_allreduce_sum_float(float *values, size_t count);   /* in place, over all ranks */
 void dist_allreduce_sum_double(double *values, int count);
 /* StatReducer-compatible form of dist_allreduce_sum_double */
 void dist_stat_sum(double *values, int count, void *ctx);
 double dist_max_double(double value);
+/* Element by element over all ranks: the minimum, sum and maximum of values[0..count) (perf's
+ * PerfReduce). */
+void dist_min_sum_max(const double *values, double *min, double *sum, double *max, int count);
 long dist_sum_long(long value);
 int dist_any(int flag);                   /* logical OR over ranks */
 void dist_bcast(void *buffer, size_t bytes, int root);

@@ -100,11 +100,8 @@ void model_predict(const Model *m, int n, int *predictions);
 
 /* Floating-point operations for one image: forward only, or a training step (forward + backward). */
 double model_flops_per_image(const Model *m, int training);
-/* Timing of every layer call by kind and convolution shape, for `bench --profile`; off by default
- * (then it costs one branch per layer). The report gives ms per step, share and GFLOP/s. */
-void model_profile_enable(int on);
-void model_profile_reset(void);
-void model_profile_report(FILE *out, int steps);
+/* Every layer call is timed by kind and convolution shape into perf's profile while
+ * perf_profile_enabled() (bench --profile). */
 
 /* Bytes of the activation arena currently reserved. */
 size_t model_arena_bytes(const Model *m);
