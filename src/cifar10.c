@@ -1,7 +1,7 @@
 /* The CIFAR-10 binary release. Every file is checked for its exact size and every label for its range
  * before anything is used: a truncated download must fail here with the file's name, not train quietly on
  * zeros or index past the classifier's outputs later. */
-#include "resnet/dataset.h"
+#include "resnet/cifar10.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resnet/cifar10.h"
+#include "resnet/idx.h"
 #include "resnet/rng.h"
 #include "resnet/util.h"
 
@@ -22,13 +24,6 @@ int dataset_load(const char *name, const char *dir, int train, ImageSet *out) {
     if (strcmp(name, "cifar10") == 0) return cifar10_load(dir, train, out);
     if (strcmp(name, "fashion-mnist") == 0) return fashion_mnist_load(dir, train, out);
     return rn_error("unknown data set \"%s\" (expected cifar10 or fashion-mnist)", name);
-}
-
-void imageset_free(ImageSet *s) {
-    if (!s) return;
-    free(s->pixels);
-    free(s->labels);
-    memset(s, 0, sizeof *s);
 }
 
 int dataset_split(int total, int val_size, uint64_t split_seed, uint32_t **train_records, int *num_train,

@@ -1,7 +1,7 @@
 /* IDX files (LeCun's MNIST format, also Fashion-MNIST's), gzip-compressed or plain. Headers are checked
  * before anything large is allocated, and the payload must be exactly what the header promises: a download
  * cut short anywhere, even inside the gzip trailer, must fail here rather than train on a partial set. */
-#include "resnet/dataset.h"
+#include "resnet/idx.h"
 
 #include <errno.h>
 #include <limits.h>

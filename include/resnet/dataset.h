@@ -1,38 +1,15 @@
-/* Image data sets in memory, the readers that validate what they read, the seeded train/validation
- * split, the per-epoch order and the filling of batches with augmentation. */
+/* What training sees of the data: a set loaded by its reader, the seeded train/validation split, the
+ * per-epoch order and the filling of batches with augmentation. */
 #ifndef RESNET_DATASET_H
 #define RESNET_DATASET_H
 
 #include <stdint.h>
 #include <stddef.h>
 
-#define DATASET_MAX_CLASSES 16
+#include "resnet/imageset.h"
 
-typedef struct {
-    int count;            /* images */
-    int channels;         /* 3 (CIFAR-10) or 1 (Fashion-MNIST) */
-    int size;             /* square side: 32 or 28 */
-    int classes;          /* 10 */
-    uint8_t *pixels;      /* count * channels * size * size bytes, each image C,H,W */
-    uint8_t *labels;      /* count */
-    char class_names[DATASET_MAX_CLASSES][32];
-} ImageSet;
-
-/* CIFAR-10 binary release in dir: data_batch_1..5.bin (train=1) or test_batch.bin (train=0), and the
- * class names from batches.meta.txt (when missing, the standard names). Returns 0, or -1 with a one-line
- * rn_error naming the file and what is wrong (missing, wrong size, label out of range). */
-int cifar10_load(const char *dir, int train, ImageSet *out);
-
-/* An IDX pair (images idx3, labels idx1), each gzip-compressed or plain. 0 or -1 with rn_error (bad magic,
- * dimensions, truncated gzip, counts that disagree, label out of range). */
-int idx_load(const char *images_path, const char *labels_path, ImageSet *out);
-/* Fashion-MNIST in dir: train-images-idx3-ubyte[.gz] etc. (train=1) or t10k-* (train=0), with its
- * class names. */
-int fashion_mnist_load(const char *dir, int train, ImageSet *out);
-
-/* name "cifar10" or "fashion-mnist" */
+/* name "cifar10" or "fashion-mnist": the reader of that release (cifar10.h, idx.h) */
 int dataset_load(const char *name, const char *dir, int train, ImageSet *out);
-void imageset_free(ImageSet *s);
 
 /* The seeded split: a permutation of 0..total-1 drawn from split_seed; its first total - val_size entries
  * are the training records, the last val_size the validation records (as torch's random_split). The
