@@ -18,6 +18,7 @@
 
 #include <hdf5.h>
 
+#include "check_main.h"
 #include "resnet/checkpoint.h"
 #include "resnet/config.h"
 #include "resnet/rng.h"
@@ -773,7 +774,9 @@ START_TEST(metrics_lines) {
 }
 END_TEST
 
-static Suite *checkpoint_suite(void) {
+Suite *test_suite(void) {
+    /* HDF5 calls made by the tests themselves stay quiet like the program's */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     Suite *s = suite_create("checkpoint");
     TCase *t = tcase_create("round trip");
     tcase_add_test(t, round_trip_paper_sgd);
@@ -807,14 +810,4 @@ static Suite *checkpoint_suite(void) {
     tcase_add_test(t, metrics_lines);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void) {
-    /* HDF5 calls made by the tests themselves stay quiet like the program's */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    SRunner *r = srunner_create(checkpoint_suite());
-    srunner_run_all(r, CK_NORMAL);
-    const int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -12,7 +12,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "check_main.h"
+#include "resnet/cifar10.h"
 #include "resnet/dataset.h"
+#include "resnet/idx.h"
 #include "resnet/rng.h"
 #include "resnet/util.h"
 
@@ -818,7 +821,7 @@ START_TEST(rng_permutation_uniform) {
 }
 END_TEST
 
-/* ---- runner --------------------------------------------------------------------------------------------- */
+/* ---- the suite ----------------------------------------------------------------------------------------- */
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st;
@@ -827,15 +830,20 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-int main(void) {
+/* The readers' files live under one temporary root, made before the readers' tests and removed after
+ * them (an unchecked fixture: it runs once, in the runner's process). */
+static void make_tmp_root(void) {
     const char *base = getenv("TMPDIR");
     snprintf(tmp_root, sizeof tmp_root, "%s/test_data.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
-        return EXIT_FAILURE;
-    }
+    ck_assert_msg(mkdtemp(tmp_root) != NULL, "mkdtemp %s failed", tmp_root);
+}
+
+static void remove_tmp_root(void) { nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+Suite *test_suite(void) {
     Suite *s = suite_create("data");
     TCase *readers = tcase_create("readers");
+    tcase_add_unchecked_fixture(readers, make_tmp_root, remove_tmp_root);
     tcase_add_test(readers, cifar_test_batch_loads);
     tcase_add_test(readers, cifar_train_batches_in_order);
     tcase_add_test(readers, cifar_missing_file);
@@ -866,11 +874,5 @@ int main(void) {
     tcase_add_test(rng, rng_basics);
     tcase_add_test(rng, rng_permutation_uniform);
     suite_add_tcase(s, rng);
-
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    const int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    nftw(tmp_root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

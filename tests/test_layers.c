@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "resnet/batchnorm.h"
 #include "resnet/conv.h"
 #include "resnet/layers.h"
@@ -1113,7 +1114,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- suite */
 
-static Suite *layers_suite(void) {
+Suite *test_suite(void) {
     Suite *s = suite_create("layers");
     TCase *fd = tcase_create("finite_differences");
     tcase_add_checked_fixture(fd, setup_threads, NULL);
@@ -1145,12 +1146,4 @@ static Suite *layers_suite(void) {
     tcase_add_test(thr, threads_conv_close);
     suite_add_tcase(s, thr);
     return s;
-}
-
-int main(void) {
-    SRunner *sr = srunner_create(layers_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    const int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "fixture.h"
 #include "resnet/optim.h"
 
@@ -217,7 +218,7 @@ START_TEST(cosine_schedule_matches_torch) {
 }
 END_TEST
 
-static Suite *optim_suite(void) {
+Suite *test_suite(void) {
     Suite *s = suite_create("optim");
     TCase *t = tcase_create("torch");
     tcase_add_checked_fixture(t, load_fixture, free_fixture);
@@ -241,12 +242,4 @@ static Suite *optim_suite(void) {
     tcase_add_test(u, cosine_endpoints_and_midpoint);
     suite_add_tcase(s, u);
     return s;
-}
-
-int main(void) {
-    SRunner *r = srunner_create(optim_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

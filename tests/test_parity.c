@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "fixture.h"
 #include "resnet/optim.h"
 #include "resnet/resnet.h"
@@ -477,7 +478,7 @@ START_TEST(evaluation_matches_torch) {
 }
 END_TEST
 
-static Suite *parity_suite(void) {
+Suite *test_suite(void) {
     Suite *s = suite_create("parity");
     TCase *t = tcase_create("torch");
     tcase_add_test(t, resnet20_parameter_counts);
@@ -487,12 +488,4 @@ static Suite *parity_suite(void) {
     tcase_add_loop_test(t, evaluation_matches_torch, 0, NUM_FIXTURES);
     suite_add_tcase(s, t);
     return s;
-}
-
-int main(void) {
-    SRunner *r = srunner_create(parity_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

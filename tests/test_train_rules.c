@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "check_main.h"
 #include "resnet/config.h"
 #include "resnet/trainer.h"
 
@@ -73,7 +74,7 @@ START_TEST(first_check_always_improves) {
 }
 END_TEST
 
-int main(void) {
+Suite *test_suite(void) {
     Suite *s = suite_create("train_rules");
     TCase *tc = tcase_create("early_stop");
     tcase_add_test(tc, seed_rule_counts_non_increases_and_resets);
@@ -82,9 +83,5 @@ int main(void) {
     tcase_add_test(tc, off_never_stops_but_tracks);
     tcase_add_test(tc, first_check_always_improves);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
