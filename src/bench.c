@@ -39,13 +39,43 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
            threads, cfg->steps, cfg->warmup, compute_kernel_name());
     printf("train: %.1f images/s, %.1f ms/step, %.1f GFLOP/s (compute %.1f%%, allreduce %.1f%%, optimizer %.1f%%)\n",
            train_ips, 1000.0 * elapsed / cfg->steps, train_ips * model_flops_per_image(model, 1) * 1e-9,
-           100.0 * train->phase[PERF_COMPUTE].max / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].max / elapsed,
-           100.0 * train->phase[PERF_OPTIMIZER].max / elapsed);
+           100.0 * train->phase[PERF_COMPUTE].mean / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].mean / elapsed,
+           100.0 * train->phase[PERF_OPTIMIZER].mean / elapsed);
     printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips,
            eval_ips * model_flops_per_image(model, 0) * 1e-9, eval_images);
     printf("peak memory: %.0f MiB per rank training, %.0f MiB with the 5,000-image evaluation (max over ranks)\n",
            train->peak_mib.max, all->peak_mib.max);
     perf_print_phases(stdout, train, threads);
+}
+
+/* Warm-up steps, then the timed ones, each phase in perf's timers (which start at zero after the warm-up)
+ * and the whole under PERF_TOTAL between barriers. n: this rank's images of the global batch. */
+static void timed_steps(const Config *cfg, Model *model, Optimizer *opt, const float *images, const int *labels,
+                        int n, float lr) {
+    for (int s = 0; s < cfg->warmup + cfg->steps; s++) {
+        if (s == cfg->warmup) {
+            dist_barrier();
+            perf_reset();
+            perf_profile_reset();
+            perf_profile_enable(cfg->profile);
+            perf_start(PERF_TOTAL);
+        }
+        perf_start(PERF_COMPUTE);
+        model_zero_grad(model);
+        model_forward(model, images, n, BN_TRAIN);
+        model_loss(model, labels, n, cfg->batch_size);
+        model_backward(model);
+        perf_stop(PERF_COMPUTE);
+        perf_start(PERF_ALLREDUCE);
+        dist_allreduce_sum_float(model->grads, model->num_params);
+        perf_stop(PERF_ALLREDUCE);
+        perf_start(PERF_OPTIMIZER);
+        optim_step(opt, model->params, model->grads, lr);
+        perf_stop(PERF_OPTIMIZER);
+    }
+    dist_barrier();
+    perf_stop(PERF_TOTAL);
+    perf_profile_enable(0);
 }
 
 int bench_main(Config *cfg) {
@@ -74,30 +104,7 @@ int bench_main(Config *cfg) {
     if (cfg->sync_bn) model.train_reducer = (StatReducer){dist_stat_sum, NULL};
     synthetic_images(images, labels, n, cfg->seed + (uint64_t)rank);
 
-    for (int s = 0; s < cfg->warmup + cfg->steps; s++) {
-        if (s == cfg->warmup) {
-            dist_barrier();
-            perf_reset();
-            perf_profile_reset();
-            perf_profile_enable(cfg->profile);
-            perf_start(PERF_TOTAL);
-        }
-        perf_start(PERF_COMPUTE);
-        model_zero_grad(&model);
-        model_forward(&model, images, n, BN_TRAIN);
-        model_loss(&model, labels, n, B);
-        model_backward(&model);
-        perf_stop(PERF_COMPUTE);
-        perf_start(PERF_ALLREDUCE);
-        dist_allreduce_sum_float(model.grads, model.num_params);
-        perf_stop(PERF_ALLREDUCE);
-        perf_start(PERF_OPTIMIZER);
-        optim_step(&opt, model.params, model.grads, oc.lr);
-        perf_stop(PERF_OPTIMIZER);
-    }
-    dist_barrier();
-    perf_stop(PERF_TOTAL);
-    perf_profile_enable(0);
+    timed_steps(cfg, &model, &opt, images, labels, n, oc.lr);
     PerfSummary train;
     perf_summarize(&train, dist_min_sum_max, P);
 

@@ -89,14 +89,15 @@ void perf_summarize(PerfSummary *s, PerfReduce reduce, int ranks) {
 }
 
 void perf_print_phases(FILE *out, const PerfSummary *s, int threads) {
-    const double total = s->phase[PERF_TOTAL].max;
+    const double total = s->phase[PERF_TOTAL].mean;
+    /* the share is the mean's, so that the phases of the average rank add up to its total */
     fprintf(out, "performance (%d rank(s), %d thread(s) each; seconds min / mean / max over ranks, share of the "
-                 "total by the max):\n", s->ranks, threads);
+                 "total by the mean):\n", s->ranks, threads);
     for (int i = 0; i < PERF_COUNT; i++) {
         const PerfStat *st = &s->phase[i];
         if (st->max <= 0 && i != PERF_TOTAL) continue;
         fprintf(out, "  %-15s %10.2f %10.2f %10.2f %6.1f%%\n", phase_names[i], st->min, st->mean, st->max,
-                total > 0 ? 100.0 * st->max / total : 0.0);
+                total > 0 ? 100.0 * st->mean / total : 0.0);
     }
 }
 

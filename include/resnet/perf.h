@@ -45,7 +45,7 @@ typedef struct {
 
 /* Every phase timer and the peak memory of this rank, over all ranks. Collective through reduce. */
 void perf_summarize(PerfSummary *s, PerfReduce reduce, int ranks);
-/* The phases that took time: seconds min / mean / max over ranks and the max's share of the total. */
+/* The phases that took time: seconds min / mean / max over ranks and the mean's share of the total. */
 void perf_print_phases(FILE *out, const PerfSummary *s, int threads);
 
 /* The end-of-run report of training: the phases, then images/s, GFLOP/s and peak memory. images were
