@@ -442,6 +442,15 @@ static const SettingDef *saved_twin(const SettingDef *d) {
     return NULL;
 }
 
+/* "eval", "train and bench": the subcommands that take an option of this scope */
+static const char *scope_names(int scope, char *buf, size_t size) {
+    static const char *const commands[] = {"train", "eval", "bench"};   /* TRAIN, EVAL, BENCH */
+    buf[0] = '\0';
+    for (int b = 0; b < 3; b++)
+        if (scope & (1 << b)) snprintf(buf + strlen(buf), size - strlen(buf), "%s%s", buf[0] ? " and " : "", commands[b]);
+    return buf;
+}
+
 /* argv[i..] as (row, value) pairs in *given, checked against the subcommand's scope. 0 or -1. */
 static int collect_options(int argc, char **argv, int i, int scope, const char *command, Given *given, int *n) {
     *n = 0;
@@ -454,8 +463,9 @@ static int collect_options(int argc, char **argv, int i, int scope, const char *
         const SettingDef *d = find_setting(name, len);
         if (!d || !(d->scope & ALL)) return rn_error("unknown option --%.*s; see resnet_mpi --help", (int)len, name);
         if (!(d->scope & scope)) {
-            const char *owner = (d->scope & ALL) == EVAL ? "eval" : "bench";
-            return rn_error("--%s is an option of %s, not of %s; see resnet_mpi --help", d->key, owner, command);
+            char owners[32];
+            return rn_error("--%s is an option of %s, not of %s; see resnet_mpi --help", d->key,
+                            scope_names(d->scope, owners, sizeof owners), command);
         }
         const char *value;
         if (eq) value = eq + 1;
