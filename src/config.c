@@ -95,6 +95,7 @@ void config_defaults(Config *c) {
     snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "checkpoints");
     c->checkpoint_every = 0;
     c->keep = 0;
+    c->overwrite = 0;
     c->progress = PROGRESS_AUTO;
     c->quiet = 0;
     snprintf(c->split, sizeof c->split, "test");
@@ -337,6 +338,7 @@ int config_set(Config *c, const char *key, const char *value) {
     if (!strcmp(k, "checkpoint-every")) return parse_long(k, v, 0, STEP_LIMIT, &c->checkpoint_every);
     if (!strcmp(k, "keep")) return parse_int(k, v, 0, INT_MAX, &c->keep);
     if (!strcmp(k, "resume")) return parse_path(k, v, 1, c->resume, sizeof c->resume);
+    if (!strcmp(k, "overwrite")) return parse_bool(k, v, &c->overwrite);
     if (!strcmp(k, "metrics")) return parse_path(k, v, 1, c->metrics, sizeof c->metrics);
     if (!strcmp(k, "progress")) {
         if (parse_enum(k, v, progress_names, &e)) return -1;
@@ -382,7 +384,8 @@ static const Option options[] = {
     {"patience", 0, FOR_ALL},       {"bn-eval", 0, FOR_ALL},         {"sync-bn", 1, FOR_ALL},
     {"seed", 0, FOR_ALL},           {"threads", 0, FOR_ALL},         {"checkpoint-dir", 0, FOR_ALL},
     {"checkpoint-every", 0, FOR_ALL}, {"keep", 0, FOR_ALL},          {"resume", 0, FOR_ALL},
-    {"metrics", 0, FOR_ALL},        {"progress", 0, FOR_ALL},        {"quiet", 1, FOR_ALL},
+    {"overwrite", 1, FOR_ALL},      {"metrics", 0, FOR_ALL},         {"progress", 0, FOR_ALL},
+    {"quiet", 1, FOR_ALL},
     {"checkpoint", 0, FOR_EVAL},    {"split", 0, FOR_EVAL},          {"json", 1, FOR_EVAL},
     {"steps", 0, FOR_BENCH},        {"warmup", 0, FOR_BENCH},        {"profile", 1, FOR_BENCH},
 };
@@ -654,6 +657,8 @@ void config_usage(FILE *out) {
         "  --checkpoint-every N   also checkpoint every N steps (default 0: at validations and the end)\n"
         "  --keep N               numbered snapshots kept besides last.h5 and best.h5 (default 0)\n"
         "  --resume FILE|auto     continue from a checkpoint; auto: DIR/last.h5 if it exists\n"
+        "  --overwrite            start afresh in a DIR that holds a run's last.h5 or best.h5, replacing\n"
+        "                         them (without it, or --resume, such a DIR is refused)\n"
         "  --metrics FILE         metrics log, JSON lines (default DIR/metrics.jsonl)\n"
         "  --progress MODE        auto (when stderr is a terminal) | always | never (default auto)\n"
         "  --quiet                only the final results\n"
