@@ -657,8 +657,9 @@ void config_usage(FILE *out) {
         "  --checkpoint-every N   also checkpoint every N steps (default 0: at validations and the end)\n"
         "  --keep N               numbered snapshots kept besides last.h5 and best.h5 (default 0)\n"
         "  --resume FILE|auto     continue from a checkpoint; auto: DIR/last.h5 if it exists\n"
-        "  --overwrite            start afresh in a DIR that holds a run's last.h5 or best.h5, replacing\n"
-        "                         them (without it, or --resume, such a DIR is refused)\n"
+        "  --overwrite            start afresh in a DIR that holds a run: its last.h5, best.h5 and\n"
+        "                         step-*.h5 are removed first (without --overwrite or --resume such a\n"
+        "                         DIR is refused)\n"
         "  --metrics FILE         metrics log, JSON lines (default DIR/metrics.jsonl)\n"
         "  --progress MODE        auto (when stderr is a terminal) | always | never (default auto)\n"
         "  --quiet                only the final results\n"
@@ -679,7 +680,16 @@ void config_usage(FILE *out) {
     fputs("Environment:\n"
         "  RESNET_DATA            default CIFAR-10 folder\n"
         "\n"
-        "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error,\n"
-        "            75 stopped by a signal after writing a checkpoint (resume with --resume auto)\n",
+        "Exit codes: 0 finished (early stop included)\n"
+        "            1 failed: an input file missing, unreadable or corrupt (data, checkpoint; also a FIFO or\n"
+        "              a folder in its place), a metrics log that cannot be written, training diverged,\n"
+        "              an I/O error\n"
+        "            2 usage error: an option or RESNET_FAULT_* value refused, on its own or against another\n"
+        "              option, the data set (--batch-size, --limit-train, --val-size), the number of ranks,\n"
+        "              the checkpoint resumed or evaluated (--arch, --depth, --dataset), or an output path\n"
+        "              (--checkpoint-dir not a folder, or holding a run without --resume or --overwrite;\n"
+        "              --metrics a folder)\n"
+        "            75 stopped by a signal: after writing a checkpoint, or during start-up before\n"
+        "              writing anything (either way continue with --resume auto)\n",
         out);
 }

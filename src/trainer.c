@@ -239,8 +239,9 @@ static int normalised_equal(const Config *base, const char *key, const char *a, 
     return va && vb && strcmp(va, vb) == 0;
 }
 
-/* Resume: the file's settings fill every flag the user did not give; given flags that differ are
- * applied and reported; a different model or data set is an error. Returns 0 or -1 (rn_error). */
+/* Resume and eval: the file's settings fill every flag the user did not give; given flags that differ
+ * are applied and reported; a different model or data set is a usage error. 0, EXIT_FAILED (the file, or
+ * a bad value in its /config) or EXIT_USAGE (a flag given), with rn_error. */
 int config_merge_checkpoint(Config *cfg, const char *path, int report, int evaluating) {
     Settings file;
     if (checkpoint_read_settings(path, &file)) return EXIT_FAILED;
