@@ -808,6 +808,27 @@ static void report_divergence(const Run *r, StepStatus status, double loss) {
             r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1, back);
 }
 
+/* A signal reached some rank: every rank stops at this step and the checkpoint is written. The exit code. */
+static int stop_for_signal(Run *r) {
+    const int rank0 = dist_rank() == 0;
+    snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
+    if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
+    if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
+    if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
+    const int code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
+    if (rank0 && code == EXIT_SIGNALLED)
+        fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+    return code;
+}
+
+/* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
+static void print_stop_line(const Run *r) {
+    const TrainState *ts = &r->ts;
+    printf("stopped: %s after %ld steps (epoch %ld); ", ts->stop_reason, ts->step, ts->epoch + (ts->batch_in_epoch > 0));
+    if (ts->best_val_acc < 0) printf("no validation ran\n");
+    else printf("best validation accuracy: %.4f at step %ld\n", ts->best_val_acc, ts->best_step);
+}
+
 /* Start-up: checks that need no data first (fast failures), then the resumed settings and setup.
  * 0, or the exit code every rank returns. */
 static int start(Run *r, const char *resume_path) {
@@ -887,13 +908,7 @@ int train_main(Config *cfg) {
                 if (save_checkpoint(r, r->last_path, 1)) { exit_code = EXIT_FAILED; stop = 1; break; }
             }
             if (status == STEP_SIGNAL) {
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
-                if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
-                if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
-                if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
-                exit_code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
-                if (rank0 && exit_code == EXIT_SIGNALLED)
-                    fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+                exit_code = stop_for_signal(r);
                 stop = 1;
                 break;
             }
@@ -913,13 +928,7 @@ int train_main(Config *cfg) {
         if (save_checkpoint(r, r->last_path, 0)) exit_code = EXIT_FAILED;
     }
     if (exit_code == EXIT_OK) {
-        if (rank0 && !cfg->quiet && r->ts.best_val_acc < 0)
-            printf("stopped: %s after %ld steps (epoch %ld); no validation ran\n", r->ts.stop_reason, r->ts.step,
-                   r->ts.epoch + (r->ts.batch_in_epoch > 0));
-        else if (rank0 && !cfg->quiet)
-            printf("stopped: %s after %ld steps (epoch %ld); best validation accuracy: %.4f at step %ld\n",
-                   r->ts.stop_reason, r->ts.step, r->ts.epoch + (r->ts.batch_in_epoch > 0), r->ts.best_val_acc,
-                   r->ts.best_step);
+        if (rank0 && !cfg->quiet) print_stop_line(r);
         final_test(r);
     }
     performance_report(r, (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start);
