@@ -1,6 +1,6 @@
 /* The training run: data, model and optimizer set up on every rank, then the step loop, read top to
  * bottom. Every collective is reached by every rank in the same order: per step the optional sync-BN
- * reductions, the gradient allreduce and one status reduction (loss, signal, fault); per validation the
+ * reductions, the gradient allreduce and one status reduction (loss, signal, non-finite parameters); per validation the
  * evaluation's reductions and rank 0's broadcast decision. */
 #include "resnet/trainer.h"
 
@@ -734,8 +734,18 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
 
     timer_start(TIMER_ALLREDUCE);
     dist_allreduce_sum_float(r->model.grads, r->model.num_params);
-    double state[2] = {loss_sum, stop_signal ? 1.0 : 0.0};
-    dist_allreduce_sum_double(state, 2);
+    timer_stop(TIMER_ALLREDUCE);
+    /* The update comes before the status reduction, so that the finite check of its result travels in
+     * that reduction and every rank reaches the same verdict without another collective. A step that
+     * fails (non-finite loss or parameters) ends the run and nothing after it is written, so updating
+     * with a bad gradient there does no harm. */
+    timer_start(TIMER_OPTIMIZER);
+    optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
+    r->nonfinite_tensor = nonfinite_parameter(r);
+    timer_stop(TIMER_OPTIMIZER);
+    timer_start(TIMER_ALLREDUCE);
+    double state[3] = {loss_sum, stop_signal ? 1.0 : 0.0, r->nonfinite_tensor ? 1.0 : 0.0};
+    dist_allreduce_sum_double(state, 3);
     timer_stop(TIMER_ALLREDUCE);
 
     const double loss = state[0] / count;
@@ -745,13 +755,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
         *status = STEP_NONFINITE;
         return loss;
     }
-    timer_start(TIMER_OPTIMIZER);
-    optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
-    r->nonfinite_tensor = nonfinite_parameter(r);
-    /* replicas hold the same values, but the verdict must be the same on every rank for certain */
-    const int diverged = dist_any(r->nonfinite_tensor != NULL);
-    timer_stop(TIMER_OPTIMIZER);
-    if (diverged) {
+    if (state[2] > 0) {
         *status = STEP_DIVERGED;
         return loss;
     }
