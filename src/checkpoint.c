@@ -1057,7 +1057,8 @@ static void check_i64(Reader *r, const char *where, const char *name, int64_t v,
 /* lo <= v < hi (or <= hi when closed); always finite. */
 static void check_f64(Reader *r, const char *where, const char *name, double v, double lo, double hi, int closed) {
     if (!r->failed && !(isfinite(v) && v >= lo && (closed ? v <= hi : v < hi)))
-        rfail(r, "attribute %s of %s is %g, expected a number in [%g, %g%s", name, where, v, lo, hi, closed ? "]" : ")");
+        rfail(r, "attribute %s of %s is %g, expected a number in [%g, %g%s", name, where, v, lo, hi,
+              closed ? "]" : ")");
 }
 
 /* The hyperparameters beside the state: not used to resume (/config is), but a file whose values could
@@ -1124,7 +1125,8 @@ static void check_train_state(Reader *r, const TrainState *ts) {
     check_f64(r, where, "running_loss_sum", ts->running_loss_sum, 0, HUGE_VAL, 0);
     check_f64(r, where, "elapsed_s", ts->elapsed_s, 0, HUGE_VAL, 0);
     for (const char *p = ts->stop_reason; !r->failed && *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) rfail(r, "attribute stop_reason of /train holds control characters");
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            rfail(r, "attribute stop_reason of /train holds control characters");
 }
 
 static void read_train(Reader *r, hid_t fid, TrainState *ts) {

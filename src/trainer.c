@@ -1,7 +1,7 @@
 /* The training run: data, model and optimizer set up on every rank, then the step loop, read top to
  * bottom. Every collective is reached by every rank in the same order: per step the optional sync-BN
- * reductions, the gradient allreduce and one status reduction (loss, signal, non-finite parameters); per validation the
- * evaluation's reductions and rank 0's broadcast decision. */
+ * reductions, the gradient allreduce and one status reduction (loss, signal, non-finite parameters);
+ * per validation the evaluation's reductions and rank 0's broadcast decision. */
 #include "resnet/trainer.h"
 
 #include <errno.h>
@@ -496,8 +496,8 @@ static void map_resume_position(Run *r, long file_batch_size) {
         ts->batch_in_epoch = 0;
     } else {
         if (rank0)
-            printf("resume: epoch %ld was %ld images in (batch %ld at batch size %ld): going on at batch %ld of %ld at "
-                   "batch size %d\n", ts->epoch + 1, seen, ts->batch_in_epoch, file_batch_size, batch,
+            printf("resume: epoch %ld was %ld images in (batch %ld at batch size %ld): going on at batch %ld of "
+                   "%ld at batch size %d\n", ts->epoch + 1, seen, ts->batch_in_epoch, file_batch_size, batch,
                    r->steps_per_epoch, r->cfg->batch_size);
         ts->batch_in_epoch = batch;
     }
@@ -805,11 +805,13 @@ static void report_divergence(const Run *r, StepStatus status, double loss) {
     if (dist_rank() != 0) return;
     char what[160], back[1200];
     if (status == STEP_NONFINITE) snprintf(what, sizeof what, "loss is %g", loss);
-    else snprintf(what, sizeof what, "%s became non-finite (loss %g)", r->nonfinite_tensor ? r->nonfinite_tensor : "a parameter", loss);
+    else snprintf(what, sizeof what, "%s became non-finite (loss %g)",
+                  r->nonfinite_tensor ? r->nonfinite_tensor : "a parameter", loss);
     if (r->saved_step >= 0) snprintf(back, sizeof back, " or resume from %s (step %ld)", r->last_path, r->saved_step);
     else snprintf(back, sizeof back, " (no checkpoint was written)");
     fprintf(stderr, "%sresnet_mpi: %s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s\n",
-            r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1, back);
+            r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1,
+            back);
 }
 
 /* A signal reached some rank: every rank stops at this step and the checkpoint is written. The exit code. */
@@ -828,7 +830,8 @@ static int stop_for_signal(Run *r) {
 /* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
 static void print_stop_line(const Run *r) {
     const TrainState *ts = &r->ts;
-    printf("stopped: %s after %ld steps (epoch %ld); ", ts->stop_reason, ts->step, ts->epoch + (ts->batch_in_epoch > 0));
+    printf("stopped: %s after %ld steps (epoch %ld); ", ts->stop_reason, ts->step,
+           ts->epoch + (ts->batch_in_epoch > 0));
     if (ts->best_val_acc < 0) printf("no validation ran\n");
     else printf("best validation accuracy: %.4f at step %ld\n", ts->best_val_acc, ts->best_step);
 }

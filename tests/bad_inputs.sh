@@ -43,7 +43,8 @@ check() {
   grep -v '^resnet_mpi: warning:' "$TMP/err" | grep '^resnet_mpi: ' > "$TMP/msg" || true
   [ "$(wc -l < "$TMP/msg")" -eq 1 ] || fail "not one error line on $np rank(s): $* -- $(cat "$TMP/err")"
   if [ "$np" -eq 1 ]; then
-    [ "$(grep -vc '^resnet_mpi: warning:' "$TMP/err")" -eq 1 ] || fail "more than the error on stderr: $* -- $(cat "$TMP/err")"
+    [ "$(grep -vc '^resnet_mpi: warning:' "$TMP/err")" -eq 1 ] ||
+      fail "more than the error on stderr: $* -- $(cat "$TMP/err")"
   fi
   grep -qF -- "$text" "$TMP/msg" || fail "message lacks '$text' on $np rank(s): $* -- $(cat "$TMP/msg")"
   cases=$((cases + 1))
@@ -182,7 +183,7 @@ data_cases_one_rank() {
   d=$(variant small14-train)
   { be32 2051; be32 600; be32 14; be32 14; head -c 117600 /dev/urandom; } > "$d/train-images-idx3-ubyte"
   { be32 2051; be32 100; be32 14; be32 14; head -c 19600 /dev/urandom; } > "$d/t10k-images-idx3-ubyte"
-  check 1 1 "trained on 28x28 images" "$BIN" "${S[@]}" --data "$d" --resume "$GOOD" --checkpoint-dir "$TMP/d14"  # [7]
+  check 1 1 "trained on 28x28 images" "$BIN" "${S[@]}" --data "$d" --resume "$GOOD" --checkpoint-dir "$TMP/d14" # [7]
 }
 
 # CIFAR-10 of zeros (a valid set: label 0, black images) as sparse files: the real layout at no cost
@@ -253,7 +254,7 @@ PENDING_TERM=(python3 -c 'import os, signal, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]); os.kill(os.getpid(), signal.SIGTERM)
 os.execv(sys.argv[1], sys.argv[1:])')
 signal_cases_one_rank() {
-  check 1 75 "SIGTERM received during start-up" "${PENDING_TERM[@]}" "$BIN" "${S[@]}" --checkpoint-dir "$TMP/sig"  # [5]
+  check 1 75 "SIGTERM received during start-up" "${PENDING_TERM[@]}" "$BIN" "${S[@]}" --checkpoint-dir "$TMP/sig" # [5]
   [ ! -e "$TMP/sig/last.h5" ] || fail "[5] a checkpoint was written after a start-up signal"
   check 1 1 "SIGTERM received" "${PENDING_TERM[@]}" "$BIN" eval --checkpoint "$GOOD"                              # [5]
 }
@@ -270,7 +271,8 @@ outcome_cases() {
   # [4] a learning rate that makes the parameters non-finite: stopped with exit 1, nothing non-finite written
   dir=$TMP/lr-$np
   rm -rf "$dir" && cp -r "$TMP/good" "$dir"
-  check "$np" 1 "training diverged" "$BIN" "${S[@]}" --lr 1e30 --max-steps 12 --eval-every 1 --checkpoint-dir "$dir" --resume auto
+  check "$np" 1 "training diverged" \
+    "$BIN" "${S[@]}" --lr 1e30 --max-steps 12 --eval-every 1 --checkpoint-dir "$dir" --resume auto
   for f in "$dir"/*.h5; do
     "$BIN" eval --checkpoint "$f" --json > /dev/null 2>&1 || fail "[4] $f was written non-finite"
   done
@@ -290,15 +292,16 @@ check_ok() {
   grep -qF -- "$text" "$TMP/out" || fail "no '$text' on $np rank(s): $* -- $(cat "$TMP/out")"
   cases=$((cases + 1))
 }
+step_of() { h5dump -a /train/step "$1" | sed -n 's/^ *(0): //p'; }
 outcome_cases_one_rank() {
   local dir=$TMP/shorter
   rm -rf "$dir" && cp -r "$TMP/mid" "$dir"
   check_ok 1 "it now has 32 images in 4 batches: starting epoch 2" \
     "$BIN" "${S[@]}" --limit-train 32 --max-steps 7 --checkpoint-dir "$dir" --resume auto                    # [1]
-  [ "$(h5dump -a /train/step "$dir/last.h5" | sed -n 's/^ *(0): //p')" -eq 7 ] || fail "[1] resumed run did not reach step 7"
+  [ "$(step_of "$dir/last.h5")" -eq 7 ] || fail "[1] resumed run did not reach step 7"
   rm -rf "$TMP/over" && cp -r "$TMP/good" "$TMP/over"
   check_ok 1 "test accuracy" "$BIN" "${S[@]}" --max-steps 1 --checkpoint-dir "$TMP/over" --overwrite        # [6]
-  [ "$(h5dump -a /train/step "$TMP/over/last.h5" | sed -n 's/^ *(0): //p')" -eq 1 ] || fail "[6] --overwrite did not start afresh"
+  [ "$(step_of "$TMP/over/last.h5")" -eq 1 ] || fail "[6] --overwrite did not start afresh"
   [ ! -e "$TMP/over/best.h5" ] || fail "[6] --overwrite left the old run's best.h5 beside the new run"
 }
 
@@ -317,4 +320,4 @@ for kind in flag folder data cifar checkpoint outcome; do
   declare -F "${kind}_cases_three_ranks" > /dev/null && "${kind}_cases_three_ranks"
   pass "$kind: $((cases - before)) cases on 3 ranks ($(( $(date +%s) - start )) s)"
 done
-pass "$one_rank cases on 1 rank and $((cases - one_rank)) on 3 ranks: right exit code, one line naming the culprit, no hang"
+pass "$one_rank cases on 1 rank, $((cases - one_rank)) on 3 ranks: right exit code, one line naming the culprit, no hang"

@@ -74,7 +74,8 @@ static int set_attribute(hid_t file, const char *owner, const char *attr, const 
     H5Aclose(a);
     int rc = 1;
     hid_t obj = H5Oopen(file, owner, H5P_DEFAULT);
-    if (obj >= 0 && H5Adelete(obj, attr) >= 0 && (a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT)) >= 0) {
+    if (obj >= 0 && H5Adelete(obj, attr) >= 0 &&
+        (a = H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT)) >= 0) {
         rc = write_value(a, 1, 0, value, name);
         H5Aclose(a);
     }

@@ -91,7 +91,7 @@ static void make_state(State *s, Arch arch, OptimizerKind kind, int classes, int
     for (int i = 0; i < s->model.num_buffer_tensors; i++) {
         const TensorInfo *ti = &s->model.buffer_info[i];
         if (strstr(ti->name, ".running_var"))
-            for (size_t j = 0; j < ti->numel; j++) s->model.buffers[ti->offset + j] = fabsf(s->model.buffers[ti->offset + j]);
+            for (size_t j = ti->offset; j < ti->offset + ti->numel; j++) s->model.buffers[j] = fabsf(s->model.buffers[j]);
     }
     s->model.bn_batches_tracked = 4321;
 
@@ -722,7 +722,8 @@ START_TEST(nonfinite_tensor_refused) {
     in_tmp(path, sizeof path, "last.h5");
     good_file(path, &s);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, datasets[_i], H5P_DEFAULT), space = H5Dget_space(d), one = H5Screate_simple(1, (hsize_t[]){1}, NULL);
+    hid_t d = H5Dopen2(f, datasets[_i], H5P_DEFAULT), space = H5Dget_space(d);
+    hid_t one = H5Screate_simple(1, (hsize_t[]){1}, NULL);
     hsize_t first[4] = {0, 0, 0, 0};
     ck_assert_int_ge(H5Sselect_elements(space, H5S_SELECT_SET, 1, first), 0);
     ck_assert_int_ge(H5Dwrite(d, H5T_NATIVE_FLOAT, one, space, H5P_DEFAULT, &values[_i]), 0);
