@@ -32,6 +32,10 @@
 
 #include "resnet/util.h"
 
+/* Bounds of the counters a file may hold: the command line's own limits (--max-steps, --epochs). */
+#define CHECKPOINT_STEP_MAX 1000000000000L
+#define CHECKPOINT_EPOCH_MAX 1000000L
+
 /* ---- history ---------------------------------------------------------------------------------------- */
 
 int history_append(History *h, long step, long epoch, double train_loss, double val_acc, double time_s) {
@@ -533,12 +537,39 @@ static int write_all(int fd, const unsigned char *p, size_t n) {
     return 0;
 }
 
+/* The tensor of a table that holds flat index i (of the buffer the table carves). */
+static const char *tensor_at(const TensorInfo *table, int count, size_t i) {
+    for (int k = 0; k < count; k++)
+        if (i >= table[k].offset && i < table[k].offset + table[k].numel) return table[k].name;
+    return "?";
+}
+
+/* A model or optimizer state with a NaN or Inf is never written: it would replace a good checkpoint
+ * with one that no run can continue from. 0, or -1 with rn_error naming the tensor. */
+static int check_finite_state(const char *path, const Model *m, const Optimizer *opt) {
+    size_t bad = rn_first_nonfinite(m->params, m->num_params);
+    if (bad < m->num_params)
+        return rn_error("%s: not written: /model/%s holds a non-finite value (%g)", path,
+                        tensor_at(m->param_info, m->num_param_tensors, bad), (double)m->params[bad]);
+    bad = rn_first_nonfinite(m->buffers, m->num_buffer_floats);
+    if (bad < m->num_buffer_floats)
+        return rn_error("%s: not written: /model/%s holds a non-finite value (%g)", path,
+                        tensor_at(m->buffer_info, m->num_buffer_tensors, bad), (double)m->buffers[bad]);
+    const size_t state = opt ? optim_state_floats(opt) : 0;
+    bad = state ? rn_first_nonfinite(opt->state, state) : 0;
+    if (bad < state)
+        return rn_error("%s: not written: optimizer state of %s holds a non-finite value (%g)", path,
+                        tensor_at(m->param_info, m->num_param_tensors, bad % opt->n), (double)opt->state[bad]);
+    return 0;
+}
+
 int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
                      const History *h, const Settings *settings) {
     h5_quiet();
     if (opt && opt->n != m->num_params)
         return rn_error("%s: optimizer holds state for %zu parameters, the model has %zu", path, opt->n,
                         m->num_params);
+    if (check_finite_state(path, m, opt)) return -1;
     char dir[PATH_MAX], tmp[PATH_MAX + 64];
     const char *base;
     if (split_path(path, dir, sizeof dir, &base)) return rn_error("%s: not a file name", path);
@@ -751,19 +782,11 @@ static void rattr_str(Reader *r, hid_t loc, const char *where, const char *name,
 /* Opens the file, checks that it is a checkpoint this program reads. The file id, or -1 with rn_error. */
 static hid_t open_checkpoint(Reader *r) {
     h5_quiet();
-    /* the system's own answer for a missing or unreadable file, before HDF5 turns it into a generic one */
-    int fd = open(r->path, O_RDONLY);
-    if (fd < 0) {
-        rn_error("%s: cannot open: %s", r->path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    const int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    /* the system's own answer for a missing or unreadable file, before HDF5 turns it into a generic one;
+     * a FIFO is refused here rather than left to block H5Fopen */
+    int fd = rn_open_regular(r->path);
+    if (fd < 0) return -1;
     close(fd);
-    if (!regular) {
-        rn_error("%s: not a regular file", r->path);
-        return -1;
-    }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
 #if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && (H5_VERS_MINOR > 12 || (H5_VERS_MINOR == 12 && H5_VERS_RELEASE >= 1) || \
@@ -887,6 +910,28 @@ static hid_t rdataset(Reader *r, hid_t loc, const char *where, const char *name)
     return d;
 }
 
+static int ends_with(const char *s, const char *tail) {
+    const size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+/* A NaN or Inf would poison every step after a resume (and an evaluation would quietly score a broken
+ * model), and a variance below zero has no square root: such a file is refused by name. */
+static void check_tensor_values(Reader *r, const char *where, const TensorInfo *ti, const float *x) {
+    const size_t bad = rn_first_nonfinite(x, ti->numel);
+    if (bad < ti->numel) {
+        rfail(r, "%s/%s holds a non-finite value (%g at index %zu)", where, ti->name, (double)x[bad], bad);
+        return;
+    }
+    if (strcmp(where, "/optimizer/exp_avg_sq") != 0 && !ends_with(ti->name, ".running_var")) return;
+    for (size_t i = 0; i < ti->numel; i++)
+        if (x[i] < 0) {
+            rfail(r, "%s/%s holds a negative value (%g at index %zu); a variance is at least 0", where, ti->name,
+                  (double)x[i], i);
+            return;
+        }
+}
+
 /* Reads a float tensor whose shape must be the table's. */
 static void rtensor(Reader *r, hid_t loc, const char *where, const TensorInfo *ti, float *base) {
     hid_t d = rdataset(r, loc, where, ti->name);
@@ -912,6 +957,8 @@ static void rtensor(Reader *r, hid_t loc, const char *where, const TensorInfo *t
         char what[160];
         snprintf(what, sizeof what, "%s/%s", where, ti->name);
         rfail_h5(r, what);
+    } else {
+        check_tensor_values(r, where, ti, base + ti->offset);
     }
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
@@ -975,12 +1022,47 @@ static void read_model(Reader *r, hid_t fid, const Model *m, float *params, floa
         if (!bn_prefix(m->buffer_info[i].name, name, sizeof name - 24)) continue;
         strcat(name, ".num_batches_tracked");
         const int64_t v = rscalar_i64(r, g, "/model", name);
+        if (v < 0) rfail(r, "/model/%s is %" PRId64 ", expected at least 0", name, v);
         /* the model keeps one counter for all BNs; the files we write hold the same value everywhere */
         if (first) *tracked = v;
         first = 0;
     }
     check_no_extras(r, g, m);
     H5Gclose(g);
+}
+
+/* Range checks of single values read from /train and /optimizer: a file edited by hand or written by a
+ * broken program is refused by the attribute's name rather than steering the step loop off its tables. */
+static void check_i64(Reader *r, const char *where, const char *name, int64_t v, int64_t lo, int64_t hi) {
+    if (!r->failed && (v < lo || v > hi))
+        rfail(r, "attribute %s of %s is %" PRId64 ", expected %" PRId64 "..%" PRId64, name, where, v, lo, hi);
+}
+
+/* lo <= v < hi (or <= hi when closed); always finite. */
+static void check_f64(Reader *r, const char *where, const char *name, double v, double lo, double hi, int closed) {
+    if (!r->failed && !(isfinite(v) && v >= lo && (closed ? v <= hi : v < hi)))
+        rfail(r, "attribute %s of %s is %g, expected a number in [%g, %g%s", name, where, v, lo, hi,
+              closed ? "]" : ")");
+}
+
+/* The hyperparameters beside the state: not used to resume (/config is), but a file whose values could
+ * not have come from a run is not trusted for its tensors either. */
+static void check_optimizer_settings(Reader *r, hid_t g, OptimizerKind kind) {
+    const char *where = "/optimizer";
+    const double lr = rattr_f64(r, g, where, "lr");
+    check_f64(r, where, "lr", lr, 0, HUGE_VAL, 0);
+    if (!r->failed && lr == 0) rfail(r, "attribute lr of /optimizer is 0, expected a number above 0");
+    check_f64(r, where, "weight_decay", rattr_f64(r, g, where, "weight_decay"), 0, HUGE_VAL, 0);
+    if (kind == OPT_SGD) {
+        check_f64(r, where, "momentum", rattr_f64(r, g, where, "momentum"), 0, 1, 0);
+        check_i64(r, where, "nesterov", rattr_i64(r, g, where, "nesterov"), 0, 1);
+        return;
+    }
+    check_f64(r, where, "beta1", rattr_f64(r, g, where, "beta1"), 0, 1, 0);
+    check_f64(r, where, "beta2", rattr_f64(r, g, where, "beta2"), 0, 1, 0);
+    const double eps = rattr_f64(r, g, where, "eps");
+    check_f64(r, where, "eps", eps, 0, HUGE_VAL, 0);
+    if (!r->failed && eps == 0) rfail(r, "attribute eps of /optimizer is 0, expected a number above 0");
 }
 
 static void read_optimizer(Reader *r, hid_t fid, const Model *m, const Optimizer *opt, float *state, long *step) {
@@ -992,6 +1074,8 @@ static void read_optimizer(Reader *r, hid_t fid, const Model *m, const Optimizer
     if (!r->failed && strcmp(type, mine) != 0)
         rfail(r, "optimizer state is for %s, this run uses %s", type, mine);
     *step = (long)rattr_i64(r, g, "/optimizer", "step");
+    check_i64(r, "/optimizer", "step", *step, 0, CHECKPOINT_STEP_MAX);
+    check_optimizer_settings(r, g, opt->cfg.kind);
     if (!r->failed && opt->n != m->num_params)
         rfail(r, "the optimizer holds %zu parameters, the model %zu", opt->n, m->num_params);
     static const char *const adam_groups[] = {"exp_avg", "exp_avg_sq"};
@@ -1007,6 +1091,26 @@ static void read_optimizer(Reader *r, hid_t fid, const Model *m, const Optimizer
         close_group(sub);
     }
     H5Gclose(g);
+}
+
+/* Every epoch took at least one step and the current one batch_in_epoch steps, so step bounds the
+ * counters; the step loop indexes the epoch order with batch_in_epoch and the metrics log prints step. */
+static void check_train_state(Reader *r, const TrainState *ts) {
+    const char *where = "/train";
+    check_i64(r, where, "step", ts->step, 0, CHECKPOINT_STEP_MAX);
+    check_i64(r, where, "epoch", ts->epoch, 0, ts->step < CHECKPOINT_EPOCH_MAX ? ts->step : CHECKPOINT_EPOCH_MAX);
+    check_i64(r, where, "batch_in_epoch", ts->batch_in_epoch, 0, ts->step - ts->epoch);
+    check_i64(r, where, "best_step", ts->best_step, 0, ts->step);
+    check_i64(r, where, "non_increase_count", ts->non_increase_count, 0, ts->step);
+    check_i64(r, where, "running_loss_count", ts->running_loss_count, 0, ts->step);
+    /* -1 and -inf are the values before any validation */
+    if (ts->best_val_acc != -1.0) check_f64(r, where, "best_val_acc", ts->best_val_acc, 0, 1, 1);
+    if (ts->prev_val_acc != -INFINITY) check_f64(r, where, "prev_val_acc", ts->prev_val_acc, 0, 1, 1);
+    check_f64(r, where, "running_loss_sum", ts->running_loss_sum, 0, HUGE_VAL, 0);
+    check_f64(r, where, "elapsed_s", ts->elapsed_s, 0, HUGE_VAL, 0);
+    for (const char *p = ts->stop_reason; !r->failed && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            rfail(r, "attribute stop_reason of /train holds control characters");
 }
 
 static void read_train(Reader *r, hid_t fid, TrainState *ts) {
@@ -1026,9 +1130,48 @@ static void read_train(Reader *r, hid_t fid, TrainState *ts) {
     ts->elapsed_s = rattr_f64(r, g, where, "elapsed_s");
     rattr_str(r, g, where, "stop_reason", ts->stop_reason, sizeof ts->stop_reason);
     H5Gclose(g);
+    check_train_state(r, ts);
 }
 
-/* A 1-D history column: its length into *n (every column must agree), values into a fresh array. */
+static const char *const history_columns[] = {"step", "epoch", "train_loss", "val_acc", "time_s"};
+#define HISTORY_COLUMNS 5
+
+/* The entries of one history column, or -1 when it is missing (reported) or not a dataset. */
+static hssize_t column_length(Reader *r, hid_t g, const char *name) {
+    hid_t d = rdataset(r, g, "/history", name);
+    if (d < 0) return -1;
+    hid_t s = H5Dget_space(d);
+    const hssize_t points = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    return points;
+}
+
+/* Every column must have as many entries as the others; the one that differs from the most common length
+ * is the one named (a single lengthened column is that column's fault, not the next one read). */
+static hssize_t history_length(Reader *r, hid_t g) {
+    hssize_t len[HISTORY_COLUMNS];
+    for (int i = 0; i < HISTORY_COLUMNS; i++)
+        if ((len[i] = column_length(r, g, history_columns[i])) < 0 && !r->failed)
+            rfail(r, "/history/%s has no length", history_columns[i]);
+    if (r->failed) return -1;
+    int odd = -1, fewest = HISTORY_COLUMNS + 1, common = 0;
+    for (int i = 0; i < HISTORY_COLUMNS; i++) {
+        int same = 0;
+        for (int j = 0; j < HISTORY_COLUMNS; j++) same += len[j] == len[i];
+        if (same < fewest) {
+            fewest = same;
+            odd = i;
+        }
+        if (same > HISTORY_COLUMNS / 2) common = i;
+    }
+    if (fewest < HISTORY_COLUMNS)
+        rfail(r, "/history/%s has %lld entries, the other columns %lld", history_columns[odd], (long long)len[odd],
+              (long long)len[common == odd ? (odd + 1) % HISTORY_COLUMNS : common]);
+    return r->failed ? -1 : len[0];
+}
+
+/* A 1-D history column of n entries (history_length checked that), values into a fresh array. */
 static void *rcolumn(Reader *r, hid_t g, const char *name, hid_t mtype, size_t elem, H5T_class_t cls, hssize_t *n) {
     hid_t d = rdataset(r, g, "/history", name);
     if (d < 0) return NULL;
@@ -1065,7 +1208,7 @@ static void read_history(Reader *r, hid_t fid, History *out) {
     memset(out, 0, sizeof *out);
     hid_t g = rgroup(r, fid, "/", "history");
     if (g < 0) return;
-    hssize_t n = -1;
+    hssize_t n = history_length(r, g);
     out->step = rcolumn(r, g, "step", H5T_NATIVE_LONG, sizeof(long), H5T_INTEGER, &n);
     out->epoch = rcolumn(r, g, "epoch", H5T_NATIVE_LONG, sizeof(long), H5T_INTEGER, &n);
     out->train_loss = rcolumn(r, g, "train_loss", H5T_NATIVE_DOUBLE, sizeof(double), H5T_FLOAT, &n);
@@ -1099,6 +1242,9 @@ int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, 
     if (ts) read_train(&r, fid, &train);
     if (h) read_history(&r, fid, &history);
     H5Fclose(fid);
+    /* Adam's bias correction runs on the optimizer's count: it must be the run's */
+    if (!r.failed && opt && ts && step != train.step)
+        rfail(&r, "attribute step of /optimizer is %ld, but /train says %ld steps were taken", step, train.step);
 
     if (!r.failed) {
         /* the whole file checked out: only now is anything of the caller's replaced */

@@ -42,29 +42,26 @@ static void *alloc_bulk(size_t bytes) {
     return p;
 }
 
-/* The usual way to get here is a fresh checkout without data, so the message says how to fix that. */
+/* The usual way to get here is a fresh checkout without data, so the message says how to fix that.
+ * rn_fopen_regular has reported every other failure (a FIFO or a folder in the file's place too). */
 static int open_error(const char *path) {
     const int e = errno;
     if (e == ENOENT)
         return rn_error("%s: cannot open: %s (fetch CIFAR-10 with scripts/get-cifar10.sh)", path, strerror(e));
-    return rn_error("%s: cannot open: %s", path, strerror(e));
+    return -1;
 }
 
 /* One batch file into records [first, first + CIFAR_PER_FILE) of out; one fread of the whole file keeps
  * the ~150 MB load at disk speed. */
 static int read_batch(const char *path, int first, ImageSet *out, uint8_t *buf) {
     const size_t expected = (size_t)CIFAR_PER_FILE * CIFAR_RECORD;
-    FILE *f = fopen(path, "rb");
+    FILE *f = rn_fopen_regular(path);
     if (!f) return open_error(path);
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         const int e = errno;
         fclose(f);
         return rn_error("%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rn_error("%s: not a regular file", path);
     }
     if ((size_t)st.st_size != expected) {
         fclose(f);
@@ -96,9 +93,9 @@ static int read_batch(const char *path, int first, ImageSet *out, uint8_t *buf) 
 static int read_class_names(const char *dir, ImageSet *out) {
     char path[4096];
     join(path, sizeof path, dir, "batches.meta.txt");
-    FILE *f = fopen(path, "r");
+    FILE *f = rn_fopen_regular(path);
     if (!f) {
-        if (errno != ENOENT) return rn_error("%s: cannot open: %s", path, strerror(errno));
+        if (errno != ENOENT) return -1;
         for (int k = 0; k < CIFAR_CLASSES; k++) snprintf(out->class_names[k], sizeof out->class_names[k], "%s", cifar_names[k]);
         return 0;
     }

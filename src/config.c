@@ -157,6 +157,8 @@ static const SettingDef table[] = {
      "numbered snapshots kept besides last.h5 and best.h5 (default 0)"},
     {"resume", F(resume), PATH_OR_EMPTY, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, "FILE|auto",
      "continue from a checkpoint; auto: DIR/last.h5 if it exists"},
+    {"overwrite", F(overwrite), FLAG, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, NULL,
+     "start afresh in a DIR that holds a run: its last.h5, best.h5 and\nstep-*.h5 are removed first (without --overwrite or --resume such a\nDIR is refused)"},
     {"metrics", F(metrics), PATH_OR_EMPTY, 0, 0, NULL, ALL, NULL, NULL, G_OUTPUT, "FILE",
      "metrics log, JSON lines (default DIR/metrics.jsonl)"},
     {"progress", F(progress), ENUM, PROGRESS_AUTO, 0, progress_names, ALL, "auto", NULL, G_OUTPUT, "MODE",
@@ -613,8 +615,17 @@ void config_usage(FILE *out) {
     fputs("Environment:\n"
           "  RESNET_DATA            default CIFAR-10 folder\n"
           "\n"
-          "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error,\n"
-          "            75 stopped by a signal after writing a checkpoint (resume with --resume auto)\n",
+          "Exit codes: 0 finished (early stop included)\n"
+          "            1 failed: an input file missing, unreadable or corrupt (data, checkpoint; also a FIFO or\n"
+          "              a folder in its place), a metrics log that cannot be written, training diverged,\n"
+          "              an I/O error\n"
+          "            2 usage error: an option or RESNET_FAULT_* value refused, on its own or against another\n"
+          "              option, the data set (--batch-size, --limit-train, --val-size), the number of ranks,\n"
+          "              the checkpoint resumed or evaluated (--arch, --depth, --dataset), or an output path\n"
+          "              (--checkpoint-dir not a folder, or holding a run without --resume or --overwrite;\n"
+          "              --metrics a folder)\n"
+          "            75 stopped by a signal: after writing a checkpoint, or during start-up before\n"
+          "              writing anything (either way continue with --resume auto)\n",
           out);
 }
 

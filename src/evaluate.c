@@ -120,7 +120,8 @@ int eval_main(Config *cfg) {
         if (rank0) fprintf(stderr, "resnet_mpi: eval needs --checkpoint FILE\n");
         return EXIT_USAGE;
     }
-    if (agree_failure(config_merge_checkpoint(cfg, cfg->checkpoint, 0) != 0)) return EXIT_FAILED;
+    int code = agree_exit(config_merge_checkpoint(cfg, cfg->checkpoint, 0, 1));
+    if (code) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
     choose_threads(cfg->threads, 1);
     ImageSet set = {0};
@@ -128,25 +129,31 @@ int eval_main(Config *cfg) {
     int n = 0, num_train = 0, failed = 0;
     const int test = strcmp(cfg->split, "test") == 0;
     if (dataset_load(cfg->dataset, cfg->data_dir, !test, &set)) {
-        failed = 1;
+        note_data_from_checkpoint(cfg, cfg->checkpoint);
+        code = EXIT_FAILED;
+    } else if (check_data_matches_checkpoint(cfg->checkpoint, &set, cfg->data_dir)) {
+        code = EXIT_FAILED;
     } else if (test) {
         n = set.count;
         records = malloc(sizeof(uint32_t) * n);
         for (int i = 0; records && i < n; i++) records[i] = (uint32_t)i;
-        if (!records) failed = rn_error("out of memory") != 0;
+        if (!records) code = rn_error("out of memory") ? EXIT_FAILED : 0;
     } else if (dataset_split(set.count, cfg->val_size, cfg->split_seed, &train_records, &num_train, &records, &n)) {
-        failed = 1;
+        code = EXIT_USAGE;   /* --val-size does not fit the data */
     }
-    if (agree_failure(failed)) {
+    if ((code = agree_exit(code))) {
         imageset_free(&set);
-        return EXIT_FAILED;
+        free(records);
+        free(train_records);
+        return code;
     }
-    Model model;
+    Model model = {0};
     Evaluator ev = {0};
     ModelConfig mc = config_model(cfg, set.channels, set.size, set.classes);
     if (model_init(&model, &mc, cfg->seed)) failed = 1;
     else if (checkpoint_read(cfg->checkpoint, &model, NULL, NULL, NULL) || evaluator_init(&ev, &model, n)) failed = 1;
-    if (!agree_failure(failed)) {
+    failed = agree_failure(failed);
+    if (!failed) {
         model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
         const int k = set.classes;
         long *confusion = calloc((size_t)k * k, sizeof *confusion);

@@ -50,8 +50,8 @@ static int refill(Source *s) {
 static int source_open(Source *s, const char *path) {
     memset(s, 0, sizeof *s);
     s->path = path;
-    s->f = fopen(path, "rb");
-    if (!s->f) return rn_error("%s: cannot open: %s", path, strerror(errno));
+    s->f = rn_fopen_regular(path);
+    if (!s->f) return -1;
     if (refill(s) < 0) return -1;
     s->gz = s->zs.avail_in >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b;
     if (s->gz) {

@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
         dist_finalize();
         return rc > 0 ? EXIT_OK : EXIT_USAGE;
     }
+    signals_install(strcmp(cfg.command, "train") == 0);
     int code;
     if (strcmp(cfg.command, "eval") == 0) code = eval_main(&cfg);
     else if (strcmp(cfg.command, "bench") == 0) code = bench_main(&cfg);

@@ -3,16 +3,28 @@
 #include "resnet/metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "resnet/util.h"
 
+/* O_NONBLOCK: a FIFO without a reader would block open() for good; with it the open fails (ENXIO) and
+ * says so, while a FIFO that some process reads (--metrics /dev/stdout | jq) still works. */
 int metrics_open(MetricsLog *log, const char *path, int append) {
     /* a resumed run continues the same log; a fresh run starts a new one */
-    log->file = fopen(path, append ? "a" : "w");
-    if (!log->file) return rn_error("%s: cannot open metrics log: %s", path, strerror(errno));
+    const int fd = open(path, O_WRONLY | O_CREAT | O_NOCTTY | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : O_TRUNC),
+                        0666);
+    if (fd < 0 && errno == ENXIO) return rn_error("%s: metrics log is a FIFO that no process reads", path);
+    if (fd < 0) return rn_error("%s: cannot open metrics log: %s", path, strerror(errno));
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 || !(log->file = fdopen(fd, append ? "a" : "w"))) {
+        const int e = errno;
+        close(fd);
+        return rn_error("%s: cannot open metrics log: %s", path, strerror(e));
+    }
     return 0;
 }
 

@@ -1,7 +1,7 @@
 /* The training run: data, model and optimizer set up on every rank, then the step loop, read top to
  * bottom. Every collective is reached by every rank in the same order: per step the optional sync-BN
- * reductions, the gradient allreduce and one status reduction (loss, signal, fault); per validation the
- * evaluation's reductions and rank 0's broadcast decision. */
+ * reductions, the gradient allreduce and one status reduction (loss, signal, non-finite parameters);
+ * per validation the evaluation's reductions and rank 0's broadcast decision. */
 #include "resnet/trainer.h"
 
 #include <errno.h>
@@ -29,29 +29,70 @@
 /* ---- pieces shared by the subcommands -------------------------------------------------------------- */
 
 static volatile sig_atomic_t stop_signal = 0;
+/* Before the step loop there is nothing to save, and start-up may wait in a system call that a signal
+ * does not end (a read on a hung file system, a collective another rank never joins): a signal then ends
+ * the process at once with a message, instead of a flag nobody reads yet. */
+static volatile sig_atomic_t in_startup = 1;
+static int startup_exit_code = EXIT_FAILED;
+static char startup_message[3][200];   /* for SIGINT, SIGTERM, SIGUSR1 */
+static const int stop_signals[3] = {SIGINT, SIGTERM, SIGUSR1};
 
-static void on_signal(int sig) { stop_signal = sig; }
+static void on_signal(int sig) {
+    if (in_startup) {
+        const char *msg = startup_message[sig == SIGINT ? 0 : sig == SIGTERM ? 1 : 2];
+        ssize_t written = write(STDERR_FILENO, msg, strlen(msg));   /* both async-signal-safe */
+        (void)written;
+        _exit(startup_exit_code);
+    }
+    stop_signal = sig;
+}
 
-static void install_signal_handlers(void) {
+void signals_install(int training) {
+    static const char *const names[3] = {"SIGINT", "SIGTERM", "SIGUSR1"};
+    char prefix[48] = "resnet_mpi: ";
+    if (dist_size() > 1) snprintf(prefix, sizeof prefix, "resnet_mpi: rank %d: ", dist_rank());
+    /* training: exit 75, as after a checkpoint: the folder holds what it held, and --resume auto goes on */
+    startup_exit_code = training ? EXIT_SIGNALLED : EXIT_FAILED;
+    for (int i = 0; i < 3; i++)
+        snprintf(startup_message[i], sizeof startup_message[i], "%s%s received%s\n", prefix, names[i],
+                 training ? " during start-up: stopped before the first step, nothing written (continue with "
+                            "--resume auto)"
+                          : ": stopped");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int i = 0; i < 3; i++) {
+        sigaction(stop_signals[i], &sa, NULL);
+        sigaddset(&mask, stop_signals[i]);
+    }
+    /* a launcher may have started us with them blocked; stopping cleanly depends on them */
+    sigprocmask(SIG_UNBLOCK, &mask, NULL);
 }
+
+/* From the first step on, a signal asks the step loop to checkpoint and stop. */
+static void signals_defer(void) { in_startup = 0; }
 
 /* A failure that every rank learns about together: the lowest failing rank prints its message, all
  * ranks return 1 from here, and nobody waits in a collective. */
 int agree_failure(int failed) {
     if (!dist_any(failed)) return 0;
+    /* the job ends now: mpirun's SIGTERM to the ranks still finishing must not read as a start-up stop */
+    in_startup = 0;
     const double first = -dist_max_double(failed ? -(double)dist_rank() : -1e18);
     if (failed && (int)first == dist_rank()) {
         if (dist_size() > 1) fprintf(stderr, "resnet_mpi: rank %d: %s\n", dist_rank(), rn_last_error());
         else fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
     }
     return 1;
+}
+
+int agree_exit(int code) {
+    if (!agree_failure(code != 0)) return 0;
+    const int worst = (int)dist_max_double(code);
+    return worst ? worst : EXIT_FAILED;
 }
 
 static int cores_available(void) {
@@ -92,13 +133,69 @@ static void format_duration(char *buf, size_t size, double seconds) {
 static int mkdir_p(const char *path) {
     char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
+    for (char *p = tmp + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        const char c = *p;
         *p = '\0';
-        if (mkdir(tmp, 0777) && errno != EEXIST) return rn_error("%s: cannot create folder: %s", tmp, strerror(errno));
-        *p = '/';
+        if (mkdir(tmp, 0777) && errno != EEXIST)
+            return rn_error("--checkpoint-dir %s: cannot create folder %s: %s", path, tmp, strerror(errno));
+        *p = c;
+        if (!c) return 0;
     }
-    if (mkdir(tmp, 0777) && errno != EEXIST) return rn_error("%s: cannot create folder: %s", tmp, strerror(errno));
+}
+
+/* Checked on rank 0 before any data is read, so that a wrong flag fails at once rather than after
+ * loading (or, for a folder that is a file, at the first checkpoint): --checkpoint-dir must be a folder
+ * or creatable as one, and a folder holding a previous run's checkpoints is only taken over when asked
+ * (--resume, --overwrite). --metrics must not be a folder. 0, or -1 with rn_error naming the flag. */
+static int check_output_paths(const Config *cfg) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s", cfg->checkpoint_dir);
+    struct stat st;
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        const char c = *p;
+        *p = '\0';
+        if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+            return strcmp(path, cfg->checkpoint_dir) == 0
+                       ? rn_error("--checkpoint-dir %s: not a folder", cfg->checkpoint_dir)
+                       : rn_error("--checkpoint-dir %s: %s is not a folder", cfg->checkpoint_dir, path);
+        *p = c;
+        if (!c) break;
+    }
+    if (cfg->metrics[0] && stat(cfg->metrics, &st) == 0 && S_ISDIR(st.st_mode))
+        return rn_error("--metrics %s: a folder, not a file", cfg->metrics);
+    if (cfg->resume[0] || cfg->overwrite) return 0;
+    static const char *const previous[] = {"last.h5", "best.h5"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", cfg->checkpoint_dir, previous[i]);
+        if (access(path, F_OK) == 0)
+            return rn_error("--checkpoint-dir %s already holds a run (%s): continue it with --resume auto, or "
+                            "replace it with --overwrite", cfg->checkpoint_dir, previous[i]);
+    }
+    return 0;
+}
+
+/* RESNET_FAULT_STEP=N makes rank RESNET_FAULT_RANK (default 0) fail at step N, for the failure tests. A
+ * value that is not a number is refused: read as 0 it would inject a fault into a real run. */
+static int read_fault_injection(long *step, int *rank) {
+    const char *s = getenv("RESNET_FAULT_STEP"), *rk = getenv("RESNET_FAULT_RANK");
+    char *end;
+    *step = -1;
+    *rank = 0;
+    if (s && *s) {
+        errno = 0;
+        *step = strtol(s, &end, 10);
+        if (*end || errno || *step < 0 || s[0] == ' ')
+            return rn_error("RESNET_FAULT_STEP: '%s' is not a step number (0 or more)", s);
+    }
+    if (rk && *rk) {
+        errno = 0;
+        const long v = strtol(rk, &end, 10);
+        if (*end || errno || v < 0 || v >= dist_size() || rk[0] == ' ')
+            return rn_error("RESNET_FAULT_RANK: '%s' is not a rank of this job (0..%d)", rk, dist_size() - 1);
+        *rank = (int)v;
+    }
     return 0;
 }
 
@@ -143,11 +240,12 @@ static int normalised_equal(const Config *base, const char *key, const char *a, 
     return va && vb && strcmp(va, vb) == 0;
 }
 
-/* Resume: the file's settings fill every flag the user did not give; given flags that differ are
- * applied and reported; a different model or data set is an error. Returns 0 or -1 (rn_error). */
-int config_merge_checkpoint(Config *cfg, const char *path, int report) {
+/* Resume and eval: the file's settings fill every flag the user did not give; given flags that differ
+ * are applied and reported; a different model or data set is a usage error. 0, EXIT_FAILED (the file, or
+ * a bad value in its /config) or EXIT_USAGE (a flag given), with rn_error. */
+int config_merge_checkpoint(Config *cfg, const char *path, int report, int evaluating) {
     Settings file;
-    if (checkpoint_read_settings(path, &file)) return -1;
+    if (checkpoint_read_settings(path, &file)) return EXIT_FAILED;
     static const char *const fixed[] = {"arch", "depth", "dataset", NULL};
     for (int i = 0; i < file.count; i++) {
         const char *key = file.items[i].key, *value = file.items[i].value;
@@ -157,18 +255,45 @@ int config_merge_checkpoint(Config *cfg, const char *path, int report) {
             if (config_set(cfg, key, value)) {
                 char why[512];   /* rn_error writes the buffer rn_last_error reads */
                 snprintf(why, sizeof why, "%s", rn_last_error());
-                return rn_error("%s: setting %s = '%s' in /config: %s", path, key, value, why);
+                rn_error("%s: setting %s = '%s' in /config: %s", path, key, value, why);
+                return EXIT_FAILED;
             }
             continue;
         }
         if (normalised_equal(cfg, key, given, value)) continue;
         for (int f = 0; fixed[f]; f++)
-            if (strcmp(fixed[f], key) == 0)
-                return rn_error("%s: checkpoint was trained with --%s %s; cannot resume it with --%s %s", path, key,
-                                value, key, given);
+            if (strcmp(fixed[f], key) == 0) {
+                rn_error("%s: checkpoint was trained with --%s %s; cannot %s it with --%s %s", path, key, value,
+                         evaluating ? "evaluate" : "resume", key, given);
+                return EXIT_USAGE;
+            }
         if (report) printf("resume: --%s %s (the checkpoint had %s)\n", key, given, value);
     }
     return 0;
+}
+
+int check_data_matches_checkpoint(const char *checkpoint, const ImageSet *set, const char *data_dir) {
+    Settings file;
+    if (checkpoint_read_settings(checkpoint, &file)) return -1;
+    const char *channels = settings_get(&file, "in-channels"), *size = settings_get(&file, "image-size");
+    const char *classes = settings_get(&file, "classes");
+    if ((channels && atol(channels) != set->channels) || (size && atol(size) != set->size) ||
+        (classes && atol(classes) != set->classes))
+        return rn_error("%s: the model was trained on %sx%s images with %s channel(s) and %s classes, but %s holds "
+                        "%dx%d images with %d channel(s) and %d classes", checkpoint, size ? size : "?",
+                        size ? size : "?", channels ? channels : "?", classes ? classes : "?", data_dir, set->size,
+                        set->size, set->channels, set->classes);
+    return 0;
+}
+
+/* After a failed load: a data folder the user never typed (taken from the checkpoint's /config) is named
+ * as such, or the message would send them looking for a flag they did not give. */
+void note_data_from_checkpoint(const Config *cfg, const char *checkpoint) {
+    if (!checkpoint || settings_get(&cfg->given, "data")) return;
+    char why[768];
+    snprintf(why, sizeof why, "%s", rn_last_error());
+    rn_error("%s (the data folder %s was taken from %s's /config; give --data DIR to use another)", why,
+             cfg->data_dir, checkpoint);
 }
 
 static double total_started;
@@ -244,8 +369,12 @@ typedef struct {
     int threads;
     long steps_per_epoch, total_steps;
     char last_path[1024], best_path[1024];
+    long saved_step;          /* the step last_path holds, from this run or the one resumed; -1: none */
     int show_progress;
     double elapsed_before;    /* training seconds of the runs this one resumes */
+    long fault_step;          /* RESNET_FAULT_STEP (-1: none) and the rank that fails there */
+    int fault_rank;
+    const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
 } Run;
 
 static void run_free(Run *r) {
@@ -289,75 +418,168 @@ static void remove_stale_temporaries(const char *folder) {
     closedir(dir);
 }
 
-/* Everything before the first step. Collective: returns 0 on every rank or 1 on every rank. */
-static int setup(Run *r, const char *resume_path) {
+/* Data, split and the batch size against them. Collective: 0 on every rank, or the agreed exit code
+ * (EXIT_USAGE when only a flag's value does not fit the data or the rank count). */
+static int setup_data(Run *r, const char *resume_path) {
     Config *cfg = r->cfg;
-    const int rank0 = dist_rank() == 0;
-    int failed = 0;
-    if (dataset_load(cfg->dataset, cfg->data_dir, 1, &r->train_set) ||
-        dataset_load(cfg->dataset, cfg->data_dir, 0, &r->test_set))
-        failed = 1;
-    if (agree_failure(failed)) return 1;
+    int failed = dataset_load(cfg->dataset, cfg->data_dir, 1, &r->train_set) ||
+                 dataset_load(cfg->dataset, cfg->data_dir, 0, &r->test_set);
+    if (failed) note_data_from_checkpoint(cfg, resume_path);
+    else if (resume_path) failed = check_data_matches_checkpoint(resume_path, &r->train_set, cfg->data_dir) != 0;
+    int code = agree_exit(failed ? EXIT_FAILED : 0);
+    if (code) return code;
 
     if (dataset_split(r->train_set.count, cfg->val_size, cfg->split_seed, &r->train_records, &r->num_train,
                       &r->val_records, &r->num_val))
-        failed = 1;
+        code = EXIT_USAGE;
     else if (cfg->limit_train > r->num_train)
-        failed = rn_error("--limit-train %ld: only %d training records after the split", cfg->limit_train,
-                          r->num_train) != 0;
+        code = rn_error("--limit-train %ld: only %d training records after the split", cfg->limit_train,
+                        r->num_train) ? EXIT_USAGE : 0;
     else if (cfg->limit_train > 0)
         r->num_train = (int)cfg->limit_train;
-    if (!failed && cfg->batch_size < dist_size())
-        failed = rn_error("--batch-size %d is smaller than the %d ranks", cfg->batch_size, dist_size()) != 0;
-    if (!failed && r->num_train % cfg->batch_size && r->num_train % cfg->batch_size < dist_size())
-        failed = rn_error("the last batch of an epoch (%d samples) has fewer samples than the %d ranks; "
-                          "change --batch-size or --limit-train", r->num_train % cfg->batch_size, dist_size()) != 0;
-    if (agree_failure(failed)) return 1;
+    /* refused rather than capped: buffers are sized by the batch (65536 would ask for 89 GiB) */
+    if (!code && cfg->batch_size > r->num_train)
+        code = rn_error("--batch-size %d is larger than the %d training records (see --limit-train, --val-size)",
+                        cfg->batch_size, r->num_train) ? EXIT_USAGE : 0;
+    if (!code && cfg->batch_size < dist_size())
+        code = rn_error("--batch-size %d is smaller than the %d ranks", cfg->batch_size, dist_size()) ? EXIT_USAGE : 0;
+    if (!code && r->num_train % cfg->batch_size && r->num_train % cfg->batch_size < dist_size())
+        code = rn_error("the last batch of an epoch (%d samples) has fewer samples than the %d ranks; "
+                        "change --batch-size or --limit-train", r->num_train % cfg->batch_size, dist_size())
+                   ? EXIT_USAGE : 0;
+    code = agree_exit(code);
+    if (code) return code;
     r->steps_per_epoch = (r->num_train + cfg->batch_size - 1) / cfg->batch_size;
     r->total_steps = (long)cfg->epochs * r->steps_per_epoch;
     if (cfg->max_steps > 0 && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
     config_schedule(cfg, r->steps_per_epoch, &r->schedule);
+    return 0;
+}
 
+/* Model, optimizer, evaluator and batch buffers. Collective: 0 or EXIT_FAILED on every rank. */
+static int setup_model(Run *r) {
+    Config *cfg = r->cfg;
     ModelConfig mc = config_model(cfg, r->train_set.channels, r->train_set.size, r->train_set.classes);
     OptimConfig oc;
     config_optim(cfg, &oc);
     const int local_max = (cfg->batch_size + dist_size() - 1) / dist_size();
     const size_t pixels = (size_t)r->train_set.channels * r->train_set.size * r->train_set.size;
     int eval_max = r->num_val > r->test_set.count ? r->num_val : r->test_set.count;
+    int failed = 0;
     if (model_init(&r->model, &mc, cfg->seed) || model_reserve(&r->model, local_max, 1) ||
         optim_init(&r->opt, &oc, r->model.num_params) || evaluator_init(&r->evaluator, &r->model, eval_max) ||
         !(r->images = rn_alloc(sizeof(float) * pixels * local_max)) ||
         !(r->labels = rn_alloc(sizeof(int) * local_max)) ||
         !(r->order = malloc(sizeof(uint32_t) * (r->train_set.count + 1))))
         failed = 1;
-    if (agree_failure(failed)) return 1;
+    if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) r->model.train_reducer = (StatReducer){dist_stat_sum, NULL};
     r->model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+    return 0;
+}
 
-    r->ts = (TrainState){.best_val_acc = -1.0, .prev_val_acc = -INFINITY};
-    if (resume_path) {
-        if (checkpoint_read(resume_path, &r->model, &r->opt, &r->ts, &r->history)) failed = 1;
-        else r->ts.stop_reason[0] = '\0';
-        r->elapsed_before = r->ts.elapsed_s;
+/* A checkpoint taken mid-epoch goes on at the same batch when the batch size and the training set are
+ * the same. With another --batch-size the batch index would mean other images, and with a smaller
+ * --limit-train it may lie past the end of the shorter epoch (where the step loop never got going): the
+ * position is carried over as the images of the epoch already seen, rounded down to a whole batch, and
+ * when they cover the new epoch the next one starts. Rank 0 says what it did. */
+static void map_resume_position(Run *r, long file_batch_size) {
+    TrainState *ts = &r->ts;
+    const long seen = ts->batch_in_epoch * file_batch_size, batch = seen / r->cfg->batch_size;
+    if (batch == ts->batch_in_epoch && batch < r->steps_per_epoch) return;
+    const int rank0 = dist_rank() == 0;
+    if (seen >= r->num_train || batch >= r->steps_per_epoch) {
+        if (rank0)
+            printf("resume: epoch %ld was %ld images in (batch %ld at batch size %ld); it now has %d images in %ld "
+                   "batches: starting epoch %ld\n", ts->epoch + 1, seen, ts->batch_in_epoch, file_batch_size,
+                   r->num_train, r->steps_per_epoch, ts->epoch + 2);
+        ts->epoch++;
+        ts->batch_in_epoch = 0;
+    } else {
+        if (rank0)
+            printf("resume: epoch %ld was %ld images in (batch %ld at batch size %ld): going on at batch %ld of "
+                   "%ld at batch size %d\n", ts->epoch + 1, seen, ts->batch_in_epoch, file_batch_size, batch,
+                   r->steps_per_epoch, r->cfg->batch_size);
+        ts->batch_in_epoch = batch;
     }
-    if (agree_failure(failed)) return 1;
+    fflush(stdout);
+}
+
+/* The checkpoint's state into the model, optimizer and train state. Collective: 0 or EXIT_FAILED. */
+static int setup_resume(Run *r, const char *resume_path) {
+    r->ts = (TrainState){.best_val_acc = -1.0, .prev_val_acc = -INFINITY};
+    r->saved_step = -1;
+    int failed = 0;
+    long file_batch_size = r->cfg->batch_size;
+    if (resume_path) {
+        Settings file;
+        if (checkpoint_read_settings(resume_path, &file) ||
+            checkpoint_read(resume_path, &r->model, &r->opt, &r->ts, &r->history)) {
+            failed = 1;
+        } else {
+            const char *b = settings_get(&file, "batch-size");
+            if (b && atol(b) > 0) file_batch_size = atol(b);
+            r->ts.stop_reason[0] = '\0';
+            r->elapsed_before = r->ts.elapsed_s;
+            if (strcmp(resume_path, r->last_path) == 0) r->saved_step = r->ts.step;
+        }
+    }
+    if (agree_failure(failed)) return EXIT_FAILED;
+    if (resume_path) map_resume_position(r, file_batch_size);
     /* replicas start identical even if some rank's initialisation or file read differed */
     dist_bcast(r->model.params, sizeof(float) * r->model.num_params, 0);
+    return 0;
+}
 
-    run_settings(cfg, &r->train_set, r->threads, &r->settings);
-    snprintf(r->last_path, sizeof r->last_path, "%s/last.h5", cfg->checkpoint_dir);
-    snprintf(r->best_path, sizeof r->best_path, "%s/best.h5", cfg->checkpoint_dir);
-    if (rank0) {
+/* --overwrite: the previous run's checkpoints go before the new run starts, so that its best.h5 or
+ * numbered snapshots are never taken for the new run's. */
+static int remove_previous_run(const Config *cfg) {
+    DIR *dir = opendir(cfg->checkpoint_dir);
+    if (!dir) return 0;
+    struct dirent *e;
+    char path[1300];
+    int rc = 0;
+    while ((e = readdir(dir)) && rc == 0) {
+        long step;
+        char tail[8];
+        const int snapshot = sscanf(e->d_name, "step-%ld.%7s", &step, tail) == 2 && strcmp(tail, "h5") == 0;
+        if (!snapshot && strcmp(e->d_name, "last.h5") != 0 && strcmp(e->d_name, "best.h5") != 0) continue;
+        snprintf(path, sizeof path, "%s/%s", cfg->checkpoint_dir, e->d_name);
+        if (unlink(path) != 0) rc = rn_error("--overwrite: cannot remove %s: %s", path, strerror(errno));
+    }
+    closedir(dir);
+    return rc;
+}
+
+/* Rank 0's output folder and metrics log. Collective: 0 or EXIT_FAILED. */
+static int setup_output(Run *r, int resuming) {
+    Config *cfg = r->cfg;
+    int failed = 0;
+    if (dist_rank() == 0) {
         char metrics_path[1024];
         if (cfg->metrics[0]) snprintf(metrics_path, sizeof metrics_path, "%s", cfg->metrics);
         else snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->checkpoint_dir);
-        if (mkdir_p(cfg->checkpoint_dir) || metrics_open(&r->metrics, metrics_path, resume_path != NULL))
+        if (mkdir_p(cfg->checkpoint_dir) || (cfg->overwrite && !resuming && remove_previous_run(cfg)) ||
+            metrics_open(&r->metrics, metrics_path, resuming))
             failed = 1;
         else
             remove_stale_temporaries(cfg->checkpoint_dir);
     }
-    if (agree_failure(failed)) return 1;
-    r->show_progress = rank0 && !cfg->quiet &&
+    return agree_failure(failed) ? EXIT_FAILED : 0;
+}
+
+/* Everything before the first step. Collective: 0 on every rank, or the exit code on every rank. */
+static int setup(Run *r, const char *resume_path) {
+    Config *cfg = r->cfg;
+    snprintf(r->last_path, sizeof r->last_path, "%s/last.h5", cfg->checkpoint_dir);
+    snprintf(r->best_path, sizeof r->best_path, "%s/best.h5", cfg->checkpoint_dir);
+    int code = setup_data(r, resume_path);
+    if (!code) code = setup_model(r);
+    if (!code) code = setup_resume(r, resume_path);
+    if (!code) code = setup_output(r, resume_path != NULL);
+    if (code) return code;
+    run_settings(cfg, &r->train_set, r->threads, &r->settings);
+    r->show_progress = dist_rank() == 0 && !cfg->quiet &&
                        (cfg->progress == PROGRESS_ALWAYS || (cfg->progress == PROGRESS_AUTO && isatty(2)));
     return 0;
 }
@@ -410,7 +632,9 @@ static int save_checkpoint(Run *r, const char *path, int snapshot) {
         if (!failed && snapshot && r->cfg->keep > 0) keep_snapshot(r, path);
     }
     perf_stop(PERF_CHECKPOINT_IO);
-    return agree_failure(failed);
+    if (agree_failure(failed)) return 1;
+    if (path == r->last_path) r->saved_step = r->ts.step;
+    return 0;
 }
 
 static void print_progress(Run *r, long batch, double loss, double images_per_s) {
@@ -463,7 +687,25 @@ static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_st
 
 /* One optimizer step on this rank's slice of the global batch. Returns the global mean loss, or NaN
  * with *status set when a signal or a failure stops the run. */
-typedef enum { STEP_OK = 0, STEP_SIGNAL, STEP_NONFINITE } StepStatus;
+typedef enum { STEP_OK = 0, STEP_SIGNAL, STEP_NONFINITE, STEP_DIVERGED } StepStatus;
+
+/* The first parameter whose value or optimizer state is NaN or Inf after an update, or NULL. BN and ReLU
+ * can keep non-finite weights out of the loss for many steps, so the loss check alone misses them; the
+ * scan reads the parameters and moments once (0.1-0.3 ms a step beside the step's 100+ ms). */
+static const char *nonfinite_parameter(const Run *r) {
+    const Model *m = &r->model;
+    size_t bad = rn_first_nonfinite(m->params, m->num_params);
+    if (bad == m->num_params) {
+        const size_t state = optim_state_floats(&r->opt);
+        bad = rn_first_nonfinite(r->opt.state, state);
+        if (bad == state) return NULL;
+        bad %= m->num_params;   /* the state holds one parameter-sized slice per moment */
+    }
+    for (int i = 0; i < m->num_param_tensors; i++)
+        if (bad >= m->param_info[i].offset && bad < m->param_info[i].offset + m->param_info[i].numel)
+            return m->param_info[i].name;
+    return "?";
+}
 
 static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     Config *cfg = r->cfg;
@@ -486,23 +728,26 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     model_backward(&r->model);
     perf_stop(PERF_COMPUTE);
 
-    static long fault_step = -2;
-    static int fault_rank = -1;
-    if (fault_step == -2) {
-        const char *s = getenv("RESNET_FAULT_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-        fault_step = s ? atol(s) : -1;
-        fault_rank = rk ? atoi(rk) : 0;
-    }
-    if (fault_step >= 0 && r->ts.step == fault_step && rank == fault_rank) {
+    if (r->fault_step >= 0 && r->ts.step == r->fault_step && rank == r->fault_rank) {
         char msg[128];
-        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", fault_step);
+        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", r->fault_step);
         dist_fail(1, msg);
     }
 
     perf_start(PERF_ALLREDUCE);
     dist_allreduce_sum_float(r->model.grads, r->model.num_params);
-    double state[2] = {loss_sum, stop_signal ? 1.0 : 0.0};
-    dist_allreduce_sum_double(state, 2);
+    perf_stop(PERF_ALLREDUCE);
+    /* The update comes before the status reduction, so that the finite check of its result travels in
+     * that reduction and every rank reaches the same verdict without another collective. A step that
+     * fails (non-finite loss or parameters) ends the run and nothing after it is written, so updating
+     * with a bad gradient there does no harm. */
+    perf_start(PERF_OPTIMIZER);
+    optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
+    r->nonfinite_tensor = nonfinite_parameter(r);
+    perf_stop(PERF_OPTIMIZER);
+    perf_start(PERF_ALLREDUCE);
+    double state[3] = {loss_sum, stop_signal ? 1.0 : 0.0, r->nonfinite_tensor ? 1.0 : 0.0};
+    dist_allreduce_sum_double(state, 3);
     perf_stop(PERF_ALLREDUCE);
 
     const double loss = state[0] / count;
@@ -512,9 +757,10 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
         *status = STEP_NONFINITE;
         return loss;
     }
-    perf_start(PERF_OPTIMIZER);
-    optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
-    perf_stop(PERF_OPTIMIZER);
+    if (state[2] > 0) {
+        *status = STEP_DIVERGED;
+        return loss;
+    }
     r->ts.step++;
     r->ts.running_loss_sum += loss;
     r->ts.running_loss_count++;
@@ -541,29 +787,79 @@ static int final_test(Run *r) {
     return 0;
 }
 
-int train_main(Config *cfg) {
-    Run run = {.cfg = cfg};
-    Run *r = &run;
+/* Rank 0's line when training diverged (loss or parameters not finite at the step being taken): where
+ * the last good state is, so that nobody resumes into the same divergence unawares. */
+static void report_divergence(const Run *r, StepStatus status, double loss) {
+    if (dist_rank() != 0) return;
+    char what[160], back[1200];
+    if (status == STEP_NONFINITE) snprintf(what, sizeof what, "loss is %g", loss);
+    else snprintf(what, sizeof what, "%s became non-finite (loss %g)",
+                  r->nonfinite_tensor ? r->nonfinite_tensor : "a parameter", loss);
+    if (r->saved_step >= 0) snprintf(back, sizeof back, " or resume from %s (step %ld)", r->last_path, r->saved_step);
+    else snprintf(back, sizeof back, " (no checkpoint was written)");
+    fprintf(stderr, "%sresnet_mpi: %s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s\n",
+            r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1,
+            back);
+}
+
+/* A signal reached some rank: every rank stops at this step and the checkpoint is written. The exit code. */
+static int stop_for_signal(Run *r) {
     const int rank0 = dist_rank() == 0;
-    char resume_path[1024];
-    int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
-    if (resuming && agree_failure(config_merge_checkpoint(cfg, resume_path, rank0) != 0)) return EXIT_FAILED;
+    snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
+    if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
+    if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
+    if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
+    const int code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
+    if (rank0 && code == EXIT_SIGNALLED)
+        fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+    return code;
+}
+
+/* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
+static void print_stop_line(const Run *r) {
+    const TrainState *ts = &r->ts;
+    printf("stopped: %s after %ld steps (epoch %ld); ", ts->stop_reason, ts->step,
+           ts->epoch + (ts->batch_in_epoch > 0));
+    if (ts->best_val_acc < 0) printf("no validation ran\n");
+    else printf("best validation accuracy: %.4f at step %ld\n", ts->best_val_acc, ts->best_step);
+}
+
+/* Start-up: checks that need no data first (fast failures), then the resumed settings and setup.
+ * 0, or the exit code every rank returns. */
+static int start(Run *r, const char *resume_path) {
+    Config *cfg = r->cfg;
+    const int rank0 = dist_rank() == 0;
+    int code = agree_exit(read_fault_injection(&r->fault_step, &r->fault_rank) ? EXIT_USAGE : 0);
+    if (code) return code;
+    if (resume_path && (code = agree_exit(config_merge_checkpoint(cfg, resume_path, rank0, 0)))) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
+    if ((code = agree_exit(rank0 && check_output_paths(cfg) ? EXIT_USAGE : 0))) return code;
     r->threads = choose_threads(cfg->threads, cfg->quiet);
-    install_signal_handlers();
     perf_reset();
-    if (setup(r, resuming ? resume_path : NULL)) {
-        run_free(r);
-        return EXIT_FAILED;
-    }
+    if ((code = setup(r, resume_path))) return code;
     if (rank0 && !cfg->quiet) {
         printf("resnet_mpi %s: %s depth %d (%zu parameters), %s: %d train / %d validation / %d test, "
                "%d rank(s) x %d thread(s), batch %d, %ld steps/epoch%s%s\n",
                RESNET_VERSION, cfg->arch == ARCH_SEED ? "seed" : "paper", cfg->depth, r->model.num_params,
                cfg->dataset, r->num_train, r->num_val, r->test_set.count, dist_size(), r->threads, cfg->batch_size,
-               r->steps_per_epoch, resuming ? ", resumed from " : "", resuming ? resume_path : "");
+               r->steps_per_epoch, resume_path ? ", resumed from " : "", resume_path ? resume_path : "");
         fflush(stdout);
     }
+    return 0;
+}
+
+int train_main(Config *cfg) {
+    Run run = {.cfg = cfg};
+    Run *r = &run;
+    const int rank0 = dist_rank() == 0;
+    char resume_path[1024];
+    const int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
+    const int start_code = start(r, resuming ? resume_path : NULL);
+    if (start_code) {
+        run_free(r);
+        return start_code;
+    }
+    signals_defer();
 
     int exit_code = EXIT_OK, stop = 0;
     const double run_start = rn_now();
@@ -576,14 +872,12 @@ int train_main(Config *cfg) {
         while (r->ts.batch_in_epoch < r->steps_per_epoch) {
             StepStatus status;
             const double loss = train_step(r, r->ts.batch_in_epoch, &status);
-            if (status == STEP_NONFINITE) {
-                if (rank0)
-                    fprintf(stderr, "\nresnet_mpi: loss is %g at step %ld (epoch %ld, batch %ld): training diverged; "
-                                    "lower --lr or resume from %s\n",
-                            loss, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1, r->last_path);
+            if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
+                report_divergence(r, status, loss);
                 exit_code = EXIT_FAILED;
                 stop = 1;
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite loss");
+                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite %s",
+                         status == STEP_NONFINITE ? "loss" : "parameters");
                 break;
             }
             const long batch = ++r->ts.batch_in_epoch;
@@ -609,13 +903,7 @@ int train_main(Config *cfg) {
                 if (save_checkpoint(r, r->last_path, 1)) { exit_code = EXIT_FAILED; stop = 1; break; }
             }
             if (status == STEP_SIGNAL) {
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
-                if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
-                if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
-                if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
-                exit_code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
-                if (rank0 && exit_code == EXIT_SIGNALLED)
-                    fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+                exit_code = stop_for_signal(r);
                 stop = 1;
                 break;
             }
@@ -635,11 +923,7 @@ int train_main(Config *cfg) {
         if (save_checkpoint(r, r->last_path, 0)) exit_code = EXIT_FAILED;
     }
     if (exit_code == EXIT_OK) {
-        if (rank0 && !cfg->quiet) {
-            printf("stopped: %s after %ld steps (epoch %ld); best validation accuracy: %.4f at step %ld\n",
-                   r->ts.stop_reason, r->ts.step, r->ts.epoch + (r->ts.batch_in_epoch > 0), r->ts.best_val_acc,
-                   r->ts.best_step);
-        }
+        if (rank0 && !cfg->quiet) print_stop_line(r);
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,

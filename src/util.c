@@ -1,19 +1,25 @@
 #include "resnet/util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 static _Thread_local char last_error[1024];
 
 int rn_error(const char *fmt, ...) {
+    const int saved = errno;   /* callers look at errno after reporting (ENOENT gets a hint) */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    errno = saved;
     return -1;
 }
 
@@ -39,6 +45,70 @@ void *rn_alloc(size_t bytes) {
 
 void rn_free(void *p) {
     if (p) free(((void **)p)[-1]);
+}
+
+/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer that may never come, before
+ * any type check could run. The flag is cleared again once the file is known to be a regular one. */
+int rn_open_regular(const char *path) {
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return rn_error("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return rn_error("%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        const char *kind = S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file";
+        close(fd);
+        errno = EINVAL;
+        return rn_error("%s: not a regular file (%s)", path, kind);
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return rn_error("%s: cannot open: %s", path, strerror(e));
+    }
+    return fd;
+}
+
+FILE *rn_fopen_regular(const char *path) {
+    const int fd = rn_open_regular(path);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        rn_error("%s: cannot open: %s", path, strerror(e));
+    }
+    return f;
+}
+
+/* The exponent bits all set is Inf or NaN. An OR over integer lanes vectorizes, where a float test
+ * would need -ffast-math (which would also let the compiler assume there is nothing to find). */
+size_t rn_first_nonfinite(const float *x, size_t n) {
+    const size_t block = 4096;
+    for (size_t start = 0; start < n; start += block) {
+        const size_t end = n - start < block ? n : start + block;
+        uint32_t bad = 0;
+        for (size_t i = start; i < end; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], sizeof bits);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!bad) continue;
+        for (size_t i = start; i < end; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], sizeof bits);
+            if ((bits & 0x7f800000u) == 0x7f800000u) return i;
+        }
+    }
+    return n;
 }
 
 double rn_now(void) {

@@ -37,14 +37,14 @@ for opt in "sgd 1e-4" "adam 1e-3"; do
   pass "sync-bn $name: 2 steps on 2 ranks + 2 resumed on 1 rank vs 4 steps on 1 rank: relative difference $diff (bound $bound)"
 done
 
-# a flag given on resume is applied and reported; an incompatible one is refused
+# a flag given on resume is applied and reported; an incompatible one is refused (a usage error: exit 2)
 out=$("$BIN" "${common[@]}" --max-steps 21 --checkpoint-dir "$TMP/half1" --resume auto 2>&1) || fail "resume with a new --max-steps"
 echo "$out" | grep -q "resume: --max-steps 21 (the checkpoint had 20)" || fail "new flag not reported: $out"
 set +e
 out=$("$BIN" "${common[@]}" --arch paper --checkpoint-dir "$TMP/half1" --resume auto 2>&1)
 code=$?
 set -e
-[ "$code" -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "arch" ||
+[ "$code" -eq 2 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "arch" ||
   fail "incompatible resume: exit $code: $out"
 pass "resume reports changed flags and refuses another architecture: $out"
 

@@ -34,11 +34,11 @@ expect 2 "$BIN" eval
 expect 2 "$BIN" bench --checkpoint x
 pass "usage errors: exit 2 with one line naming the flag"
 
-expect 1 "$BIN" --data "$TMP/nowhere" --progress never
+expect 1 "$BIN" --data "$TMP/nowhere" --progress never --checkpoint-dir "$TMP/none"
 grep -q "$TMP/nowhere" "$TMP/err" && grep -q "get-cifar10.sh" "$TMP/err" || fail "missing data: $(cat "$TMP/err")"
 mkdir -p "$TMP/cifar"
 head -c 1000 /dev/zero > "$TMP/cifar/data_batch_1.bin"
-expect 1 "$BIN" --data "$TMP/cifar" --progress never
+expect 1 "$BIN" --data "$TMP/cifar" --progress never --checkpoint-dir "$TMP/none"
 grep -q "data_batch_1.bin" "$TMP/err" || fail "bad data file not named: $(cat "$TMP/err")"
 pass "missing and corrupt data: exit 1, one line naming the file"
 

@@ -88,6 +88,12 @@ static void make_state(State *s, Arch arch, OptimizerKind kind, int classes, int
     ck_assert_int_eq(model_init(&s->model, &mc, 1234), 0);
     fill_random(s->model.params, s->model.num_params, 1);
     if (s->model.num_buffer_floats) fill_random(s->model.buffers, s->model.num_buffer_floats, 2);
+    /* a variance is never negative, and a reader refuses a file that says otherwise */
+    for (int i = 0; i < s->model.num_buffer_tensors; i++) {
+        const TensorInfo *ti = &s->model.buffer_info[i];
+        if (strstr(ti->name, ".running_var"))
+            for (size_t j = ti->offset; j < ti->offset + ti->numel; j++) s->model.buffers[j] = fabsf(s->model.buffers[j]);
+    }
     s->model.bn_batches_tracked = 4321;
 
     OptimConfig oc;
@@ -97,6 +103,8 @@ static void make_state(State *s, Arch arch, OptimizerKind kind, int classes, int
     oc.momentum = 0.9f;
     ck_assert_int_eq(optim_init(&s->opt, &oc, s->model.num_params), 0);
     fill_random(s->opt.state, optim_state_floats(&s->opt), 3);
+    if (kind != OPT_SGD)   /* exp_avg_sq, the second slice */
+        for (size_t j = s->opt.n; j < 2 * s->opt.n; j++) s->opt.state[j] = fabsf(s->opt.state[j]);
     s->opt.step = 777;
 
     s->ts = (TrainState){.epoch = 3, .step = 777, .batch_in_epoch = 73, .best_val_acc = 0.6125, .best_step = 700,
@@ -654,6 +662,112 @@ START_TEST(optimizer_mismatch) {
 }
 END_TEST
 
+/* Counters a run could never have written are refused by name (issue 13: a negative batch_in_epoch
+ * indexed the epoch order, a negative step ran extra steps, an epoch of 10^12 trained nothing). */
+static void spoil_train_state(int which, TrainState *ts, long *opt_step) {
+    switch (which) {
+    case 0: ts->step = -5; break;
+    case 1: ts->epoch = 1000000000000L; break;
+    case 2: ts->batch_in_epoch = -1; break;
+    case 3: ts->batch_in_epoch = ts->step; break;        /* more than step - epoch */
+    case 4: ts->best_val_acc = 2; break;
+    case 5: ts->prev_val_acc = NAN; break;
+    case 6: ts->best_step = ts->step + 1; break;
+    case 7: ts->non_increase_count = -1; break;
+    case 8: ts->running_loss_sum = INFINITY; break;
+    case 9: ts->running_loss_count = -3; break;
+    case 10: ts->elapsed_s = -1; break;
+    case 11: *opt_step = ts->step + 1; break;
+    default: snprintf(ts->stop_reason, sizeof ts->stop_reason, "a\nb"); break;
+    }
+}
+static const char *const bad_train_needles[] = {
+    "attribute step of /train is -5", "attribute epoch of /train is 1000000000000",
+    "attribute batch_in_epoch of /train is -1", "attribute batch_in_epoch of /train is 777, expected 0..774",
+    "attribute best_val_acc of /train is 2", "attribute prev_val_acc of /train is nan",
+    "attribute best_step of /train is 778", "attribute non_increase_count of /train is -1",
+    "attribute running_loss_sum of /train is inf", "attribute running_loss_count of /train is -3",
+    "attribute elapsed_s of /train is -1", "attribute step of /optimizer is 778, but /train says 777",
+    "attribute stop_reason of /train holds control characters",
+};
+#define BAD_TRAIN_STATES ((int)(sizeof bad_train_needles / sizeof bad_train_needles[0]))
+
+START_TEST(train_state_out_of_range) {
+    make_tmpdir();
+    State s, t;
+    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    spoil_train_state(_i, &s.ts, &s.opt.step);
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    write_state(path, &s);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, bad_train_needles[_i]);
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+/* A NaN or Inf in a tensor of the file is refused naming the dataset (eval scored such a model, a resume
+ * trained on from it); checkpoint_write cannot make one, so the test writes it with HDF5 itself. */
+START_TEST(nonfinite_tensor_refused) {
+    static const char *const datasets[] = {"/model/conv1.weight", "/optimizer/exp_avg/fc.bias",
+                                           "/optimizer/exp_avg_sq/module1.0.conv1.weight"};
+    const float values[] = {NAN, INFINITY, -1.0f};
+    static const char *const needles[] = {"/model/conv1.weight holds a non-finite value (nan at index 0)",
+                                          "/optimizer/exp_avg/fc.bias holds a non-finite value (inf at index 0)",
+                                          "/optimizer/exp_avg_sq/module1.0.conv1.weight holds a negative value"};
+    make_tmpdir();
+    State s, t;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, datasets[_i], H5P_DEFAULT), space = H5Dget_space(d);
+    hid_t one = H5Screate_simple(1, (hsize_t[]){1}, NULL);
+    hsize_t first[4] = {0, 0, 0, 0};
+    ck_assert_int_ge(H5Sselect_elements(space, H5S_SELECT_SET, 1, first), 0);
+    ck_assert_int_ge(H5Dwrite(d, H5T_NATIVE_FLOAT, one, space, H5P_DEFAULT, &values[_i]), 0);
+    H5Sclose(one);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, needles[_i]);
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
+/* A diverged model is never written over a good checkpoint: the write is refused and the file stays. */
+START_TEST(nonfinite_state_not_written) {
+    make_tmpdir();
+    State s;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    long n0, n1;
+    unsigned char *before = slurp(path, &n0);
+    s.model.params[s.model.param_info[1].offset] = NAN;
+    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
+    assert_error_names(path, "not written: /model/");
+    ck_assert_ptr_nonnull(strstr(rn_last_error(), s.model.param_info[1].name));
+    s.model.params[s.model.param_info[1].offset] = 0;
+    s.opt.state[s.opt.n + 3] = INFINITY;
+    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
+    assert_error_names(path, "not written: optimizer state of");
+    unsigned char *after = slurp(path, &n1);
+    ck_assert_int_eq(n0, n1);
+    ck_assert(memcmp(before, after, (size_t)n0) == 0);
+    ck_assert_int_eq(hidden_files(), 0);
+    free(before);
+    free(after);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
 /* ---- layout ----------------------------------------------------------------------------------------- */
 
 /* Output of a shell command, or NULL when the tool is not installed. */
@@ -801,6 +915,9 @@ Suite *test_suite(void) {
     tcase_add_test(t, extra_dataset);
     tcase_add_test(t, wrong_format_version);
     tcase_add_test(t, optimizer_mismatch);
+    tcase_add_loop_test(t, train_state_out_of_range, 0, BAD_TRAIN_STATES);
+    tcase_add_loop_test(t, nonfinite_tensor_refused, 0, 3);
+    tcase_add_test(t, nonfinite_state_not_written);
     suite_add_tcase(s, t);
     t = tcase_create("layout");
     tcase_add_test(t, h5dump_layout);

@@ -411,7 +411,8 @@ START_TEST(usage_lists_every_flag) {
         "data", "dataset", "val-size", "split-seed", "limit-train", "no-augment", "recipe", "arch", "depth",
         "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size",
         "epochs", "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
-        "checkpoint-dir", "checkpoint-every", "keep", "resume", "metrics", "progress", "quiet", "checkpoint",
+        "checkpoint-dir", "checkpoint-every", "keep", "resume", "overwrite", "metrics", "progress", "quiet",
+        "checkpoint",
         "split", "json", "steps", "warmup", "profile", "help", "version", NULL};
     char *text = NULL;
     size_t size = 0;

@@ -49,6 +49,7 @@ typedef struct {
     long checkpoint_every;    /* steps; 0: only at validations and the end */
     int keep;                 /* numbered snapshots kept; 0: none */
     char resume[512];         /* "", a file, or "auto" */
+    int overwrite;            /* a fresh run may replace the checkpoints of --checkpoint-dir */
     char metrics[512];        /* "" : checkpoint_dir/metrics.jsonl */
     ProgressMode progress;
     int quiet;

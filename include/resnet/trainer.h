@@ -4,6 +4,7 @@
 #define RESNET_TRAINER_H
 
 #include "resnet/config.h"
+#include "resnet/dataset.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1
@@ -21,12 +22,30 @@ int early_stop_update(int rule, int patience, double val_acc, double *prev_val_a
 
 /* Resume and eval: the checkpoint's /config fills every setting the user did not give; given ones
  * that differ are applied (and reported when report != 0); another arch, depth or data set is an error.
- * 0 or -1 with rn_error. */
-int config_merge_checkpoint(Config *cfg, const char *path, int report);
+ * 0, or an exit code with rn_error: EXIT_FAILED when the file cannot be read or its /config holds a bad
+ * value, EXIT_USAGE when a flag given conflicts with it. evaluating: the message says "evaluate". */
+int config_merge_checkpoint(Config *cfg, const char *path, int report, int evaluating);
 
 /* Collective: 0 when no rank failed; else the lowest failing rank prints its rn_last_error() and every
  * rank gets 1. */
 int agree_failure(int failed);
+
+/* agree_failure with exit codes: 0 when every rank passed 0; else the message of the lowest failing rank
+ * is printed and every rank gets the largest code any rank passed (EXIT_USAGE over EXIT_FAILED). */
+int agree_exit(int code);
+
+/* Handlers for SIGINT, SIGTERM and SIGUSR1 (unblocked if the launcher blocked them). Until the step
+ * loop starts a signal ends the process at once with a one-line message: exit 75 for training (nothing
+ * was written; --resume auto continues), 1 for eval and bench. Call after dist_init. */
+void signals_install(int training);
+
+/* The checkpoint's /config records the image shape and classes its model was trained on: the data must
+ * have the same (the model would run on other sizes without complaint). 0 or -1 with rn_error. */
+int check_data_matches_checkpoint(const char *checkpoint, const ImageSet *set, const char *data_dir);
+
+/* After a failed data load: when the data folder came from checkpoint's /config (no --data given), the
+ * rn_error message is extended to say so. */
+void note_data_from_checkpoint(const Config *cfg, const char *checkpoint);
 
 /* Sets and returns the compute threads of this rank (0: the node's cores over its ranks). */
 int choose_threads(int requested, int quiet);

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define RESNET_VERSION "0.1.0"
 
@@ -16,6 +17,16 @@ const char *rn_last_error(void);
 /* 64-byte aligned, zero-filled; NULL (with rn_error set) when memory runs out. */
 void *rn_alloc(size_t bytes);
 void rn_free(void *p);
+
+/* Opens an input file for reading, refusing anything but a regular file (a FIFO, a folder, a device)
+ * without blocking on it. A descriptor, or -1 with a one-line rn_error naming the path (errno is the
+ * open's, e.g. ENOENT, or EINVAL for the wrong kind of file). */
+int rn_open_regular(const char *path);
+/* The same as a stdio stream ("rb"); NULL with rn_error and errno as above. */
+FILE *rn_fopen_regular(const char *path);
+
+/* Index of the first Inf or NaN in x[0..n), or n when every value is finite. */
+size_t rn_first_nonfinite(const float *x, size_t n);
 
 double rn_now(void);          /* monotonic seconds */
 long rn_peak_rss_kib(void);   /* peak resident set size of this process */
