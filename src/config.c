@@ -22,6 +22,7 @@
 #define DEPTH_MAX 1202
 /* Generous but finite, so that epochs * steps_per_epoch and friends cannot overflow a long. */
 #define STEP_LIMIT 1000000000000L
+#define TIMEOUT_MAX_S 604800.0
 
 /* ---- settings --------------------------------------------------------------------------------------- */
 
@@ -92,6 +93,7 @@ void config_defaults(Config *c) {
     c->sync_bn = 0;
     c->seed = 0;
     c->threads = 0;
+    c->timeout = -1;
     snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "checkpoints");
     c->checkpoint_every = 0;
     c->keep = 0;
@@ -332,6 +334,20 @@ int config_set(Config *c, const char *key, const char *value) {
     if (!strcmp(k, "seed")) return parse_u64(k, v, &c->seed);
     /* machine */
     if (!strcmp(k, "threads")) return parse_int(k, v, 0, 1024, &c->threads);
+    if (!strcmp(k, "timeout")) {
+        if (!strcmp(v, "auto")) {
+            c->timeout = -1;
+            return 0;
+        }
+        char *end;
+        errno = 0;
+        const double x = strtod(v, &end);
+        /* a week: beyond that the deadline is a typo, and MPI_Wtime arithmetic stays exact */
+        if (!v[0] || v[0] == ' ' || *end || errno == ERANGE || !(x >= 0 && x <= TIMEOUT_MAX_S))
+            return rn_error("--timeout: '%s' is not a number of seconds from 0 (off) to %.0f, or 'auto'", v, TIMEOUT_MAX_S);
+        c->timeout = x;
+        return 0;
+    }
     /* output */
     if (!strcmp(k, "checkpoint-dir")) return parse_path(k, v, 0, c->checkpoint_dir, sizeof c->checkpoint_dir);
     if (!strcmp(k, "checkpoint-every")) return parse_long(k, v, 0, STEP_LIMIT, &c->checkpoint_every);
@@ -380,7 +396,8 @@ static const Option options[] = {
     {"milestones", 0, FOR_ALL},     {"batch-size", 0, FOR_ALL},      {"epochs", 0, FOR_ALL},
     {"max-steps", 0, FOR_ALL},      {"eval-every", 0, FOR_ALL},      {"early-stop", 0, FOR_ALL},
     {"patience", 0, FOR_ALL},       {"bn-eval", 0, FOR_ALL},         {"sync-bn", 1, FOR_ALL},
-    {"seed", 0, FOR_ALL},           {"threads", 0, FOR_ALL},         {"checkpoint-dir", 0, FOR_ALL},
+    {"seed", 0, FOR_ALL},           {"threads", 0, FOR_ALL},         {"timeout", 0, FOR_ALL},
+    {"checkpoint-dir", 0, FOR_ALL},
     {"checkpoint-every", 0, FOR_ALL}, {"keep", 0, FOR_ALL},          {"resume", 0, FOR_ALL},
     {"metrics", 0, FOR_ALL},        {"progress", 0, FOR_ALL},        {"quiet", 1, FOR_ALL},
     {"checkpoint", 0, FOR_EVAL},    {"split", 0, FOR_EVAL},          {"json", 1, FOR_EVAL},
@@ -647,6 +664,9 @@ void config_usage(FILE *out) {
         out);
     fputs("Machine:\n"
         "  --threads N            compute threads per rank, 0..1024 (default 0: the node's cores / its ranks)\n"
+        "  --timeout S|auto       stall watchdog: a collective not complete in S seconds names the ranks that\n"
+        "                         have not arrived and ends the job (exit 3); 0 turns it off (default auto:\n"
+        "                         the larger of 120 s and 20 times the median step, validation or checkpoint)\n"
         "\n",
         out);
     fputs("Output:\n"
@@ -674,7 +694,7 @@ void config_usage(FILE *out) {
     fputs("Environment:\n"
         "  RESNET_DATA            default CIFAR-10 folder\n"
         "\n"
-        "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error,\n"
+        "Exit codes: 0 finished (early stop included), 1 failed, 2 usage error, 3 stalled (--timeout),\n"
         "            75 stopped by a signal after writing a checkpoint (resume with --resume auto)\n",
         out);
 }
