@@ -729,6 +729,7 @@ typedef struct {
     const void *image;    /* the file's bytes, when the caller has them (else the file is read) */
     size_t image_size;
     size_t file_size;     /* bytes of the file opened */
+    int64_t version;      /* its format_version, once known (0 before) */
     int failed;
 } Reader;
 
@@ -856,9 +857,12 @@ static double rattr_f64(Reader *r, hid_t loc, const char *where, const char *nam
     return v;
 }
 
+#define ATTR_MAX_BYTES ((size_t)1 << 20)
+
 /* The strings of a string attribute (scalar or 1-D), fixed or variable length, joined by sep.
  * 0, or -1 with a reason in why. */
-static int string_attr_text(hid_t a, char *out, size_t size, const char *sep, char *why, size_t why_size) {
+static int string_attr_text(hid_t a, int allow_vlen, char *out, size_t size, const char *sep, char *why,
+                            size_t why_size) {
     hid_t ftype = H5Aget_type(a), space = H5Aget_space(a), mtype = -1;
     int rc = -1;
     hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
@@ -869,6 +873,18 @@ static int string_attr_text(hid_t a, char *out, size_t size, const char *sep, ch
     }
     const htri_t vlen = H5Tis_variable_str(ftype);
     const size_t fixed = vlen > 0 ? 0 : H5Tget_size(ftype);
+    /* variable-length strings live in the global heap, which no checksum covers and whose parser in
+     * libhdf5 1.10 crashes on damaged input: only format_version 1 wrote them */
+    if (vlen > 0 && !allow_vlen) {
+        snprintf(why, why_size, "a variable-length string, which this format version does not use");
+        goto done;
+    }
+    /* an attribute lives in an object header (64 KiB a message): a larger claim is damage, and memory
+     * is not sized by it */
+    if ((size_t)n > ATTR_MAX_BYTES || fixed > ATTR_MAX_BYTES / ((size_t)n + 1)) {
+        snprintf(why, why_size, "%lld strings of %zu bytes: more than an attribute holds", (long long)n, fixed);
+        goto done;
+    }
     mtype = H5Tcopy(H5T_C_S1);
     if (mtype < 0 || H5Tset_size(mtype, vlen > 0 ? H5T_VARIABLE : fixed + 1) < 0 ||
         H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mtype, H5Tget_cset(ftype)) < 0) {
@@ -913,7 +929,8 @@ static void rattr_str(Reader *r, hid_t loc, const char *where, const char *name,
     hid_t a = rattr(r, loc, where, name, H5T_STRING, "a string");
     if (a < 0) return;
     char why[160];
-    if (string_attr_text(a, out, size, ",", why, sizeof why)) rfail(r, "attribute %s of %s: %s", name, where, why);
+    if (string_attr_text(a, r->version < 2, out, size, ",", why, sizeof why))
+        rfail(r, "attribute %s of %s: %s", name, where, why);
     H5Aclose(a);
 }
 
@@ -979,6 +996,8 @@ static hid_t open_checkpoint(Reader *r) {
         else rn_error("%s: not an HDF5 file or truncated", r->path);
         return -1;
     }
+    /* format_version is read before the format string: it says whether strings may be variable-length
+     * (read through the global heap) */
     char format[64];
     const htri_t has_format = H5Aexists(fid, "format");
     if (has_format < 0) {
@@ -986,14 +1005,17 @@ static hid_t open_checkpoint(Reader *r) {
     } else if (has_format == 0) {
         rfail(r, "not a resnet-mpi checkpoint (no format attribute)");
     } else {
+        const htri_t has_version = H5Aexists(fid, "format_version");
+        if (has_version < 0) rfail_h5(r, "attribute format_version of /");
+        r->version = has_version > 0 ? rattr_i64(r, fid, "/", "format_version") : 1;
         rattr_str(r, fid, "/", "format", format, sizeof format);
         if (!r->failed && strcmp(format, CHECKPOINT_FORMAT) != 0)
             rfail(r, "not a resnet-mpi checkpoint (format is '%s')", format);
+        if (!r->failed && has_version == 0) rfail(r, "missing attribute format_version of /");
+        /* version 1 (no checksums) is read as before: its files still load, unverified */
+        if (!r->failed && (r->version < 1 || r->version > CHECKPOINT_FORMAT_VERSION))
+            rfail(r, "format_version %" PRId64 ", this program reads 1 to %d", r->version, CHECKPOINT_FORMAT_VERSION);
     }
-    /* version 1 (no checksums) is read as before: its files still load, unverified */
-    const int64_t version = rattr_i64(r, fid, "/", "format_version");
-    if (!r->failed && (version < 1 || version > CHECKPOINT_FORMAT_VERSION))
-        rfail(r, "format_version %" PRId64 ", this program reads 1 to %d", version, CHECKPOINT_FORMAT_VERSION);
     if (r->failed) {
         H5Fclose(fid);
         return -1;
@@ -1022,7 +1044,7 @@ static herr_t config_attr(hid_t loc, const char *name, const H5A_info_t *info, v
     const hssize_t points = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
     int rc = -1;
     if (cls == H5T_STRING) {
-        rc = string_attr_text(a, value, sizeof value, ",", why, sizeof why);
+        rc = string_attr_text(a, r->version < 2, value, sizeof value, ",", why, sizeof why);
     } else if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && points == 1) {
         if (cls == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_NONE) {
             uint64_t v;
@@ -1269,8 +1291,9 @@ static void *rcolumn(Reader *r, hid_t g, const char *name, hid_t mtype, size_t e
         rfail(r, "/history/%s is not a 1-D %s array", name, cls == H5T_INTEGER ? "integer" : "float");
     } else if (*n >= 0 && points != *n) {
         rfail(r, "/history/%s has %lld entries, the other columns %lld", name, (long long)points, (long long)*n);
-    } else if (points > INT_MAX) {
-        rfail(r, "/history/%s has too many entries", name);
+    } else if (points > INT_MAX || (size_t)points > r->file_size) {
+        /* every entry takes bytes of the file: a longer claim is damage, and memory is not sized by it */
+        rfail(r, "/history/%s has %lld entries, more than the file can hold", name, (long long)points);
     } else if (!(buf = calloc(points ? (size_t)points : 1, elem))) {
         rfail(r, "out of memory");
     } else if (points > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
@@ -1396,10 +1419,13 @@ static herr_t verify_attr(hid_t loc, const char *name, const H5A_info_t *info, v
     const size_t bytes = t >= 0 ? H5Tget_size(t) : 0;
     if (t < 0 || points < 0 || bytes == 0) {
         rfail_attr(r, vw->where, name);
+    } else if ((size_t)points > ATTR_MAX_BYTES / bytes) {
+        rfail(r, "attribute %s of %s claims %lld values of %zu bytes: more than an attribute holds", name,
+              vw->where, (long long)points, bytes);
     } else if (H5Tget_class(t) == H5T_STRING) {
         char text[4096], why[160];
         /* longer than any setting: the read went through even if the text does not fit */
-        if (string_attr_text(a, text, sizeof text, ",", why, sizeof why) && !strstr(why, "longer than"))
+        if (string_attr_text(a, r->version < 2, text, sizeof text, ",", why, sizeof why) && !strstr(why, "longer than"))
             rfail(r, "attribute %s of %s: %s", name, vw->where, why);
     } else if (plain_type(t)) {
         void *buf = calloc((size_t)points ? (size_t)points : 1, bytes);

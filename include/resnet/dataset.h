@@ -22,10 +22,19 @@ typedef struct {
  * class names from batches.meta.txt (when missing, the standard names). Returns 0, or -1 with a one-line
  * rn_error naming the file and what is wrong (missing, wrong size, label out of range). */
 int cifar10_load(const char *dir, int train, ImageSet *out);
+/* The parsers under cifar10_load, over bytes in memory (name stands for the file in messages): `records`
+ * CIFAR-10 records (size must be exactly records x 3073) into labels[records] and pixels[records x 3072];
+ * a batches.meta.txt into ten names. 0 or -1 with rn_error. */
+int cifar10_parse_records(const char *name, const uint8_t *buf, size_t size, size_t records, uint8_t *labels,
+                          uint8_t *pixels);
+int cifar10_parse_class_names(const char *name, const char *text, size_t size, char names[][32]);
 
 /* An IDX pair (images idx3, labels idx1), each gzip-compressed or plain. 0 or -1 with rn_error (bad magic,
  * dimensions, truncated gzip, counts that disagree, label out of range). */
 int idx_load(const char *images_path, const char *labels_path, ImageSet *out);
+/* The same from bytes in memory (the names stand for the files in messages). */
+int idx_parse(const char *images_name, const uint8_t *images, size_t images_size, const char *labels_name,
+              const uint8_t *labels, size_t labels_size, ImageSet *out);
 /* Fashion-MNIST in dir: train-images-idx3-ubyte[.gz] etc. (train=1) or t10k-* (train=0), with its
  * class names. */
 int fashion_mnist_load(const char *dir, int train, ImageSet *out);
