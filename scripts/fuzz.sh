@@ -27,7 +27,7 @@ esac
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -gt 0 ] || { echo "scripts/fuzz.sh: SECONDS must be a positive integer" >&2; exit 2; }
 command -v clang >/dev/null || { echo "scripts/fuzz.sh: needs clang and libclang-rt-14-dev (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 
-build="build-fuzz"
+build="${RESNET_FUZZ_BUILD:-build-fuzz}"   # another folder keeps a long run apart from short ones
 if [ ! -f "$build/build.ninja" ]; then
   CC=clang meson setup "$build" --buildtype=debugoptimized -Dfuzz=true -Db_sanitize=address,undefined \
     -Db_lundef=false >/dev/null
