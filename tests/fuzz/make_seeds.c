@@ -108,7 +108,7 @@ static void cifar10_seeds(const char *dir) {
     write_file(dir, "cifar10", "records.bin", records, sizeof records);
     static const char meta[] = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n";
     write_file(dir, "cifar10", "meta.txt", meta, sizeof meta - 1);
-    static const char crlf[] = "a\r\nb \r\n\r\nc\td\r\ne\r\nf\r\ng\r\nh\r\ni\r\nj";
+    static const char crlf[] = "a\r\nb \r\n\r\nc\td\r\ne\r\nf\r\ng\r\nh\r\ni\r\nj\r\nk";
     write_file(dir, "cifar10", "meta-crlf.txt", crlf, sizeof crlf - 1);
 }
 
