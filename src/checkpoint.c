@@ -969,6 +969,40 @@ static int slurp_file(const char *path, unsigned char **out, size_t *size) {
     return 0;
 }
 
+static uint64_t le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* libhdf5 1.10 trusts the object sizes inside a global heap collection, where format_version 1 kept its
+ * variable-length strings (and which no checksum covers): a damaged size makes it loop for ever or copy
+ * past its buffer (found by fuzzing, tests/fuzz/hdf5-crashes). Every collection in the file ("GCOL",
+ * version 1) is walked here first, the way the library will walk it, and a file whose objects do not
+ * tile their collection is refused. 0, or -1 with rn_error. */
+static int check_global_heaps(const char *path, const unsigned char *image, size_t size) {
+    static const unsigned char signature[8] = {'G', 'C', 'O', 'L', 1, 0, 0, 0};
+    /* object sizes are "lengths": 8 bytes in every file this program writes; others are left to HDF5 */
+    if (size < 16 || memcmp(image, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
+    const unsigned lengths = image[8] >= 2 ? image[10] : image[14];
+    if (lengths != 8) return 0;
+    for (const unsigned char *p = image; (p = memmem(p, size - (size_t)(p - image), signature, 8)); p++) {
+        const size_t at = (size_t)(p - image), left = size - at;
+        const uint64_t total = left >= 16 ? le64(p + 8) : 0;
+        int damaged = total < 16 || total > left;
+        for (uint64_t q = 16; !damaged && total - q >= 16;) {
+            const unsigned index = p[q] | (unsigned)p[q + 1] << 8;
+            const uint64_t bytes = le64(p + q + 8);
+            /* an object's header and data padded to 8 bytes; the free-space object (0) counts its own */
+            const uint64_t need = bytes > total ? 0 : index ? 16 + ((bytes + 7) & ~(uint64_t)7) : bytes;
+            damaged = need < 16 || need > total - q;
+            q += need;
+        }
+        if (damaged) return rn_error("%s: damaged global heap (variable-length strings) at byte %zu", path, at);
+    }
+    return 0;
+}
+
 /* Opens the checkpoint (from r->image, else from the file read whole into memory) and checks that it
  * is one this program reads. The file id, or -1 with rn_error. */
 static hid_t open_checkpoint(Reader *r) {
@@ -981,6 +1015,10 @@ static hid_t open_checkpoint(Reader *r) {
         image = owned;
     }
     r->file_size = size;
+    if (size > 0 && check_global_heaps(r->path, image, size)) {
+        free(owned);
+        return -1;
+    }
     /* a name no file can have: the core driver refuses to open an image under the name of an existing
      * file, and two open images of one name would be taken for the same file */
     static unsigned serial;
