@@ -890,6 +890,24 @@ START_TEST(verify_names_the_damaged_dataset) {
 }
 END_TEST
 
+/* Format-1 files found by fuzzing whose damaged global heap (object sizes) sends libhdf5 1.10.8 into an
+ * endless loop or a wild copy: refused with one line before the library walks the heap. */
+START_TEST(damaged_global_heap_refused) {
+    const char *data = getenv("RESNET_TEST_DATA");
+    ck_assert_ptr_nonnull(data);
+    static const char *const inputs[] = {"h5hg-endless-loop-v1.h5", "h5hg-wild-memcpy-v1.h5", "h5hg-read-segv-v1.h5"};
+    for (int i = 0; i < 3; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/../fuzz/hdf5-crashes/%s", data, inputs[i]);
+        Settings back;
+        ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
+        assert_error_names(path, "damaged global heap (variable-length strings) at byte 2048");
+        ck_assert_int_eq(checkpoint_verify(path, NULL), -1);
+        assert_error_names(path, "damaged global heap");
+    }
+}
+END_TEST
+
 /* ---- format_version 1: what earlier versions wrote ---- */
 
 /* A string attribute as variable-length UTF-8, as format_version 1 stored every string. */
@@ -1110,6 +1128,7 @@ static Suite *checkpoint_suite(void) {
     tcase_add_test(t, flipped_bytes_never_load_silently);
     tcase_add_test(t, verify_names_the_damaged_dataset);
     tcase_add_test(t, format_version_1_still_loads);
+    tcase_add_test(t, damaged_global_heap_refused);
     suite_add_tcase(s, t);
     t = tcase_create("metrics");
     tcase_add_test(t, metrics_lines);
