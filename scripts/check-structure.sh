@@ -27,7 +27,7 @@ readers      cifar10 idx
 imageset     imageset
 distribution dist
 storage-io   h5io
-performance  perf
+performance  perf stall
 util         rng util settings
 '
 

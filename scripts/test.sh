@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh Debian machine: installs the packages it needs when they are missing,
-# builds with meson, runs `meson test`, then runs the unit suites again under ASan + UBSan.
+# builds with meson, runs `meson test`, then runs the unit suites again under ASan + UBSan and fuzzes
+# each file reader for 10 s (scripts/fuzz.sh, clang + libFuzzer).
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    the release build's tests only (no sanitizer build)
+#   scripts/test.sh --quick    the release build's tests only (no sanitizer build, no fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(meson ninja-build pkg-config gcc libopenmpi-dev openmpi-bin libblis-dev libhdf5-dev hdf5-tools
-          check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck)
+          check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck
+          clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,4 +38,6 @@ if [ "${1:-}" != "--quick" ]; then
   meson compile -C build-asan
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     meson test -C build-asan --suite unit --print-errorlogs --num-processes 1 --timeout-multiplier 4
+  # the readers (CIFAR-10, IDX/gzip, checkpoints) under libFuzzer, 10 s each from the committed seeds
+  scripts/fuzz.sh all 10
 fi

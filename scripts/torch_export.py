@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 FORMAT = "resnet-mpi checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)   # 2 adds checksums; the layout a reader sees is the same
 PROG = "torch_export.py"
 
 
@@ -73,8 +73,8 @@ def read_checkpoint(path):
         if fmt != FORMAT:
             raise ExportError(f"{path}: not a resnet-mpi checkpoint (format attribute {fmt!r})")
         version = _plain(f.attrs.get("format_version", "missing"))
-        if version != FORMAT_VERSION:
-            raise ExportError(f"{path}: format_version {version}, this program reads {FORMAT_VERSION}")
+        if version not in FORMAT_VERSIONS:
+            raise ExportError(f"{path}: format_version {version}, this program reads 1 to {FORMAT_VERSIONS[-1]}")
         for group in ("config", "model"):
             if group not in f:
                 raise ExportError(f"{path}: missing group /{group}")

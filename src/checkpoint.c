@@ -78,17 +78,26 @@ void history_free(History *h) {
 
 /* ---- HDF5 plumbing ---------------------------------------------------------------------------------- */
 
+/* The link information the iteration callbacks receive (renamed in HDF5 1.12). */
+#if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && H5_VERS_MINOR >= 12)
+typedef H5L_info2_t LinkInfo;
+#else
+typedef H5L_info_t LinkInfo;
+#endif
+
 static void h5_quiet(void) {
     /* the library's default handler prints a multi-line stack per error; ours are one line */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-typedef struct { char innermost[200]; char system[120]; } H5Cause;
+typedef struct { char innermost[200]; char system[120]; int checksum; } H5Cause;
 
 static herr_t cause_walk(unsigned n, const H5E_error2_t *e, void *data) {
     H5Cause *c = data;
     if (!e->desc) return 0;
     if (n == 0) snprintf(c->innermost, sizeof c->innermost, "%s", e->desc);
+    /* "incorrect metadata checksum ...", "data error detected by Fletcher32 checksum" */
+    if (strstr(e->desc, "checksum")) c->checksum = 1;
     /* the file drivers report failed system calls as "..., error message = 'No space left on device', ..." */
     const char *p = strstr(e->desc, "error message = '");
     if (p && !c->system[0]) {
@@ -99,21 +108,28 @@ static herr_t cause_walk(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
-/* The most telling line of the current HDF5 error stack, which is then cleared. */
+#define CORRUPT_CAUSE "checksum mismatch (the file is corrupt)"
+
+/* The most telling line of the current HDF5 error stack, which is then cleared. A failed checksum
+ * anywhere in the stack wins: it says the bytes are damaged, whatever failed on top of it. */
 static const char *h5_cause(char *buf, size_t size) {
-    H5Cause c = {{0}, {0}};
+    H5Cause c = {{0}, {0}, 0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, cause_walk, &c);
     H5Eclear2(H5E_DEFAULT);
-    snprintf(buf, size, "%s", c.system[0] ? c.system : c.innermost[0] ? c.innermost : "HDF5 error");
+    snprintf(buf, size, "%s", c.checksum ? CORRUPT_CAUSE : c.system[0] ? c.system : c.innermost[0] ? c.innermost : "HDF5 error");
     for (char *p = buf; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
     return buf;
 }
 
-static hid_t string_type(void) {
-    /* variable-length UTF-8: empty strings are allowed and h5py returns them as str */
+/* Fixed-length UTF-8 of `length` bytes (at least one), padded with NULs: a fixed-length string lives
+ * in its attribute's object header, which the format's metadata checksum covers, where a
+ * variable-length one would sit in the global heap, which no checksum covers. h5py returns these as
+ * bytes. */
+static hid_t string_type(size_t length) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    if (t >= 0 && (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
+    if (t >= 0 && (H5Tset_size(t, length ? length : 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0 ||
+                   H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
         H5Tclose(t);
         return -1;
     }
@@ -134,6 +150,28 @@ static double float_as_decimal(float x) {
     return strtod(rn_format_float(buf, sizeof buf, x), NULL);
 }
 
+/* A file access list for a file that lives in memory only: HDF5's core driver without a backing store,
+ * holding a copy of image when one is given. HDF5 never opens, locks or writes a checkpoint on disk
+ * itself (our own read(2) and write(2) do), so HDF5's file locking, which fails on many NFS and Lustre
+ * mounts, never comes into play; it is switched off as well where the library lets us say so. */
+static hid_t memory_fapl(const void *image, size_t size) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    herr_t st = H5Pset_fapl_core(fapl, 1 << 20, 0);
+    /* STRONG: closing the file closes whatever an error path left open */
+    if (st >= 0) st = H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+#if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && (H5_VERS_MINOR > 12 || (H5_VERS_MINOR == 12 && H5_VERS_RELEASE >= 1) || \
+                                               (H5_VERS_MINOR == 10 && H5_VERS_RELEASE >= 7)))
+    if (st >= 0) st = H5Pset_file_locking(fapl, 0, 1);
+#endif
+    if (st >= 0 && image) st = H5Pset_file_image(fapl, (void *)image, size);
+    if (st < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
 /* ---- writing ---------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -148,11 +186,21 @@ static void wfail(Writer *w, const char *what) {
     w->failed = 1;
 }
 
+/* Links and attributes are kept "compact", inside the group's object header, however many there are:
+ * the header's checksum then covers them, and HDF5 1.10 never parses the "dense" storage (fractal heap
+ * and B-trees), whose error paths crash the library on damaged input (a SEGV in H5G__dense_iterate). */
+#define COMPACT_MAX 65535
+
+static herr_t keep_compact(hid_t gcpl) {
+    if (H5Pset_link_phase_change(gcpl, COMPACT_MAX, COMPACT_MAX) < 0) return -1;
+    return H5Pset_attr_phase_change(gcpl, COMPACT_MAX, COMPACT_MAX);
+}
+
 static hid_t wgroup(Writer *w, hid_t parent, const char *name, const char *display, int ordered_attrs) {
     if (w->failed) return -1;
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
     hid_t g = -1;
-    if (gcpl >= 0 && H5Pset_obj_track_times(gcpl, 0) >= 0 &&
+    if (gcpl >= 0 && H5Pset_obj_track_times(gcpl, 0) >= 0 && keep_compact(gcpl) >= 0 &&
         (!ordered_attrs || H5Pset_attr_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) >= 0))
         g = H5Gcreate2(parent, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     if (gcpl >= 0) H5Pclose(gcpl);
@@ -202,39 +250,48 @@ static void wattr_f64(Writer *w, hid_t loc, const char *where, const char *name,
 
 static void wattr_str(Writer *w, hid_t loc, const char *where, const char *name, const char *s) {
     if (w->failed) return;
-    hid_t t = string_type();
-    wattr_scalar(w, loc, where, name, t, t, &s);
+    const size_t n = strlen(s);
+    hid_t t = string_type(n);
+    /* an empty string is one NUL byte: a fixed-length type cannot be empty */
+    wattr_scalar(w, loc, where, name, t, t, n ? s : "");
     H5Tclose(t);
 }
 
-/* "a,b,c" as a 1-D array of strings (a class name cannot contain a comma). */
+/* "a,b,c" as a 1-D array of strings (a class name cannot contain a comma), each padded to the longest. */
 static void wattr_str_list(Writer *w, hid_t loc, const char *where, const char *name, const char *csv) {
     if (w->failed) return;
-    char *copy = strdup(csv);
-    size_t n = 1;
-    for (const char *p = csv; *p; p++) n += *p == ',';
-    const char **items = malloc(sizeof(char *) * n);
-    if (!copy || !items) {
-        free(copy);
-        free(items);
+    size_t n = 1, longest = 1, run = 0;
+    for (const char *p = csv;; p++) {
+        if (*p == ',' || !*p) {
+            if (run > longest) longest = run;
+            run = 0;
+            if (!*p) break;
+            n++;
+        } else {
+            run++;
+        }
+    }
+    char *items = calloc(n, longest);
+    if (!items) {
         rn_error("%s: out of memory", w->path);
         w->failed = 1;
         return;
     }
     size_t k = 0;
-    for (char *p = copy;; p++) {
-        items[k++] = p;
-        p = strchr(p, ',');
-        if (!p) break;
-        *p = '\0';
+    for (const char *p = csv; *p; p++) {
+        if (*p == ',') {
+            run = 0;
+            k++;
+        } else {
+            items[k * longest + run++] = *p;
+        }
     }
     hsize_t dims[1] = {n};
-    hid_t space = H5Screate_simple(1, dims, NULL), t = string_type();
+    hid_t space = H5Screate_simple(1, dims, NULL), t = string_type(longest);
     wattr(w, loc, where, name, t, t, space, items);
     H5Tclose(t);
     H5Sclose(space);
     free(items);
-    free(copy);
 }
 
 /* Decimal integer or decimal floating-point syntax only: strtod alone would also take "inf", "nan" and
@@ -299,13 +356,22 @@ static void wsetting(Writer *w, hid_t g, const Setting *s) {
     wattr_str(w, g, "/config", s->key, s->value);
 }
 
-static hid_t wdcpl(Writer *w, int chunked, hsize_t chunk) {
+/* Every dataset carries a checksum: arrays are chunked (one chunk per tensor) with the Fletcher32
+ * filter, verified by HDF5 on every read; a scalar is stored compact, inside its object header, which
+ * the format's metadata checksum covers. */
+static hid_t wdcpl(int ndim, const hsize_t *dims, int extendible) {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (dcpl >= 0 && H5Pset_obj_track_times(dcpl, 0) < 0) {
-        H5Pclose(dcpl);
-        return -1;
+    if (dcpl < 0) return -1;
+    herr_t st = H5Pset_obj_track_times(dcpl, 0);
+    if (st >= 0 && ndim == 0) {
+        st = H5Pset_layout(dcpl, H5D_COMPACT);
+    } else if (st >= 0) {
+        hsize_t chunk[H5S_MAX_RANK];
+        for (int i = 0; i < ndim; i++) chunk[i] = extendible ? 256 : dims[i];
+        st = H5Pset_chunk(dcpl, ndim, chunk);
+        if (st >= 0) st = H5Pset_fletcher32(dcpl);
     }
-    if (dcpl >= 0 && chunked && H5Pset_chunk(dcpl, 1, &chunk) < 0) {
+    if (st < 0) {
         H5Pclose(dcpl);
         return -1;
     }
@@ -320,7 +386,7 @@ static void wdataset(Writer *w, hid_t loc, const char *where, const char *name, 
     /* history: chunked with an unlimited extent, so an empty one is a valid dataset and h5py users can
      * grow it */
     hid_t space = ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, dims, extendible ? maxdims : NULL);
-    hid_t dcpl = wdcpl(w, extendible, 256);
+    hid_t dcpl = wdcpl(ndim, dims, extendible);
     if (space >= 0 && dcpl >= 0) {
         hid_t d = H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         if (d >= 0) {
@@ -477,15 +543,65 @@ static int split_path(const char *path, char *dir, size_t dir_size, const char *
     return **base ? 0 : -1;
 }
 
+/* Bob Jenkins' lookup3 hash (hashlittle, public domain), the checksum of HDF5's metadata. */
+static uint32_t rotl32(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+static uint32_t lookup3(const unsigned char *k, size_t length) {
+    uint32_t w[3];
+    w[0] = w[1] = w[2] = 0xdeadbeefu + (uint32_t)length;
+    for (;;) {
+        const size_t n = length < 12 ? length : 12;
+        if (n == 0) return w[2];
+        for (size_t i = 0; i < n; i++) w[i / 4] += (uint32_t)k[i] << (8 * (i % 4));
+        uint32_t a = w[0], b = w[1], c = w[2];
+        if (length > 12) {
+            a -= c; a ^= rotl32(c, 4); c += b;
+            b -= a; b ^= rotl32(a, 6); a += c;
+            c -= b; c ^= rotl32(b, 8); b += a;
+            a -= c; a ^= rotl32(c, 16); c += b;
+            b -= a; b ^= rotl32(a, 19); a += c;
+            c -= b; c ^= rotl32(b, 4); b += a;
+            w[0] = a;
+            w[1] = b;
+            w[2] = c;
+            length -= 12;
+            k += 12;
+            continue;
+        }
+        c ^= b; c -= rotl32(b, 14);
+        a ^= c; a -= rotl32(c, 11);
+        b ^= a; b -= rotl32(a, 25);
+        c ^= b; c -= rotl32(b, 16);
+        a ^= c; a -= rotl32(c, 4);
+        b ^= a; b -= rotl32(a, 14);
+        c ^= b; c -= rotl32(b, 24);
+        return c;
+    }
+}
+
+/* HDF5 1.10's H5Fget_file_image clears the status flags of a version 3 superblock (the file is open for
+ * writing while its image is taken) without updating the superblock's checksum, so the image would fail
+ * its own check. The checksum is written again over the bytes as they are: a no-op where the library
+ * already got it right. Superblock 2/3: signature, version, offset and length sizes, flags, four
+ * addresses, then the checksum. */
+static void seal_superblock(unsigned char *image, size_t size) {
+    if (size < 12 || image[8] < 2) return;
+    const size_t covered = 12 + 4 * (size_t)image[9];
+    if (covered + 4 > size) return;
+    const uint32_t sum = lookup3(image, covered);
+    for (int i = 0; i < 4; i++) image[covered + i] = (unsigned char)(sum >> (8 * i));
+}
+
 /* The whole file built in memory (HDF5's core driver, no backing store): HDF5 then never meets an I/O
  * error, which it handles badly (a file whose close failed stays open and crashes the library at
  * exit), and our own write(2) reports a full disk in plain words. A checkpoint is a few MB. */
 static void *build_image(Writer *w, const char *name, const Model *m, const Optimizer *opt, const TrainState *ts,
                          const History *h, const Settings *settings, size_t *size) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE), fid = -1;
-    /* STRONG: closing the file closes whatever an error path left open */
-    if (fapl >= 0 && fcpl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) >= 0 &&
-        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 && H5Pset_obj_track_times(fcpl, 0) >= 0)
+    hid_t fapl = memory_fapl(NULL, 0), fcpl = H5Pcreate(H5P_FILE_CREATE), fid = -1;
+    /* the 1.10 format puts a checksum on every piece of metadata (superblock v3, object headers v2,
+     * the chunk index inside the header); the 1.8 default has none */
+    if (fapl >= 0 && fcpl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST) >= 0 &&
+        H5Pset_obj_track_times(fcpl, 0) >= 0 && keep_compact(fcpl) >= 0)
         /* the name only identifies the in-memory file; a unique one never clashes with a file open in
          * this process under the target's name */
         fid = H5Fcreate(name, H5F_ACC_TRUNC, fcpl, fapl);
@@ -514,6 +630,7 @@ static void *build_image(Writer *w, const char *name, const Model *m, const Opti
     }
     if (!w->failed && H5Fget_file_image(fid, image, (size_t)n) != n) wfail(w, "(file image)");
     H5Fclose(fid);
+    if (!w->failed) seal_superblock(image, (size_t)n);
     if (w->failed) {
         free(image);
         return NULL;
@@ -623,7 +740,11 @@ int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, con
 /* ---- reading ---------------------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *path;
+    const char *path;     /* the file, or the name an image in memory goes by: every message starts with it */
+    const void *image;    /* the file's bytes, when the caller has them (else the file is read) */
+    size_t image_size;
+    size_t file_size;     /* bytes of the file opened */
+    int64_t version;      /* its format_version, once known (0 before) */
     int failed;
 } Reader;
 
@@ -641,39 +762,72 @@ static void rfail(Reader *r, const char *fmt, ...) {
     r->failed = 1;
 }
 
+/* A failed HDF5 call on `what` (an object of the file, by its path): damaged bytes say so in the same
+ * words wherever they are found; anything else says what could not be read and why. */
 static void rfail_h5(Reader *r, const char *what) {
     if (r->failed) return;
     char cause[256];
     h5_cause(cause, sizeof cause);
-    rfail(r, "cannot read %s: %s", what, cause);
+    if (!strcmp(cause, CORRUPT_CAUSE)) rfail(r, "%s: %s", what, cause);
+    else rfail(r, "cannot read %s: %s", what, cause);
+}
+
+/* An object that would not open as `kind`: damaged, or something else by that name. */
+static void rfail_kind(Reader *r, const char *what, const char *kind) {
+    if (r->failed) return;
+    char cause[256];
+    h5_cause(cause, sizeof cause);
+    if (!strcmp(cause, CORRUPT_CAUSE)) rfail(r, "%s: %s", what, cause);
+    else rfail(r, "%s is not a %s", what, kind);
+}
+
+static void join_path(char *out, size_t size, const char *where, const char *name) {
+    snprintf(out, size, "%s%s%s", where, strcmp(where, "/") ? "/" : "", name);
 }
 
 /* An existing child object of loc; a missing one is reported as `kind` ("group", "dataset"). */
 static int rexists(Reader *r, hid_t loc, const char *where, const char *name, const char *kind) {
     if (r->failed) return 0;
+    char what[256];
+    join_path(what, sizeof what, where, name);
     htri_t ex = H5Lexists(loc, name, H5P_DEFAULT);
     if (ex > 0) return 1;
-    rfail(r, "missing %s %s%s%s", kind, where, strcmp(where, "/") ? "/" : "", name);
+    if (ex < 0) rfail_h5(r, what);
+    else rfail(r, "missing %s %s", kind, what);
     return 0;
 }
 
 static hid_t rgroup(Reader *r, hid_t loc, const char *where, const char *name) {
     if (!rexists(r, loc, where, name, "group")) return -1;
     hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
-    if (g < 0) rfail(r, "%s%s%s is not a group", where, strcmp(where, "/") ? "/" : "", name);
+    if (g < 0) {
+        char what[256];
+        join_path(what, sizeof what, where, name);
+        rfail_kind(r, what, "group");
+    }
     return g;
+}
+
+static void rfail_attr(Reader *r, const char *where, const char *name) {
+    char what[256];
+    snprintf(what, sizeof what, "attribute %s of %s", name, where);
+    rfail_h5(r, what);
 }
 
 /* An open scalar attribute of the given type class (H5T_NO_CLASS: any), or -1. */
 static hid_t rattr(Reader *r, hid_t loc, const char *where, const char *name, H5T_class_t want, const char *desc) {
     if (r->failed) return -1;
-    if (H5Aexists(loc, name) <= 0) {
-        rfail(r, "missing attribute %s of %s", name, where);
+    char what[256];
+    snprintf(what, sizeof what, "attribute %s of %s", name, where);
+    const htri_t exists = H5Aexists(loc, name);
+    if (exists <= 0) {
+        if (exists < 0) rfail_h5(r, what);
+        else rfail(r, "missing %s", what);
         return -1;
     }
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) {
-        rfail_h5(r, name);
+        rfail_h5(r, what);
         return -1;
     }
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -695,7 +849,7 @@ static int64_t rattr_i64(Reader *r, hid_t loc, const char *where, const char *na
     int64_t v = 0;
     hid_t a = rattr(r, loc, where, name, H5T_INTEGER, "an integer");
     if (a < 0) return 0;
-    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) rfail_h5(r, name);
+    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) rfail_attr(r, where, name);
     H5Aclose(a);
     return v;
 }
@@ -713,14 +867,17 @@ static double rattr_f64(Reader *r, hid_t loc, const char *where, const char *nam
     double v = 0;
     hid_t a = rattr(r, loc, where, name, H5T_FLOAT, "a number");
     if (a < 0) return 0;
-    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) rfail_h5(r, name);
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) rfail_attr(r, where, name);
     H5Aclose(a);
     return v;
 }
 
+#define ATTR_MAX_BYTES ((size_t)1 << 20)
+
 /* The strings of a string attribute (scalar or 1-D), fixed or variable length, joined by sep.
  * 0, or -1 with a reason in why. */
-static int string_attr_text(hid_t a, char *out, size_t size, const char *sep, char *why, size_t why_size) {
+static int string_attr_text(hid_t a, int allow_vlen, char *out, size_t size, const char *sep, char *why,
+                            size_t why_size) {
     hid_t ftype = H5Aget_type(a), space = H5Aget_space(a), mtype = -1;
     int rc = -1;
     hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
@@ -731,6 +888,18 @@ static int string_attr_text(hid_t a, char *out, size_t size, const char *sep, ch
     }
     const htri_t vlen = H5Tis_variable_str(ftype);
     const size_t fixed = vlen > 0 ? 0 : H5Tget_size(ftype);
+    /* variable-length strings live in the global heap, which no checksum covers and whose parser in
+     * libhdf5 1.10 crashes on damaged input: only format_version 1 wrote them */
+    if (vlen > 0 && !allow_vlen) {
+        snprintf(why, why_size, "a variable-length string, which this format version does not use");
+        goto done;
+    }
+    /* an attribute lives in an object header (64 KiB a message): a larger claim is damage, and memory
+     * is not sized by it */
+    if ((size_t)n > ATTR_MAX_BYTES || fixed > ATTR_MAX_BYTES / ((size_t)n + 1)) {
+        snprintf(why, why_size, "%lld strings of %zu bytes: more than an attribute holds", (long long)n, fixed);
+        goto done;
+    }
     mtype = H5Tcopy(H5T_C_S1);
     if (mtype < 0 || H5Tset_size(mtype, vlen > 0 ? H5T_VARIABLE : fixed + 1) < 0 ||
         H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mtype, H5Tget_cset(ftype)) < 0) {
@@ -775,44 +944,132 @@ static void rattr_str(Reader *r, hid_t loc, const char *where, const char *name,
     hid_t a = rattr(r, loc, where, name, H5T_STRING, "a string");
     if (a < 0) return;
     char why[160];
-    if (string_attr_text(a, out, size, ",", why, sizeof why)) rfail(r, "attribute %s of %s: %s", name, where, why);
+    if (string_attr_text(a, r->version < 2, out, size, ",", why, sizeof why))
+        rfail(r, "attribute %s of %s: %s", name, where, why);
     H5Aclose(a);
 }
 
-/* Opens the file, checks that it is a checkpoint this program reads. The file id, or -1 with rn_error. */
+/* The whole file in memory: 0, or -1 with rn_error in the system's own words (missing, unreadable,
+ * not a regular file). */
+static int slurp_file(const char *path, unsigned char **out, size_t *size) {
+    /* refuses a FIFO or a folder before open() could block on it */
+    int fd = rn_open_regular(path);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return rn_error("%s: not a regular file", path);
+    }
+    const size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf) {
+        close(fd);
+        return rn_error("%s: out of memory for its %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            const int e = k < 0 ? errno : 0;
+            free(buf);
+            close(fd);
+            if (e) return rn_error("%s: read error: %s", path, strerror(e));
+            return rn_error("%s: shrank while being read", path);
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    *out = buf;
+    *size = n;
+    return 0;
+}
+
+static uint64_t le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* libhdf5 1.10 trusts the object sizes inside a global heap collection, where format_version 1 kept its
+ * variable-length strings (and which no checksum covers): a damaged size makes it loop for ever or copy
+ * past its buffer (found by fuzzing, tests/fuzz/hdf5-crashes). Every collection in the file ("GCOL",
+ * version 1) is walked here first, the way the library will walk it, and a file whose objects do not
+ * tile their collection is refused. 0, or -1 with rn_error. */
+static int check_global_heaps(const char *path, const unsigned char *image, size_t size) {
+    static const unsigned char signature[8] = {'G', 'C', 'O', 'L', 1, 0, 0, 0};
+    /* object sizes are "lengths": 8 bytes in every file this program writes; others are left to HDF5 */
+    if (size < 16 || memcmp(image, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
+    const unsigned lengths = image[8] >= 2 ? image[10] : image[14];
+    if (lengths != 8) return 0;
+    for (const unsigned char *p = image; (p = memmem(p, size - (size_t)(p - image), signature, 8)); p++) {
+        const size_t at = (size_t)(p - image), left = size - at;
+        const uint64_t total = left >= 16 ? le64(p + 8) : 0;
+        int damaged = total < 16 || total > left;
+        for (uint64_t q = 16; !damaged && total - q >= 16;) {
+            const unsigned index = p[q] | (unsigned)p[q + 1] << 8;
+            const uint64_t bytes = le64(p + q + 8);
+            /* an object's header and data padded to 8 bytes; the free-space object (0) counts its own */
+            const uint64_t need = bytes > total ? 0 : index ? 16 + ((bytes + 7) & ~(uint64_t)7) : bytes;
+            damaged = need < 16 || need > total - q;
+            q += need;
+        }
+        if (damaged) return rn_error("%s: damaged global heap (variable-length strings) at byte %zu", path, at);
+    }
+    return 0;
+}
+
+/* Opens the checkpoint (from r->image, else from the file read whole into memory) and checks that it
+ * is one this program reads. The file id, or -1 with rn_error. */
 static hid_t open_checkpoint(Reader *r) {
     h5_quiet();
-    /* the system's own answer for a missing or unreadable file, before HDF5 turns it into a generic one;
-     * a FIFO is refused here rather than left to block H5Fopen */
-    int fd = rn_open_regular(r->path);
-    if (fd < 0) return -1;
-    close(fd);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-#if H5_VERS_MAJOR > 1 || (H5_VERS_MAJOR == 1 && (H5_VERS_MINOR > 12 || (H5_VERS_MINOR == 12 && H5_VERS_RELEASE >= 1) || \
-                                               (H5_VERS_MINOR == 10 && H5_VERS_RELEASE >= 7)))
-    /* parallel file systems mounted without flock (Lustre, NFS) would fail the open on the lock alone,
-     * which would then read as "not an HDF5 file" */
-    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
-#endif
-    hid_t fid = H5Fopen(r->path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) H5Pclose(fapl);
-    if (fid < 0) {
-        H5Eclear2(H5E_DEFAULT);
-        rn_error("%s: not an HDF5 file or truncated", r->path);
+    unsigned char *owned = NULL;
+    const void *image = r->image;
+    size_t size = r->image_size;
+    if (!image) {
+        if (slurp_file(r->path, &owned, &size)) return -1;
+        image = owned;
+    }
+    r->file_size = size;
+    if (size > 0 && check_global_heaps(r->path, image, size)) {
+        free(owned);
         return -1;
     }
+    /* a name no file can have: the core driver refuses to open an image under the name of an existing
+     * file, and two open images of one name would be taken for the same file */
+    static unsigned serial;
+    char name[64];
+    snprintf(name, sizeof name, "/dev/null/resnet-mpi-image-%u", serial++);
+    hid_t fapl = size > 0 ? memory_fapl(image, size) : -1;
+    free(owned);   /* the access list holds its own copy */
+    hid_t fid = fapl >= 0 ? H5Fopen(name, H5F_ACC_RDONLY, fapl) : -1;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (fid < 0) {
+        char cause[256];
+        if (!strcmp(h5_cause(cause, sizeof cause), CORRUPT_CAUSE)) rn_error("%s: superblock: %s", r->path, cause);
+        else rn_error("%s: not an HDF5 file or truncated", r->path);
+        return -1;
+    }
+    /* format_version is read before the format string: it says whether strings may be variable-length
+     * (read through the global heap) */
     char format[64];
-    if (H5Aexists(fid, "format") <= 0) {
+    const htri_t has_format = H5Aexists(fid, "format");
+    if (has_format < 0) {
+        rfail_h5(r, "attribute format of /");
+    } else if (has_format == 0) {
         rfail(r, "not a resnet-mpi checkpoint (no format attribute)");
     } else {
+        const htri_t has_version = H5Aexists(fid, "format_version");
+        if (has_version < 0) rfail_h5(r, "attribute format_version of /");
+        r->version = has_version > 0 ? rattr_i64(r, fid, "/", "format_version") : 1;
         rattr_str(r, fid, "/", "format", format, sizeof format);
         if (!r->failed && strcmp(format, CHECKPOINT_FORMAT) != 0)
             rfail(r, "not a resnet-mpi checkpoint (format is '%s')", format);
+        if (!r->failed && has_version == 0) rfail(r, "missing attribute format_version of /");
+        /* version 1 (no checksums) is read as before: its files still load, unverified */
+        if (!r->failed && (r->version < 1 || r->version > CHECKPOINT_FORMAT_VERSION))
+            rfail(r, "format_version %" PRId64 ", this program reads 1 to %d", r->version, CHECKPOINT_FORMAT_VERSION);
     }
-    const int64_t version = rattr_i64(r, fid, "/", "format_version");
-    if (!r->failed && version != CHECKPOINT_FORMAT_VERSION)
-        rfail(r, "format_version %" PRId64 ", this program reads %d", version, CHECKPOINT_FORMAT_VERSION);
     if (r->failed) {
         H5Fclose(fid);
         return -1;
@@ -833,7 +1090,7 @@ static herr_t config_attr(hid_t loc, const char *name, const H5A_info_t *info, v
     char value[sizeof cw->settings->items[0].value], why[160] = "";
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) {
-        rfail_h5(r, name);
+        rfail_attr(r, "/config", name);
         return -1;
     }
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -841,7 +1098,7 @@ static herr_t config_attr(hid_t loc, const char *name, const H5A_info_t *info, v
     const hssize_t points = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
     int rc = -1;
     if (cls == H5T_STRING) {
-        rc = string_attr_text(a, value, sizeof value, ",", why, sizeof why);
+        rc = string_attr_text(a, r->version < 2, value, sizeof value, ",", why, sizeof why);
     } else if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && points == 1) {
         if (cls == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_NONE) {
             uint64_t v;
@@ -888,17 +1145,28 @@ static void read_config(Reader *r, hid_t fid, Settings *settings) {
     if (gcpl >= 0) H5Pclose(gcpl);
     ConfigWalk cw = {r, settings};
     hsize_t idx = 0;
-    if (H5Aiterate2(g, index, H5_ITER_INC, &idx, config_attr, &cw) < 0) rfail_h5(r, "/config");
+    /* native order: in the creation-order index that is creation order, and HDF5 walks its B-tree
+     * rather than building a sorted table first (see check_no_extras) */
+    if (H5Aiterate2(g, index, H5_ITER_NATIVE, &idx, config_attr, &cw) < 0) rfail_h5(r, "/config");
     H5Gclose(g);
 }
 
-int checkpoint_read_settings(const char *path, Settings *settings) {
-    Reader r = {.path = path, .failed = 0};
-    hid_t fid = open_checkpoint(&r);
+static int read_settings(Reader *r, Settings *settings) {
+    hid_t fid = open_checkpoint(r);
     if (fid < 0) return -1;
-    read_config(&r, fid, settings);
+    read_config(r, fid, settings);
     H5Fclose(fid);
-    return r.failed ? -1 : 0;
+    return r->failed ? -1 : 0;
+}
+
+int checkpoint_read_settings(const char *path, Settings *settings) {
+    Reader r = {.path = path};
+    return read_settings(&r, settings);
+}
+
+int checkpoint_image_read_settings(const char *name, const void *image, size_t size, Settings *settings) {
+    Reader r = {.path = name, .image = image, .image_size = size};
+    return read_settings(&r, settings);
 }
 
 /* ---- tensors ---- */
@@ -906,7 +1174,11 @@ int checkpoint_read_settings(const char *path, Settings *settings) {
 static hid_t rdataset(Reader *r, hid_t loc, const char *where, const char *name) {
     if (!rexists(r, loc, where, name, "dataset")) return -1;
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) rfail(r, "%s/%s is not a dataset", where, name);
+    if (d < 0) {
+        char what[256];
+        join_path(what, sizeof what, where, name);
+        rfail_kind(r, what, "dataset");
+    }
     return d;
 }
 
@@ -944,8 +1216,10 @@ static void rtensor(Reader *r, hid_t loc, const char *where, const TensorInfo *t
     if (rank_ok) H5Sget_simple_extent_dims(s, dims, NULL);
     int same = rank_ok && ndim == ti->ndim;
     for (int i = 0; same && i < ndim; i++) same = dims[i] == want[i];
+    char what[256];
+    join_path(what, sizeof what, where, ti->name);
     if (ndim < 0) {
-        rfail_h5(r, ti->name);
+        rfail_h5(r, what);
     } else if (!same) {
         char got[96], exp[96];
         format_shape(got, sizeof got, rank_ok ? ndim : 0, dims);
@@ -954,8 +1228,6 @@ static void rtensor(Reader *r, hid_t loc, const char *where, const TensorInfo *t
     } else if (H5Tget_class(t) != H5T_FLOAT) {
         rfail(r, "%s/%s is not floating point", where, ti->name);
     } else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, base + ti->offset) < 0) {
-        char what[160];
-        snprintf(what, sizeof what, "%s/%s", where, ti->name);
         rfail_h5(r, what);
     } else {
         check_tensor_values(r, where, ti, base + ti->offset);
@@ -972,8 +1244,11 @@ static int64_t rscalar_i64(Reader *r, hid_t loc, const char *where, const char *
     hid_t s = H5Dget_space(d), t = H5Dget_type(d);
     if (s < 0 || t < 0 || H5Sget_simple_extent_npoints(s) != 1 || H5Tget_class(t) != H5T_INTEGER)
         rfail(r, "%s/%s is not a single integer", where, name);
-    else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0)
-        rfail_h5(r, name);
+    else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0) {
+        char what[256];
+        join_path(what, sizeof what, where, name);
+        rfail_h5(r, what);
+    }
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
     H5Dclose(d);
@@ -992,23 +1267,30 @@ static int model_has(const Model *m, const char *name) {
     return 0;
 }
 
+typedef struct {
+    Reader *r;
+    const Model *m;
+} ExtrasWalk;
+
+static herr_t check_one(hid_t g, const char *name, const LinkInfo *info, void *data) {
+    (void)g;
+    (void)info;
+    ExtrasWalk *ew = data;
+    if (model_has(ew->m, name)) return 0;
+    rfail(ew->r, "/model/%.200s is not a tensor of this model (%s, depth %d)", name,
+          ew->m->cfg.arch == ARCH_PAPER ? "paper" : "seed", ew->m->cfg.depth);
+    return 1;
+}
+
 /* Every entry of /model must be one of the model's: a file of another architecture is refused even
  * when it happens to hold all of this model's names. */
 static void check_no_extras(Reader *r, hid_t g, const Model *m) {
     if (r->failed) return;
-    H5G_info_t info;
-    if (H5Gget_info(g, &info) < 0) {
-        rfail_h5(r, "/model");
-        return;
-    }
-    for (hsize_t i = 0; i < info.nlinks && !r->failed; i++) {
-        char name[256];
-        ssize_t n = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
-        if (n < 0) rfail_h5(r, "/model");
-        else if ((size_t)n >= sizeof name || !model_has(m, name))
-            rfail(r, "/model/%s is not a tensor of this model (%s, depth %d)", name,
-                  m->cfg.arch == ARCH_PAPER ? "paper" : "seed", m->cfg.depth);
-    }
+    ExtrasWalk ew = {r, m};
+    hsize_t idx = 0;
+    /* native order: any other makes HDF5 build a table of the links first, whose error path frees
+     * entries it never filled when the group's storage is damaged */
+    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, check_one, &ew) < 0) rfail_h5(r, "/model");
 }
 
 static void read_model(Reader *r, hid_t fid, const Model *m, float *params, float *buffers, int64_t *tracked) {
@@ -1183,8 +1465,9 @@ static void *rcolumn(Reader *r, hid_t g, const char *name, hid_t mtype, size_t e
         rfail(r, "/history/%s is not a 1-D %s array", name, cls == H5T_INTEGER ? "integer" : "float");
     } else if (*n >= 0 && points != *n) {
         rfail(r, "/history/%s has %lld entries, the other columns %lld", name, (long long)points, (long long)*n);
-    } else if (points > INT_MAX) {
-        rfail(r, "/history/%s has too many entries", name);
+    } else if (points > INT_MAX || (size_t)points > r->file_size) {
+        /* every entry takes bytes of the file: a longer claim is damage, and memory is not sized by it */
+        rfail(r, "/history/%s has %lld entries, more than the file can hold", name, (long long)points);
     } else if (!(buf = calloc(points ? (size_t)points : 1, elem))) {
         rfail(r, "out of memory");
     } else if (points > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
@@ -1222,8 +1505,8 @@ static void read_history(Reader *r, hid_t fid, History *out) {
     out->count = out->capacity = (int)n;
 }
 
-int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h) {
-    Reader r = {.path = path, .failed = 0};
+static int read_checkpoint(Reader *rd, Model *m, Optimizer *opt, TrainState *ts, History *h) {
+    Reader r = *rd;
     hid_t fid = open_checkpoint(&r);
     if (fid < 0) return -1;
 
@@ -1267,4 +1550,143 @@ int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, 
     free(buffers);
     free(state);
     return r.failed ? -1 : 0;
+}
+
+int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h) {
+    Reader r = {.path = path};
+    return read_checkpoint(&r, m, opt, ts, h);
+}
+
+int checkpoint_image_read(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
+                          TrainState *ts, History *h) {
+    Reader r = {.path = name, .image = image, .image_size = size};
+    return read_checkpoint(&r, m, opt, ts, h);
+}
+
+/* ---- verification ----------------------------------------------------------------------------------- */
+
+/* Reading every byte of every dataset and attribute makes HDF5 check every checksum of the file:
+ * Fletcher32 on the data, the metadata checksums on the headers that hold attributes, scalars and chunk
+ * indexes. A file of format_version 1 has none of these; its check only proves that it parses. */
+
+typedef struct {
+    Reader *r;
+    const char *where;   /* the object's path, for messages */
+    size_t limit;        /* bytes a dataset may claim before it is refused */
+} VerifyWalk;
+
+/* Types whose values live outside the object (variable-length data, references) are not read: our
+ * files hold none, and their reading owes memory back to HDF5. */
+static int plain_type(hid_t t) {
+    return t >= 0 && H5Tis_variable_str(t) == 0 && H5Tdetect_class(t, H5T_VLEN) == 0 &&
+           H5Tdetect_class(t, H5T_REFERENCE) == 0;
+}
+
+static herr_t verify_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
+    (void)info;
+    VerifyWalk *vw = data;
+    Reader *r = vw->r;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) {
+        rfail_attr(r, vw->where, name);
+        return -1;
+    }
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+    const hssize_t points = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    const size_t bytes = t >= 0 ? H5Tget_size(t) : 0;
+    if (t < 0 || points < 0 || bytes == 0) {
+        rfail_attr(r, vw->where, name);
+    } else if ((size_t)points > ATTR_MAX_BYTES / bytes) {
+        rfail(r, "attribute %s of %s claims %lld values of %zu bytes: more than an attribute holds", name,
+              vw->where, (long long)points, bytes);
+    } else if (H5Tget_class(t) == H5T_STRING) {
+        char text[4096], why[160];
+        /* longer than any setting: the read went through even if the text does not fit */
+        if (string_attr_text(a, r->version < 2, text, sizeof text, ",", why, sizeof why) && !strstr(why, "longer than"))
+            rfail(r, "attribute %s of %s: %s", name, vw->where, why);
+    } else if (plain_type(t)) {
+        void *buf = calloc((size_t)points ? (size_t)points : 1, bytes);
+        if (!buf) rfail(r, "out of memory");
+        else if (points > 0 && H5Aread(a, t, buf) < 0) rfail_attr(r, vw->where, name);
+        free(buf);
+    }
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Aclose(a);
+    return r->failed ? -1 : 0;
+}
+
+static void verify_dataset(VerifyWalk *vw, hid_t d) {
+    Reader *r = vw->r;
+    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+    const hssize_t points = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    const size_t elem = t >= 0 ? H5Tget_size(t) : 0;
+    if (points < 0 || elem == 0) {
+        rfail_h5(r, vw->where);
+    } else if (plain_type(t) && points > 0) {
+        if ((size_t)points > vw->limit / elem) {
+            rfail(r, "%s claims %lld values of %zu bytes, more than the file can hold", vw->where,
+                  (long long)points, elem);
+        } else {
+            void *buf = malloc((size_t)points * elem);
+            if (!buf) rfail(r, "out of memory for %s", vw->where);
+            else if (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) rfail_h5(r, vw->where);
+            free(buf);
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+}
+
+static void verify_attributes(VerifyWalk *vw, hid_t obj) {
+    hsize_t idx = 0;
+    if (!vw->r->failed && H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, verify_attr, vw) < 0)
+        rfail_h5(vw->r, vw->where);
+}
+
+static herr_t verify_link(hid_t root, const char *name, const LinkInfo *info, void *data) {
+    VerifyWalk *walk = data;
+    Reader *r = walk->r;
+    /* soft and external links lead elsewhere (another file, even): only what the file holds is checked */
+    if (info->type != H5L_TYPE_HARD) return 0;
+    char where[512];
+    snprintf(where, sizeof where, "/%s", name);
+    VerifyWalk vw = {r, where, walk->limit};
+    hid_t obj = H5Oopen(root, name, H5P_DEFAULT);
+    if (obj < 0) {
+        rfail_h5(r, where);
+        return -1;
+    }
+    verify_attributes(&vw, obj);
+    if (!r->failed && H5Iget_type(obj) == H5I_DATASET) verify_dataset(&vw, obj);
+    H5Oclose(obj);
+    return r->failed ? -1 : 0;
+}
+
+static int verify(Reader *r, long *step) {
+    hid_t fid = open_checkpoint(r);
+    if (fid < 0) return -1;
+    /* a dataset may be larger than the file only by compression, which our files do not use */
+    const size_t limit = r->file_size * 4 + ((size_t)1 << 20);
+    VerifyWalk vw = {r, "/", limit};
+    verify_attributes(&vw, fid);
+    if (!r->failed && H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_NATIVE, verify_link, &vw) < 0) rfail_h5(r, "/");
+    if (!r->failed && step) {
+        const htri_t has_train = H5Lexists(fid, "train", H5P_DEFAULT);
+        hid_t g = has_train > 0 ? rgroup(r, fid, "/", "train") : -1;
+        *step = g >= 0 ? (long)rattr_i64(r, g, "/train", "step") : -1;
+        if (g >= 0) H5Gclose(g);
+    }
+    H5Fclose(fid);
+    return r->failed ? -1 : 0;
+}
+
+int checkpoint_verify(const char *path, long *step) {
+    Reader r = {.path = path};
+    return verify(&r, step);
+}
+
+int checkpoint_image_verify(const char *name, const void *image, size_t size, long *step) {
+    Reader r = {.path = name, .image = image, .image_size = size};
+    return verify(&r, step);
 }

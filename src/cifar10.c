@@ -4,6 +4,7 @@
 #include "resnet/cifar10.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,12 +78,20 @@ static int read_batch(const char *path, int first, ImageSet *out, uint8_t *buf) 
         if (read_failed) return rn_error("%s: read error: %s", path, strerror(e));
         return rn_error("%s: read %zu of %zu bytes", path, got, expected);
     }
-    for (int i = 0; i < CIFAR_PER_FILE; i++) {
-        const uint8_t *rec = buf + (size_t)i * CIFAR_RECORD;
+    return cifar10_parse_records(path, buf, expected, CIFAR_PER_FILE, out->labels + first,
+                                 out->pixels + (size_t)first * CIFAR_PIXELS);
+}
+
+int cifar10_parse_records(const char *name, const uint8_t *buf, size_t size, size_t records, uint8_t *labels,
+                          uint8_t *pixels) {
+    if (records > SIZE_MAX / CIFAR_RECORD || size != records * CIFAR_RECORD)
+        return rn_error("%s: %zu bytes, expected %zu records of %d", name, size, records, CIFAR_RECORD);
+    for (size_t i = 0; i < records; i++) {
+        const uint8_t *rec = buf + i * CIFAR_RECORD;
         if (rec[0] >= CIFAR_CLASSES)
-            return rn_error("%s: record %d has label %u, expected 0..%d", path, i, rec[0], CIFAR_CLASSES - 1);
-        out->labels[first + i] = rec[0];
-        memcpy(out->pixels + (size_t)(first + i) * CIFAR_PIXELS, rec + 1, CIFAR_PIXELS);
+            return rn_error("%s: record %zu has label %u, expected 0..%d", name, i, rec[0], CIFAR_CLASSES - 1);
+        labels[i] = rec[0];
+        memcpy(pixels + i * CIFAR_PIXELS, rec + 1, CIFAR_PIXELS);
     }
     return 0;
 }
@@ -90,6 +99,28 @@ static int read_batch(const char *path, int first, ImageSet *out, uint8_t *buf) 
 /* batches.meta.txt: one name a line; the official file ends with blank lines, so blank lines are skipped.
  * A file that is there but does not hold exactly ten usable names is an error rather than a silent
  * fallback, since the names end up in reports. */
+int cifar10_parse_class_names(const char *name, const char *text, size_t size, char names[][32]) {
+    int k = 0, lineno = 0;
+    for (size_t at = 0; at < size;) {
+        const char *line = text + at, *nl = memchr(line, '\n', size - at);
+        size_t n = nl ? (size_t)(nl - line) : size - at;
+        at += n + (nl != NULL);
+        lineno++;
+        if (memchr(line, '\0', n)) return rn_error("%s: line %d is not text (a NUL byte)", name, lineno);
+        while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+        if (n == 0) continue;
+        if (k == CIFAR_CLASSES) return rn_error("%s: more than %d class names", name, CIFAR_CLASSES);
+        if (n >= 32) return rn_error("%s: line %d: class name longer than %d characters", name, lineno, 31);
+        memcpy(names[k], line, n);
+        names[k++][n] = '\0';
+    }
+    if (k != CIFAR_CLASSES) return rn_error("%s: %d class names, expected %d", name, k, CIFAR_CLASSES);
+    return 0;
+}
+
+/* A names file is a few hundred bytes: anything beyond this is not one. */
+#define CLASS_NAMES_MAX_BYTES 65536
+
 static int read_class_names(const char *dir, ImageSet *out) {
     char path[4096];
     join(path, sizeof path, dir, "batches.meta.txt");
@@ -99,28 +130,14 @@ static int read_class_names(const char *dir, ImageSet *out) {
         for (int k = 0; k < CIFAR_CLASSES; k++) snprintf(out->class_names[k], sizeof out->class_names[k], "%s", cifar_names[k]);
         return 0;
     }
-    char line[256];
-    int k = 0, lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        if (n == sizeof line - 1 && line[n - 1] != '\n') {
-            rc = rn_error("%s: line %d is too long for a class name", path, lineno);
-            break;
-        }
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
-            line[--n] = '\0';
-        if (n == 0) continue;
-        if (k == CIFAR_CLASSES)
-            rc = rn_error("%s: more than %d class names", path, CIFAR_CLASSES);
-        else if (n >= sizeof out->class_names[0])
-            rc = rn_error("%s: line %d: class name longer than %zu characters", path, lineno,
-                          sizeof out->class_names[0] - 1);
-        else
-            memcpy(out->class_names[k++], line, n + 1);
-    }
-    if (rc == 0 && ferror(f)) rc = rn_error("%s: read error", path);
-    if (rc == 0 && k != CIFAR_CLASSES) rc = rn_error("%s: %d class names, expected %d", path, k, CIFAR_CLASSES);
+    char *text = malloc(CLASS_NAMES_MAX_BYTES + 1);
+    const size_t n = text ? fread(text, 1, CLASS_NAMES_MAX_BYTES + 1, f) : 0;
+    int rc = 0;
+    if (!text) rc = rn_error("%s: out of memory", path);
+    else if (ferror(f)) rc = rn_error("%s: read error", path);
+    else if (n > CLASS_NAMES_MAX_BYTES) rc = rn_error("%s: larger than %d bytes: not a list of class names", path, CLASS_NAMES_MAX_BYTES);
+    else rc = cifar10_parse_class_names(path, text, n, out->class_names);
+    free(text);
     fclose(f);
     return rc;
 }

@@ -24,6 +24,8 @@
 #define DEPTH_MAX 1202
 /* Generous but finite, so that epochs * steps_per_epoch and friends cannot overflow a long. */
 #define STEP_LIMIT 1000000000000L
+/* a week: beyond that a deadline is a typo, and MPI_Wtime arithmetic stays exact */
+#define TIMEOUT_MAX_S 604800.0
 
 /* ---- the settings table ----------------------------------------------------------------------------- */
 
@@ -42,6 +44,7 @@ typedef enum {
     DEPTH,           /* int 6n+2 from 8 to DEPTH_MAX */
     EVAL_EVERY,      /* int > 0, or "epoch" stored as 0 */
     MILESTONES,      /* increasing steps "S1,S2,..." into milestones[] and num_milestones */
+    SECONDS,         /* double 0..hi, or "auto" stored as -1 */
 } ValueType;
 
 /* Where a row applies: the subcommands that take it on the command line, and SAVED when the checkpoint's
@@ -149,6 +152,8 @@ static const SettingDef table[] = {
      "seed of initialisation, epoch order and augmentation (default 0)"},
     {"threads", F(threads), INT, 0, 1024, NULL, ALL | SAVED, "0", NULL, G_MACHINE, "N",
      "compute threads per rank, 0..1024 (default 0: the node's cores / its ranks)"},
+    {"timeout", F(timeout), SECONDS, 0, TIMEOUT_MAX_S, NULL, ALL, "auto", NULL, G_MACHINE, "S|auto",
+     "stall watchdog: a collective not complete in S seconds names the ranks that\nhave not arrived and ends the job (exit 3); 0 turns it off (default auto:\nthe larger of 120 s and 20 times the median step, validation or checkpoint)"},
     {"checkpoint-dir", F(checkpoint_dir), PATH, 0, 0, NULL, ALL | SAVED, "checkpoints", NULL, G_OUTPUT, "DIR",
      "where last.h5, best.h5 and metrics.jsonl go (default checkpoints)"},
     {"checkpoint-every", F(checkpoint_every), LONG, 0, STEP_LIMIT, NULL, ALL | SAVED, "0", NULL, G_OUTPUT, "N",
@@ -273,6 +278,20 @@ static int parse_depth(const char *v, int *out) {
     return 0;
 }
 
+static int parse_seconds(const char *flag, const char *v, double hi, double *out) {
+    if (!strcmp(v, "auto")) {
+        *out = -1;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    const double x = strtod(v, &end);
+    if (!v[0] || v[0] == ' ' || *end || errno == ERANGE || !(x >= 0 && x <= hi))
+        return rn_error("--%s: '%s' is not a number of seconds from 0 (off) to %.0f, or 'auto'", flag, v, hi);
+    *out = x;
+    return 0;
+}
+
 static int parse_eval_every(const char *v, int *out) {
     long x;
     if (!strcmp(v, "epoch")) x = 0;
@@ -353,6 +372,7 @@ static int set_value(Config *c, const SettingDef *d, const char *v) {
     case DEPTH: return parse_depth(v, as_int);
     case EVAL_EVERY: return parse_eval_every(v, as_int);
     case MILESTONES: return parse_milestones(k, v, &c->num_milestones, c->milestones);
+    case SECONDS: return parse_seconds(k, v, d->hi, field);
     }
     return rn_error("--%s: no parser for its type", k);
 }
@@ -391,6 +411,10 @@ static const char *format_value(const Config *c, const SettingDef *d, char *buf,
         for (int i = 0; i < c->num_milestones; i++)
             snprintf(buf + strlen(buf), size - strlen(buf), "%s%ld", i ? "," : "", c->milestones[i]);
         if (!buf[0]) snprintf(buf, size, "none");
+        break;
+    case SECONDS:
+        if (*(const double *)field < 0) snprintf(buf, size, "auto");
+        else snprintf(buf, size, "%.17g", *(const double *)field);
         break;
     }
     return buf;
@@ -624,6 +648,7 @@ void config_usage(FILE *out) {
           "              the checkpoint resumed or evaluated (--arch, --depth, --dataset), or an output path\n"
           "              (--checkpoint-dir not a folder, or holding a run without --resume or --overwrite;\n"
           "              --metrics a folder)\n"
+          "            3 stalled: a collective did not complete within --timeout (the ranks missing named)\n"
           "            75 stopped by a signal: after writing a checkpoint, or during start-up before\n"
           "              writing anything (either way continue with --resume auto)\n",
           out);
@@ -642,6 +667,7 @@ static size_t field_bytes(ValueType t) {
     case PATH:
     case PATH_OR_EMPTY: return 0;
     case MILESTONES: return sizeof(long) * SCHED_MAX_MILESTONES;
+    case SECONDS: return sizeof(double);
     default: return sizeof(int);   /* flags, ints and enums */
     }
 }

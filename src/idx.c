@@ -27,7 +27,9 @@ static const char *const fashion_names[IDX_CLASSES] = {
  * gzclose_r returns Z_OK, so a truncated download would pass. Driving inflate ourselves makes reaching
  * Z_STREAM_END, which inflate only returns after checking the trailer, a condition of success. */
 typedef struct {
-    FILE *f;
+    FILE *f;           /* the file; NULL when the bytes are in memory */
+    const uint8_t *mem;
+    size_t mem_left;
     const char *path;
     int gz;            /* gzip stream (else plain bytes) */
     int zinit;         /* inflateInit2 succeeded: inflateEnd owed */
@@ -40,6 +42,14 @@ typedef struct {
 /* Next chunk of the file into the input buffer once it is used up: bytes available, 0 at end, -1 on error. */
 static int refill(Source *s) {
     if (s->zs.avail_in) return 1;
+    if (!s->f) {
+        const size_t n = s->mem_left < UINT_MAX ? s->mem_left : UINT_MAX;
+        s->zs.next_in = (Bytef *)s->mem;   /* zlib only reads through next_in */
+        s->zs.avail_in = (uInt)n;
+        s->mem += n;
+        s->mem_left -= n;
+        return n > 0;
+    }
     const size_t n = fread(s->in, 1, sizeof s->in, s->f);
     if (n == 0 && ferror(s->f)) return rn_error("%s: read error: %s", s->path, strerror(errno));
     s->zs.next_in = s->in;
@@ -47,19 +57,32 @@ static int refill(Source *s) {
     return n > 0;
 }
 
+/* Reads the first bytes: a gzip stream is told apart by its magic. */
+static int source_start(Source *s) {
+    if (refill(s) < 0) return -1;
+    s->gz = s->zs.avail_in >= 2 && s->zs.next_in[0] == 0x1f && s->zs.next_in[1] == 0x8b;
+    if (s->gz) {
+        /* 16 + MAX_WBITS: gzip wrapper only, so that the trailer is required and checked */
+        if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK) return rn_error("%s: cannot start zlib", s->path);
+        s->zinit = 1;
+    }
+    return 0;
+}
+
 static int source_open(Source *s, const char *path) {
     memset(s, 0, sizeof *s);
     s->path = path;
     s->f = rn_fopen_regular(path);
     if (!s->f) return -1;
-    if (refill(s) < 0) return -1;
-    s->gz = s->zs.avail_in >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b;
-    if (s->gz) {
-        /* 16 + MAX_WBITS: gzip wrapper only, so that the trailer is required and checked */
-        if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK) return rn_error("%s: cannot start zlib", path);
-        s->zinit = 1;
-    }
-    return 0;
+    return source_start(s);
+}
+
+static int source_memory(Source *s, const char *name, const uint8_t *bytes, size_t size) {
+    memset(s, 0, sizeof *s);
+    s->path = name;
+    s->mem = bytes;
+    s->mem_left = size;
+    return source_start(s);
 }
 
 static void source_close(Source *s) {
@@ -148,23 +171,52 @@ static int expect_end(Source *s) {
     return 0;
 }
 
-int idx_load(const char *images_path, const char *labels_path, ImageSet *out) {
-    memset(out, 0, sizeof *out);
-    /* on the heap: each source holds a 64 KiB buffer, too much for a small thread stack */
-    Source *src = calloc(2, sizeof *src);
-    if (!src) return rn_error("out of memory opening %s", images_path);
-    Source *fi = &src[0], *fl = &src[1];
+/* Exactly n payload bytes into a buffer grown as they arrive: the header's promise alone (up to 2^31
+ * images of 1024x1024 pixels) never decides how much memory is taken, only data that is really there. */
+static int read_payload(Source *s, const char *what, size_t n, uint8_t **out) {
+    size_t cap = n < ((size_t)1 << 20) ? n : (size_t)1 << 20, done = 0;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    if (!buf) return rn_error("%s: out of memory", s->path);
+    while (done < n) {
+        if (done == cap) {
+            const size_t grown = cap > n / 2 ? n : 2 * cap;
+            uint8_t *p = realloc(buf, grown);
+            if (!p) {
+                free(buf);
+                return rn_error("%s: out of memory for %zu %s bytes", s->path, n, what);
+            }
+            buf = p;
+            cap = grown;
+        }
+        const size_t want = cap - done;
+        const long got = source_read(s, buf + done, want);
+        if (got < 0) {
+            free(buf);
+            return -1;
+        }
+        done += (size_t)got;
+        if ((size_t)got < want) break;   /* the data ended */
+    }
+    if (done < n) {
+        free(buf);
+        return rn_error("%s: truncated%s: %zu of %zu %s bytes", s->path, s->gz && !s->member_end ? " gzip stream" : "",
+                        done, n, what);
+    }
+    *out = buf;
+    return 0;
+}
+
+static int idx_read(Source *fi, Source *fl, ImageSet *out) {
+    const char *images_path = fi->path, *labels_path = fl->path;
     uint32_t idims[3] = {0}, ldims[1] = {0};
-    int rc = source_open(fi, images_path);
-    if (rc == 0) rc = source_open(fl, labels_path);
-    if (rc == 0) rc = read_header(fi, IDX_IMAGES_MAGIC, 3, idims);
+    int rc = read_header(fi, IDX_IMAGES_MAGIC, 3, idims);
     if (rc == 0) rc = read_header(fl, IDX_LABELS_MAGIC, 1, ldims);
     if (rc == 0 && (idims[1] != idims[2] || idims[1] == 0 || idims[1] > IDX_MAX_SIDE))
         rc = rn_error("%s: images of %ux%u pixels, expected square images of 1..%d pixels", images_path, idims[1],
                       idims[2], IDX_MAX_SIDE);
     if (rc == 0 && (idims[0] == 0 || idims[0] > INT_MAX))
         rc = rn_error("%s: %u images, expected 1..%d", images_path, idims[0], INT_MAX);
-    /* checked before the payload is allocated and read: a mismatched pair fails at once */
+    /* checked before the payload is read: a mismatched pair fails at once */
     if (rc == 0 && ldims[0] != idims[0])
         rc = rn_error("%s: %u labels, but %s holds %u images", labels_path, ldims[0], images_path, idims[0]);
     const size_t count = idims[0], pixels = (size_t)idims[1] * idims[2];
@@ -173,21 +225,43 @@ int idx_load(const char *images_path, const char *labels_path, ImageSet *out) {
         out->channels = 1;
         out->size = (int)idims[1];
         out->classes = IDX_CLASSES;
-        out->pixels = malloc(count * pixels);
-        out->labels = malloc(count);
-        if (!out->pixels || !out->labels)
-            rc = rn_error("%s: out of memory for %zu images of %zu bytes", images_path, count, pixels);
+        rc = read_payload(fi, "image", count * pixels, &out->pixels);
     }
-    if (rc == 0) rc = read_exact(fi, "image", out->pixels, count * pixels);
     if (rc == 0) rc = expect_end(fi);
-    if (rc == 0) rc = read_exact(fl, "label", out->labels, count);
+    if (rc == 0) rc = read_payload(fl, "label", count, &out->labels);
     if (rc == 0) rc = expect_end(fl);
     for (size_t i = 0; rc == 0 && i < count; i++)
         if (out->labels[i] >= IDX_CLASSES)
             rc = rn_error("%s: record %zu has label %u, expected 0..%d", labels_path, i, out->labels[i],
                           IDX_CLASSES - 1);
-    source_close(fi);
-    source_close(fl);
+    return rc;
+}
+
+int idx_load(const char *images_path, const char *labels_path, ImageSet *out) {
+    memset(out, 0, sizeof *out);
+    /* on the heap: each source holds a 64 KiB buffer, too much for a small thread stack */
+    Source *src = calloc(2, sizeof *src);
+    if (!src) return rn_error("%s: out of memory", images_path);
+    int rc = source_open(&src[0], images_path);
+    if (rc == 0) rc = source_open(&src[1], labels_path);
+    if (rc == 0) rc = idx_read(&src[0], &src[1], out);
+    source_close(&src[0]);
+    source_close(&src[1]);
+    free(src);
+    if (rc != 0) imageset_free(out);
+    return rc;
+}
+
+int idx_parse(const char *images_name, const uint8_t *images, size_t images_size, const char *labels_name,
+              const uint8_t *labels, size_t labels_size, ImageSet *out) {
+    memset(out, 0, sizeof *out);
+    Source *src = calloc(2, sizeof *src);
+    if (!src) return rn_error("%s: out of memory", images_name);
+    int rc = source_memory(&src[0], images_name, images, images_size);
+    if (rc == 0) rc = source_memory(&src[1], labels_name, labels, labels_size);
+    if (rc == 0) rc = idx_read(&src[0], &src[1], out);
+    source_close(&src[0]);
+    source_close(&src[1]);
     free(src);
     if (rc != 0) imageset_free(out);
     return rc;

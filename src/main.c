@@ -4,6 +4,7 @@
 
 #include "resnet/config.h"
 #include "resnet/dist.h"
+#include "resnet/stall.h"
 #include "resnet/trainer.h"
 #include "resnet/util.h"
 
@@ -27,6 +28,8 @@ int main(int argc, char **argv) {
         return rc > 0 ? EXIT_OK : EXIT_USAGE;
     }
     signals_install(strcmp(cfg.command, "train") == 0);
+    /* the trainer moves an automatic deadline with the run's pace; until then, the floor */
+    dist_set_timeout(cfg.timeout < 0 ? STALL_FLOOR_S : cfg.timeout);
     int code;
     if (strcmp(cfg.command, "eval") == 0) code = eval_main(&cfg);
     else if (strcmp(cfg.command, "bench") == 0) code = bench_main(&cfg);

@@ -24,6 +24,7 @@
 #include "resnet/optim.h"
 #include "resnet/perf.h"
 #include "resnet/resnet.h"
+#include "resnet/stall.h"
 #include "resnet/util.h"
 
 /* ---- pieces shared by the subcommands -------------------------------------------------------------- */
@@ -375,6 +376,7 @@ typedef struct {
     long fault_step;          /* RESNET_FAULT_STEP (-1: none) and the rank that fails there */
     int fault_rank;
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
+    StallClock pace;          /* durations that set the stall deadline under --timeout auto */
 } Run;
 
 static void run_free(Run *r) {
@@ -392,11 +394,60 @@ static void run_free(Run *r) {
     rn_free(r->labels);
 }
 
+/* The checkpoint of folder that passes checkpoint_verify and is furthest on: best.h5 or a --keep
+ * snapshot (step-XXXXXXXX.h5). Its path into out and 1, or 0 when none passes. */
+static int newest_verified(const char *folder, char *out, size_t size) {
+    long newest = -1;
+    char candidate[1024];
+    long step;
+    if ((size_t)snprintf(candidate, sizeof candidate, "%s/best.h5", folder) < sizeof candidate &&
+        access(candidate, F_OK) == 0 && checkpoint_verify(candidate, &step) == 0 && step > newest) {
+        newest = step;
+        snprintf(out, size, "%s", candidate);
+    }
+    DIR *dir = opendir(folder);
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        long n;
+        char tail[8];
+        if (sscanf(e->d_name, "step-%ld.%7s", &n, tail) != 2 || strcmp(tail, "h5") != 0) continue;
+        if ((size_t)snprintf(candidate, sizeof candidate, "%s/%s", folder, e->d_name) >= sizeof candidate) continue;
+        /* a snapshot wins a tie with best.h5: it is the one last.h5 was */
+        if (checkpoint_verify(candidate, &step) == 0 && step >= newest) {
+            newest = step;
+            snprintf(out, size, "%s", candidate);
+        }
+    }
+    if (dir) closedir(dir);
+    return newest >= 0;
+}
+
+/* --resume auto: a last.h5 that fails its checksums (or does not parse) is replaced by the newest
+ * checkpoint of the folder that passes, and rank 0 says so; when none passes, last.h5 stays and its
+ * read fails with the damage named. Rank 0 reads the files; every rank gets its choice. Collective. */
+static void fall_back_if_damaged(const char *folder, char *path, size_t size) {
+    char chosen[1024];
+    snprintf(chosen, sizeof chosen, "%s", path);
+    if (dist_rank() == 0 && checkpoint_verify(path, NULL) != 0) {
+        char damage[1024];
+        snprintf(damage, sizeof damage, "%s", rn_last_error());
+        if (newest_verified(folder, chosen, sizeof chosen))
+            fprintf(stderr, "resnet_mpi: warning: %s; resuming from %s instead\n", damage, chosen);
+        else
+            fprintf(stderr, "resnet_mpi: warning: %s; no best.h5 or step-*.h5 in %s passes its checksums either\n",
+                    damage, folder);
+    }
+    dist_bcast(chosen, sizeof chosen, 0);
+    snprintf(path, size, "%s", chosen);
+}
+
 static int resolve_resume(const Config *cfg, char *path, size_t size) {
     if (!cfg->resume[0]) return 0;
     if (strcmp(cfg->resume, "auto") == 0) {
         snprintf(path, size, "%s/last.h5", cfg->checkpoint_dir);
-        return access(path, F_OK) == 0;
+        if (access(path, F_OK) != 0) return 0;
+        fall_back_if_damaged(cfg->checkpoint_dir, path, size);
+        return 1;
     }
     snprintf(path, size, "%s", cfg->resume);
     return 1;
@@ -620,12 +671,32 @@ static void keep_snapshot(Run *r, const char *path) {
     }
 }
 
+/* RESNET_FAULT_HANG_STEP=N (tests): rank RESNET_FAULT_RANK (default 0) blocks for good in the first
+ * checkpoint write at or after step N, as on a hung file system; the stall watchdog must end the job. */
+static void maybe_hang_in_write(long step) {
+    static long hang_step = -2;
+    static int hang_rank = 0;
+    if (hang_step == -2) {
+        const char *s = getenv("RESNET_FAULT_HANG_STEP"), *rk = getenv("RESNET_FAULT_RANK");
+        hang_step = s ? atol(s) : -1;
+        hang_rank = rk ? atoi(rk) : 0;
+    }
+    if (hang_step < 0 || step < hang_step || dist_rank() != hang_rank) return;
+    fprintf(stderr, "resnet_mpi: rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)\n",
+            dist_rank(), step);
+    for (;;) pause();   /* signals interrupt pause, not the hang */
+}
+
 /* Rank 0 writes path (and, with --keep, a numbered hard link to it); every rank learns whether it
  * worked. Collective. */
 static int save_checkpoint(Run *r, const char *path, int snapshot) {
     int failed = 0;
+    char doing[64];
+    snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
+    dist_set_activity(doing);
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
+    maybe_hang_in_write(r->ts.step);
     if (dist_rank() == 0) {
         r->ts.elapsed_s = r->elapsed_before + timer_elapsed_total();
         failed = checkpoint_write(path, &r->model, &r->opt, &r->ts, &r->history, &r->settings) != 0;
@@ -647,6 +718,9 @@ static void print_progress(Run *r, long batch, double loss, double images_per_s)
  * -1 on a failure every rank agrees on. Collective. */
 static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_start_step) {
     Config *cfg = r->cfg;
+    char doing[64];
+    snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
+    dist_set_activity(doing);
     perf_start(PERF_VALIDATION);
     const double acc = evaluate_records(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                         cfg->bn_eval, NULL);
@@ -768,6 +842,12 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     return loss;
 }
 
+/* Under --timeout auto the stall deadline follows the run's own pace, which every rank measures. */
+static void note_pace(Run *r, StallKind kind, double started) {
+    stall_clock_add(&r->pace, kind, rn_now() - started);
+    if (r->cfg->timeout < 0) dist_set_timeout(stall_clock_timeout(&r->pace));
+}
+
 static int final_test(Run *r) {
     const int k = r->model.cfg.classes;
     long *confusion = calloc((size_t)k * k, sizeof *confusion);
@@ -871,7 +951,12 @@ int train_main(Config *cfg) {
         dataset_epoch_order(r->order, r->num_train, cfg->seed, (int)r->ts.epoch);
         while (r->ts.batch_in_epoch < r->steps_per_epoch) {
             StepStatus status;
+            char doing[32];
+            snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
+            dist_set_activity(doing);
+            double started = rn_now();
             const double loss = train_step(r, r->ts.batch_in_epoch, &status);
+            note_pace(r, STALL_STEP, started);
             if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
                 report_divergence(r, status, loss);
                 exit_code = EXIT_FAILED;
@@ -895,12 +980,16 @@ int train_main(Config *cfg) {
             if (eval_now) {
                 /* the report names the epoch the batch belonged to */
                 if (epoch_end) r->ts.epoch--;
+                started = rn_now();
                 const int v = validate(r, batch, run_start, run_start_step);
+                note_pace(r, STALL_VALIDATION, started);
                 if (epoch_end) r->ts.epoch++;
                 if (v < 0) { exit_code = EXIT_FAILED; stop = 1; break; }
                 if (v > 0) { stop = 1; break; }
             } else if (cfg->checkpoint_every > 0 && r->ts.step % cfg->checkpoint_every == 0) {
+                started = rn_now();
                 if (save_checkpoint(r, r->last_path, 1)) { exit_code = EXIT_FAILED; stop = 1; break; }
+                note_pace(r, STALL_CHECKPOINT, started);
             }
             if (status == STEP_SIGNAL) {
                 exit_code = stop_for_signal(r);
@@ -916,6 +1005,7 @@ int train_main(Config *cfg) {
         }
     }
     perf_stop(PERF_TOTAL);
+    dist_set_activity("end of training");
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
     if (!stop) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "epochs");
@@ -924,6 +1014,7 @@ int train_main(Config *cfg) {
     }
     if (exit_code == EXIT_OK) {
         if (rank0 && !cfg->quiet) print_stop_line(r);
+        dist_set_activity("final test");
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,

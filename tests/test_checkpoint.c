@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -630,15 +631,15 @@ START_TEST(wrong_format_version) {
     good_file(path, &s);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
-    const int64_t two = 2;
-    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &two), 0);
+    const int64_t three = 3;
+    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &three), 0);
     H5Aclose(a);
     H5Fclose(f);
     ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
-    assert_error_names(path, "format_version 2, this program reads 1");
+    assert_error_names(path, "format_version 3, this program reads 1 to 2");
     Settings back;
     ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
-    assert_error_names(path, "format_version 2, this program reads 1");
+    assert_error_names(path, "format_version 3, this program reads 1 to 2");
     free_state(&s);
     free_state(&t);
     remove_tmpdir();
@@ -844,6 +845,326 @@ START_TEST(keep_checkpoints) {
 }
 END_TEST
 
+/* ---- checksums -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    haddr_t start[64];
+    hsize_t size[64];
+    int count;
+} ChunkRanges;
+
+/* Where the raw data of the file lies: the chunks of every dataset, found through HDF5. */
+static void collect_chunks(hid_t loc, ChunkRanges *out) {
+    H5G_info_t info;
+    ck_assert_int_ge(H5Gget_info(loc, &info), 0);
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        char name[256];
+        ck_assert_int_gt(H5Lget_name_by_idx(loc, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT), 0);
+        hid_t obj = H5Oopen(loc, name, H5P_DEFAULT);
+        ck_assert_int_ge(obj, 0);
+        if (H5Iget_type(obj) == H5I_GROUP) {
+            collect_chunks(obj, out);
+        } else {
+            hsize_t chunks = 0;
+            hid_t space = H5Dget_space(obj);
+            H5Dget_num_chunks(obj, space, &chunks);   /* 0 for a compact dataset */
+            for (hsize_t c = 0; c < chunks && out->count < 64; c++) {
+                haddr_t addr;
+                hsize_t size;
+                ck_assert_int_ge(H5Dget_chunk_info(obj, space, c, NULL, NULL, &addr, &size), 0);
+                out->start[out->count] = addr;
+                out->size[out->count++] = size;
+            }
+            H5Sclose(space);
+            /* more chunks than the table holds: the rest count as metadata, which only shifts the mix */
+        }
+        H5Oclose(obj);
+    }
+}
+
+static int in_chunks(const ChunkRanges *r, size_t pos) {
+    for (int i = 0; i < r->count; i++)
+        if (pos >= r->start[i] && pos < r->start[i] + r->size[i]) return 1;
+    return 0;
+}
+
+static void assert_same_settings(const Settings *a, const Settings *b) {
+    ck_assert_int_eq(a->count, b->count);
+    for (int i = 0; i < a->count; i++) {
+        ck_assert_str_eq(a->items[i].key, b->items[i].key);
+        ck_assert_str_eq(a->items[i].value, b->items[i].value);
+    }
+}
+
+/* A random byte of a checkpoint changed, 100 times, half of them in raw data and half elsewhere
+ * (metadata, padding): every read either fails with one line naming the file, or gives back exactly
+ * what was written; and checkpoint_verify never passes a file that reads differently. */
+START_TEST(flipped_bytes_never_load_silently) {
+    make_tmpdir();
+    State s;
+    char path[512], flipped[512];
+    in_tmp(path, sizeof path, "last.h5");
+    in_tmp(flipped, sizeof flipped, "flipped.h5");
+    good_file(path, &s);
+    Settings want;
+    ck_assert_int_eq(checkpoint_read_settings(path, &want), 0);
+    long size;
+    unsigned char *original = slurp(path, &size), *copy = malloc((size_t)size);
+    ChunkRanges chunks = {.count = 0};
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    collect_chunks(f, &chunks);
+    H5Fclose(f);
+    ck_assert_int_gt(chunks.count, 40);
+
+    const char *seed_text = getenv("RESNET_FLIP_SEED");
+    const unsigned seed = seed_text ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL);
+    srand(seed);
+    fprintf(stderr, "flipped bytes: seed %u (RESNET_FLIP_SEED=%u repeats this run)\n", seed, seed);
+    int detected = 0, other_errors = 0, identical = 0;
+    for (int i = 0; i < 100; i++) {
+        size_t pos;
+        do pos = ((size_t)rand() << 16 ^ (size_t)rand()) % (size_t)size;
+        while (in_chunks(&chunks, pos) != (i % 2));
+        memcpy(copy, original, (size_t)size);
+        copy[pos] ^= (unsigned char)(1 + rand() % 255);
+        FILE *out = fopen(flipped, "wb");
+        ck_assert_int_eq(fwrite(copy, 1, (size_t)size, out), (size_t)size);
+        fclose(out);
+
+        if (getenv("RESNET_FLIP_DEBUG")) fprintf(stderr, "flip %d: byte %zu\n", i, pos);
+        const int verified = checkpoint_verify(flipped, NULL) == 0;
+        char verify_msg[1024];
+        snprintf(verify_msg, sizeof verify_msg, "%s", rn_last_error());
+        /* what the program loads: /config first (resume, eval), then the state */
+        State t;
+        Settings back;
+        int rc = checkpoint_read_settings(flipped, &back);
+        if (rc == 0) rc = read_into_fresh(flipped, ARCH_PAPER, OPT_ADAM, 10, &t);
+        else memset(&t, 0, sizeof t);
+        if (rc == 0) {
+            assert_same_state(&s, &t);
+            assert_same_settings(&want, &back);
+            identical++;
+        } else {
+            /* "FILE: ..." on one line */
+            assert_error_names(flipped, ":");
+            if (strstr(rn_last_error(), "checksum mismatch")) detected++;
+            else other_errors++;
+            ck_assert_msg(!verified, "seed %u, byte %zu: verified, but the load failed: %s", seed, pos,
+                          rn_last_error());
+        }
+        if (!verified) {
+            ck_assert_msg(strncmp(verify_msg, flipped, strlen(flipped)) == 0 && !strchr(verify_msg, '\n'),
+                          "verify: %s", verify_msg);
+        }
+        free_state(&t);
+    }
+    printf("flipped bytes (seed %u): %d caught by a checksum, %d other errors, %d loads identical\n", seed,
+           detected, other_errors, identical);
+    ck_assert_int_ge(detected, 50);   /* every data flip at least */
+    free(original);
+    free(copy);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+START_TEST(verify_names_the_damaged_dataset) {
+    make_tmpdir();
+    State s;
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    good_file(path, &s);
+    long step = 0;
+    ck_assert_msg(checkpoint_verify(path, &step) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(step, s.ts.step);
+    /* one value of fc.weight changed in place, behind HDF5's back */
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/model/fc.weight", H5P_DEFAULT);
+    haddr_t addr;
+    hid_t space = H5Dget_space(d);
+    ck_assert_int_ge(H5Dget_chunk_info(d, space, 0, NULL, NULL, &addr, NULL), 0);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+    long size;
+    unsigned char *bytes = slurp(path, &size);
+    bytes[addr + 100] ^= 0x40;
+    FILE *out = fopen(path, "wb");
+    fwrite(bytes, 1, (size_t)size, out);
+    fclose(out);
+    free(bytes);
+    ck_assert_int_eq(checkpoint_verify(path, &step), -1);
+    assert_error_names(path, "/model/fc.weight: checksum mismatch (the file is corrupt)");
+    State t;
+    ck_assert_int_eq(read_into_fresh(path, ARCH_PAPER, OPT_ADAM, 10, &t), -1);
+    assert_error_names(path, "/model/fc.weight: checksum mismatch (the file is corrupt)");
+    free_state(&t);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* Format-1 files found by fuzzing whose damaged global heap (object sizes) sends libhdf5 1.10.8 into an
+ * endless loop or a wild copy: refused with one line before the library walks the heap. */
+START_TEST(damaged_global_heap_refused) {
+    const char *data = getenv("RESNET_TEST_DATA");
+    ck_assert_ptr_nonnull(data);
+    static const char *const inputs[] = {"h5hg-endless-loop-v1.h5", "h5hg-wild-memcpy-v1.h5", "h5hg-read-segv-v1.h5"};
+    for (int i = 0; i < 3; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/../fuzz/hdf5-crashes/%s", data, inputs[i]);
+        Settings back;
+        ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
+        assert_error_names(path, "damaged global heap (variable-length strings) at byte 2048");
+        ck_assert_int_eq(checkpoint_verify(path, NULL), -1);
+        assert_error_names(path, "damaged global heap");
+    }
+}
+END_TEST
+
+/* ---- format_version 1: what earlier versions wrote ---- */
+
+/* A string attribute as variable-length UTF-8, as format_version 1 stored every string. */
+static void copy_string_attr(hid_t a, hid_t dst, const char *name) {
+    hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
+    const hssize_t n = H5Sget_simple_extent_npoints(sp);
+    const size_t width = H5Tget_size(ft) + 1;
+    hid_t fixed = H5Tcopy(H5T_C_S1), vlen = H5Tcopy(H5T_C_S1);
+    H5Tset_size(fixed, width);
+    H5Tset_strpad(fixed, H5T_STR_NULLTERM);
+    H5Tset_cset(fixed, H5Tget_cset(ft));   /* HDF5 converts no character sets */
+    H5Tset_size(vlen, H5T_VARIABLE);
+    H5Tset_cset(vlen, H5T_CSET_UTF8);
+    char *text = calloc((size_t)n, width);
+    const char **items = calloc((size_t)n, sizeof *items);
+    ck_assert_int_ge(H5Aread(a, fixed, text), 0);
+    for (hssize_t i = 0; i < n; i++) items[i] = text + (size_t)i * width;
+    hid_t b = H5Acreate2(dst, name, vlen, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(H5Awrite(b, vlen, items), 0);
+    H5Aclose(b);
+    free(items);
+    free(text);
+    H5Tclose(fixed);
+    H5Tclose(vlen);
+    H5Tclose(ft);
+    H5Sclose(sp);
+}
+
+static herr_t copy_attr(hid_t src, const char *name, const H5A_info_t *info, void *data) {
+    (void)info;
+    hid_t dst = *(hid_t *)data, a = H5Aopen(src, name, H5P_DEFAULT), ft = H5Aget_type(a);
+    if (!strcmp(name, "format_version")) {
+        hid_t sp = H5Screate(H5S_SCALAR), b = H5Acreate2(dst, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+        const int64_t one = 1;
+        H5Awrite(b, H5T_NATIVE_INT64, &one);
+        H5Aclose(b);
+        H5Sclose(sp);
+    } else if (H5Tget_class(ft) == H5T_STRING) {
+        copy_string_attr(a, dst, name);
+    } else {
+        hid_t sp = H5Aget_space(a), b = H5Acreate2(dst, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT);
+        char buf[64];
+        ck_assert_int_ge(H5Aread(a, ft, buf), 0);
+        ck_assert_int_ge(H5Awrite(b, ft, buf), 0);
+        H5Aclose(b);
+        H5Sclose(sp);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return 0;
+}
+
+static void copy_attrs(hid_t src, hid_t dst) {
+    hid_t cpl = H5Iget_type(src) == H5I_GROUP ? H5Gget_create_plist(src) : H5Dget_create_plist(src);
+    unsigned flags = 0;
+    H5Pget_attr_creation_order(cpl, &flags);
+    H5Pclose(cpl);
+    hsize_t idx = 0;
+    H5Aiterate2(src, flags & H5P_CRT_ORDER_INDEXED ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME, H5_ITER_INC, &idx, copy_attr,
+                &dst);
+}
+
+/* Datasets contiguous and unchecked (history chunked, as it was), no filters. */
+static void copy_dataset(hid_t src, hid_t dst, const char *name) {
+    hid_t ft = H5Dget_type(src), sp = H5Dget_space(src), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t dims[H5S_MAX_RANK], maxdims[H5S_MAX_RANK];
+    const int ndim = H5Sget_simple_extent_dims(sp, dims, maxdims);
+    if (ndim == 1 && maxdims[0] == H5S_UNLIMITED) {
+        const hsize_t chunk = 256;
+        H5Pset_chunk(dcpl, 1, &chunk);
+    }
+    const size_t bytes = (size_t)H5Sget_simple_extent_npoints(sp) * H5Tget_size(ft);
+    void *buf = malloc(bytes ? bytes : 1);
+    if (bytes) ck_assert_int_ge(H5Dread(src, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), 0);
+    hid_t d = H5Dcreate2(dst, name, ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (bytes) ck_assert_int_ge(H5Dwrite(d, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), 0);
+    copy_attrs(src, d);
+    H5Dclose(d);
+    free(buf);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Tclose(ft);
+}
+
+static void copy_group(hid_t src, hid_t dst) {
+    copy_attrs(src, dst);
+    H5G_info_t info;
+    H5Gget_info(src, &info);
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        char name[256];
+        H5Lget_name_by_idx(src, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        hid_t obj = H5Oopen(src, name, H5P_DEFAULT);
+        if (H5Iget_type(obj) == H5I_GROUP) {
+            hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+            if (!strcmp(name, "config")) H5Pset_attr_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+            hid_t g = H5Gcreate2(dst, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+            copy_group(obj, g);
+            H5Gclose(g);
+            H5Pclose(gcpl);
+        } else {
+            copy_dataset(obj, dst, name);
+        }
+        H5Oclose(obj);
+    }
+}
+
+/* Checkpoints of format_version 1 (no checksums) still load, bit for bit. */
+START_TEST(format_version_1_still_loads) {
+    make_tmpdir();
+    State s, t;
+    char path[512], old[512];
+    in_tmp(path, sizeof path, "new.h5");
+    in_tmp(old, sizeof old, "old.h5");
+    good_file(path, &s);
+    hid_t src = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), dst = H5Fcreate(old, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gopen2(src, "/", H5P_DEFAULT), root = H5Gopen2(dst, "/", H5P_DEFAULT);
+    copy_group(g, root);
+    H5Gclose(g);
+    H5Gclose(root);
+    H5Fclose(src);
+    H5Fclose(dst);
+    /* it really is the old layout: no filter on the tensors */
+    hid_t f = H5Fopen(old, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, "/model/fc.weight", H5P_DEFAULT);
+    hid_t dcpl = H5Dget_create_plist(d);
+    ck_assert_int_eq(H5Pget_nfilters(dcpl), 0);
+    H5Pclose(dcpl);
+    H5Dclose(d);
+    H5Fclose(f);
+
+    ck_assert_msg(read_into_fresh(old, ARCH_PAPER, OPT_ADAM, 10, &t) == 0, "%s", rn_last_error());
+    assert_same_state(&s, &t);
+    Settings a, b;
+    ck_assert_int_eq(checkpoint_read_settings(path, &a), 0);
+    ck_assert_msg(checkpoint_read_settings(old, &b) == 0, "%s", rn_last_error());
+    assert_same_settings(&a, &b);
+    ck_assert_msg(checkpoint_verify(old, NULL) == 0, "%s", rn_last_error());
+    free_state(&s);
+    free_state(&t);
+    remove_tmpdir();
+}
+END_TEST
+
 /* ---- metrics ---------------------------------------------------------------------------------------- */
 
 #include "resnet/metrics.h"
@@ -922,6 +1243,12 @@ Suite *test_suite(void) {
     t = tcase_create("layout");
     tcase_add_test(t, h5dump_layout);
     tcase_add_test(t, keep_checkpoints);
+    suite_add_tcase(s, t);
+    t = tcase_create("checksums");
+    tcase_add_test(t, flipped_bytes_never_load_silently);
+    tcase_add_test(t, verify_names_the_damaged_dataset);
+    tcase_add_test(t, format_version_1_still_loads);
+    tcase_add_test(t, damaged_global_heap_refused);
     suite_add_tcase(s, t);
     t = tcase_create("metrics");
     tcase_add_test(t, metrics_lines);

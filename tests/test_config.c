@@ -200,6 +200,8 @@ static const Case bad_values[] = {
     {"seed", "s"},             {"threads", "-1"},        {"threads", "1025"},        {"threads", "two"},
     {"checkpoint-every", "-1"}, {"checkpoint-every", "x"}, {"keep", "-1"},           {"keep", "k"},
     {"progress", "sometimes"}, {"data", ""},             {"checkpoint-dir", ""},
+    {"timeout", "-1"},         {"timeout", "x"},         {"timeout", "nan"},         {"timeout", "1e9"},
+    {"timeout", ""},           {"timeout", "5s"},
 };
 
 START_TEST(bad_value_is_a_usage_error) {
@@ -411,9 +413,8 @@ START_TEST(usage_lists_every_flag) {
         "data", "dataset", "val-size", "split-seed", "limit-train", "no-augment", "recipe", "arch", "depth",
         "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size",
         "epochs", "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
-        "checkpoint-dir", "checkpoint-every", "keep", "resume", "overwrite", "metrics", "progress", "quiet",
-        "checkpoint",
-        "split", "json", "steps", "warmup", "profile", "help", "version", NULL};
+        "timeout", "checkpoint-dir", "checkpoint-every", "keep", "resume", "overwrite", "metrics", "progress",
+        "quiet", "checkpoint", "split", "json", "steps", "warmup", "profile", "help", "version", NULL};
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
@@ -448,6 +449,26 @@ END_TEST
  * parse, the defaults --help states) */
 START_TEST(settings_table_is_consistent) {
     ck_assert_msg(config_check_table() == 0, "%s", rn_last_error());
+}
+END_TEST
+
+/* --timeout: seconds (fractions too), 0 for off, auto (the default) for the run's own pace; a launch
+ * setting like --progress, so it is not among the settings a checkpoint keeps */
+START_TEST(timeout_values) {
+    Config c;
+    config_defaults(&c);
+    ck_assert(c.timeout < 0);
+    ck_assert_int_eq(parse(&c, "--timeout", "2.5", NULL), 0);
+    ck_assert(c.timeout == 2.5);
+    ck_assert_int_eq(parse(&c, "--timeout=0", NULL), 0);
+    ck_assert(c.timeout == 0);
+    ck_assert_int_eq(parse(&c, "eval", "--timeout", "auto", "--checkpoint", "x.h5", NULL), 0);
+    ck_assert(c.timeout < 0);
+    ck_assert_int_eq(parse(&c, "bench", "--timeout", "600", NULL), 0);
+    ck_assert(c.timeout == 600);
+    Settings s;
+    config_to_settings(&c, &s);
+    ck_assert_ptr_null(settings_get(&s, "timeout"));
 }
 END_TEST
 
@@ -738,6 +759,7 @@ Suite *test_suite(void) {
     tcase_add_test(g, usage_lists_every_flag);
     tcase_add_test(g, settings_table_is_consistent);
     tcase_add_test(g, given_records_the_user_s_flags);
+    tcase_add_test(g, timeout_values);
     suite_add_tcase(s, g);
 
     TCase *r = tcase_create("settings");

@@ -452,6 +452,49 @@ static const char *fashion_dir(void) {
     return d && *d ? d : "/usr/share/datasets/fashion-mnist";
 }
 
+/* The parsers under the file readers, on bytes in memory (what the fuzzing harnesses drive). */
+START_TEST(readers_from_memory) {
+    char names[IMAGESET_MAX_CLASSES][32];
+    static const char crlf[] = "a\r\nb \r\n\r\nc d\r\ne\r\nf\r\ng\r\nh\r\ni\r\nj\r\nk";
+    ck_assert_int_eq(cifar10_parse_class_names("m.txt", crlf, sizeof crlf - 1, names), 0);
+    ck_assert_str_eq(names[1], "b");
+    ck_assert_str_eq(names[2], "c d");
+    ck_assert_str_eq(names[9], "k");
+    static const char nul[] = "a\nb\0c\nc\nd\ne\nf\ng\nh\ni\nj\n";
+    ck_assert_int_eq(cifar10_parse_class_names("m.txt", nul, sizeof nul - 1, names), -1);
+    ck_assert_str_eq(rn_last_error(), "m.txt: line 2 is not text (a NUL byte)");
+    static const char eleven[] = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
+    ck_assert_int_eq(cifar10_parse_class_names("m.txt", eleven, sizeof eleven - 1, names), -1);
+    ck_assert_str_eq(rn_last_error(), "m.txt: more than 10 class names");
+
+    uint8_t *rec = cifar_bytes(0, 2), labels[2], pixels[2 * 3072];
+    ck_assert_int_eq(cifar10_parse_records("b.bin", rec, 2 * CIFAR_RECORD, 2, labels, pixels), 0);
+    ck_assert_int_eq(labels[1], cifar_label(1));
+    ck_assert_int_eq(pixels[3072 + 5], cifar_pixel(1, 5));
+    ck_assert_int_eq(cifar10_parse_records("b.bin", rec, 2 * CIFAR_RECORD - 1, 2, labels, pixels), -1);
+    rec[CIFAR_RECORD] = 10;
+    ck_assert_int_eq(cifar10_parse_records("b.bin", rec, 2 * CIFAR_RECORD, 2, labels, pixels), -1);
+    ck_assert_str_eq(rn_last_error(), "b.bin: record 1 has label 10, expected 0..9");
+    free(rec);
+
+    /* a header promising 2^31-1 images of 1024x1024 pixels over no data: "truncated", not an attempt at
+     * 2 PB of memory */
+    static const uint8_t huge[16] = {0, 0, 8, 3, 0x7f, 0xff, 0xff, 0xff, 0, 0, 4, 0, 0, 0, 4, 0};
+    static const uint8_t huge_labels[8] = {0, 0, 8, 1, 0x7f, 0xff, 0xff, 0xff};
+    ImageSet set;
+    ck_assert_int_eq(idx_parse("i", huge, sizeof huge, "l", huge_labels, sizeof huge_labels, &set), -1);
+    ck_assert_msg(strstr(rn_last_error(), "i: truncated: 0 of 2251799812636672 image bytes") != NULL, "%s",
+                  rn_last_error());
+    size_t il, ll;
+    uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N, &ll);
+    ck_assert_int_eq(idx_parse("i", ib, il, "l", lb, ll, &set), 0);
+    check_idx_set(&set);
+    imageset_free(&set);
+    free(ib);
+    free(lb);
+}
+END_TEST
+
 START_TEST(fashion_mnist_real_release) {
     ImageSet s;
     const int train = _i;
@@ -858,6 +901,7 @@ Suite *test_suite(void) {
     tcase_add_loop_test(readers, fashion_mnist_real_release, 0, 2);
     tcase_add_loop_test(readers, cifar10_real_release_if_present, 0, 2);
     tcase_add_test(readers, unknown_dataset);
+    tcase_add_test(readers, readers_from_memory);
     suite_add_tcase(s, readers);
     TCase *order = tcase_create("order");
     tcase_add_test(order, split_is_a_partition);

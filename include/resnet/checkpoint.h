@@ -1,6 +1,7 @@
 /* HDF5 checkpoints (layout in the design's INTERFACE.md). Every HDF5 call of the program lives in
  * checkpoint.c. Writes are atomic: a temporary file in the same folder, flushed, fsync'd, renamed over
- * the old one, then the folder fsync'd. */
+ * the old one, then the folder fsync'd. Files are built and parsed in memory, so HDF5 never opens (or
+ * locks) a file on disk itself. */
 #ifndef RESNET_CHECKPOINT_H
 #define RESNET_CHECKPOINT_H
 
@@ -9,7 +10,9 @@
 #include "resnet/settings.h"
 
 #define CHECKPOINT_FORMAT "resnet-mpi checkpoint"
-#define CHECKPOINT_FORMAT_VERSION 1
+/* 2: every dataset checksummed (chunked + Fletcher32, scalars compact), the HDF5 1.10 file format
+ * (checksums on all metadata), fixed-length strings. 1 (no checksums) is still read. */
+#define CHECKPOINT_FORMAT_VERSION 2
 
 /* Where training stands: enough to continue bit for bit. */
 typedef struct {
@@ -48,5 +51,17 @@ int checkpoint_read_settings(const char *path, Settings *settings);
 /* Loads /model into m (which must be built with the file's configuration: every name and shape must
  * match, else -1), and where not NULL /optimizer into opt, /train into ts, /history into h. */
 int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h);
+
+/* Reads every dataset and attribute of the file, which makes HDF5 verify every checksum in it. 0, or
+ * -1 with rn_error naming the file and the damaged object. *step (unless NULL): /train/step, -1 when the
+ * file has none. */
+int checkpoint_verify(const char *path, long *step);
+
+/* The same three from a file's bytes in memory (name stands for the file in messages): what the file
+ * functions do after reading the file whole, exposed for the fuzzing harnesses. */
+int checkpoint_image_read_settings(const char *name, const void *image, size_t size, Settings *settings);
+int checkpoint_image_read(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
+                          TrainState *ts, History *h);
+int checkpoint_image_verify(const char *name, const void *image, size_t size, long *step);
 
 #endif

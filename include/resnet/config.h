@@ -44,6 +44,7 @@ typedef struct {
     uint64_t seed;
     /* machine */
     int threads;              /* 0: cores on the node / ranks on the node */
+    double timeout;           /* stall watchdog, seconds; 0: off; -1: auto (from the run's own pace) */
     /* output */
     char checkpoint_dir[512];
     long checkpoint_every;    /* steps; 0: only at validations and the end */

@@ -28,6 +28,15 @@ int dist_any(int flag);                   /* logical OR over ranks */
 void dist_bcast(void *buffer, size_t bytes, int root);
 void dist_barrier(void);
 
+/* The stall watchdog: with a timeout, every collective above that does not complete within `seconds`
+ * ends the job with MPI_Abort(DIST_EXIT_STALLED) after one line on stderr naming the ranks that have
+ * not arrived. 0 (the start): blocking collectives without a deadline. Every rank should set it. */
+#define DIST_EXIT_STALLED 3
+void dist_set_timeout(double seconds);
+double dist_timeout(void);
+/* What the program is doing, for the stall message ("step 170", "checkpoint at step 170"). */
+void dist_set_activity(const char *what);
+
 /* Prints "resnet_mpi: rank R: <message>" on stderr and ends the whole job with MPI_Abort(code):
  * no rank is left waiting in a collective. */
 _Noreturn void dist_fail(int code, const char *message);
