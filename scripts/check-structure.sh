@@ -12,11 +12,12 @@ cd "$root"
 # Top to bottom; a module may include modules of its own layer and of the layers below it.
 # checkpoint sits above the model and the optimizer because it writes the model's parameter table and
 # the optimizer's state; the HDF5 plumbing under it (h5io) sits low. Modules of one layer must not form
-# loops either (trainer <-> evaluate does today).
+# loops either.
 layers='
 entry        main
-subcommands  trainer evaluate bench train eval
+subcommands  train eval bench
 run          run
+evaluation   evaluate
 settings     config
 storage      checkpoint metrics
 model        resnet

@@ -1,6 +1,6 @@
 /* The benchmark: full training steps (forward, backward, allreduce, optimizer) on synthetic data, timed
  * per phase, and the seed's validation (batch statistics over a whole 5,000-image set) timed alone. */
-#include "resnet/trainer.h"
+#include "resnet/bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include "resnet/perf.h"
 #include "resnet/resnet.h"
 #include "resnet/rng.h"
+#include "resnet/run.h"
 #include "resnet/util.h"
 
 #define BENCH_CLASSES 10

@@ -7,7 +7,6 @@
 
 #include "resnet/checkpoint.h"
 #include "resnet/dist.h"
-#include "resnet/trainer.h"
 #include "resnet/util.h"
 
 int evaluator_init(Evaluator *ev, Model *m, int max_set) {
@@ -110,66 +109,4 @@ void evaluate_report(FILE *out, const long *confusion, int classes, const char (
         for (int p = 0; p < classes; p++) fprintf(out, " %6ld", confusion[t * classes + p]);
         fprintf(out, "\n");
     }
-}
-
-/* ---- the eval subcommand ---------------------------------------------------------------------------- */
-
-int eval_main(Config *cfg) {
-    const int rank0 = dist_rank() == 0;
-    if (!cfg->checkpoint[0]) {
-        if (rank0) fprintf(stderr, "resnet_mpi: eval needs --checkpoint FILE\n");
-        return EXIT_USAGE;
-    }
-    int code = agree_exit(config_merge_checkpoint(cfg, cfg->checkpoint, 0, 1));
-    if (code) return code;
-    if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
-    choose_threads(cfg->threads, 1);
-    ImageSet set = {0};
-    uint32_t *records = NULL, *train_records = NULL;
-    int n = 0, num_train = 0, failed = 0;
-    const int test = strcmp(cfg->split, "test") == 0;
-    if (dataset_load(cfg->dataset, cfg->data_dir, !test, &set)) {
-        note_data_from_checkpoint(cfg, cfg->checkpoint);
-        code = EXIT_FAILED;
-    } else if (check_data_matches_checkpoint(cfg->checkpoint, &set, cfg->data_dir)) {
-        code = EXIT_FAILED;
-    } else if (test) {
-        n = set.count;
-        records = malloc(sizeof(uint32_t) * n);
-        for (int i = 0; records && i < n; i++) records[i] = (uint32_t)i;
-        if (!records) code = rn_error("out of memory") ? EXIT_FAILED : 0;
-    } else if (dataset_split(set.count, cfg->val_size, cfg->split_seed, &train_records, &num_train, &records, &n)) {
-        code = EXIT_USAGE;   /* --val-size does not fit the data */
-    }
-    if ((code = agree_exit(code))) {
-        imageset_free(&set);
-        free(records);
-        free(train_records);
-        return code;
-    }
-    Model model = {0};
-    Evaluator ev = {0};
-    ModelConfig mc = config_model(cfg, set.channels, set.size, set.classes);
-    if (model_init(&model, &mc, cfg->seed)) failed = 1;
-    else if (checkpoint_read(cfg->checkpoint, &model, NULL, NULL, NULL) || evaluator_init(&ev, &model, n)) failed = 1;
-    failed = agree_failure(failed);
-    if (!failed) {
-        model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
-        const int k = set.classes;
-        long *confusion = calloc((size_t)k * k, sizeof *confusion);
-        if (!confusion) dist_fail(1, "out of memory");
-        evaluate_records(&ev, &model, &set, records, n, cfg->bn_eval, confusion);
-        if (rank0) {
-            if (!cfg->json) printf("checkpoint: %s\n", cfg->checkpoint);
-            evaluate_report(stdout, confusion, k, (const char (*)[32])set.class_names, cfg->json, cfg->split);
-            fflush(stdout);
-        }
-        free(confusion);
-    }
-    evaluator_free(&ev);
-    if (model.plan) model_free(&model);
-    imageset_free(&set);
-    free(records);
-    free(train_records);
-    return failed ? EXIT_FAILED : EXIT_OK;
 }

@@ -5,7 +5,10 @@
 #include "resnet/config.h"
 #include "resnet/dist.h"
 #include "resnet/stall.h"
-#include "resnet/trainer.h"
+#include "resnet/bench.h"
+#include "resnet/eval.h"
+#include "resnet/run.h"
+#include "resnet/train.h"
 #include "resnet/util.h"
 
 int main(int argc, char **argv) {

@@ -6,7 +6,7 @@
 
 #include "check_main.h"
 #include "resnet/config.h"
-#include "resnet/trainer.h"
+#include "resnet/train.h"
 
 /* Feeds accuracies to the rule; returns the 1-based check at which it says stop, 0 if never. */
 static int stops_at(int rule, int patience, const double *acc, int n, int *final_count) {

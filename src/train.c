@@ -2,7 +2,7 @@
  * bottom. Every collective is reached by every rank in the same order: per step the optional sync-BN
  * reductions, the gradient allreduce and one status reduction (loss, signal, non-finite parameters);
  * per validation the evaluation's reductions and rank 0's broadcast decision. */
-#include "resnet/trainer.h"
+#include "resnet/train.h"
 
 #include <errno.h>
 #include <math.h>
@@ -22,127 +22,19 @@
 #include "resnet/evaluate.h"
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
+#include "resnet/run.h"
 #include "resnet/perf.h"
 #include "resnet/resnet.h"
 #include "resnet/stall.h"
 #include "resnet/util.h"
 
-/* ---- pieces shared by the subcommands -------------------------------------------------------------- */
-
-static volatile sig_atomic_t stop_signal = 0;
-/* Before the step loop there is nothing to save, and start-up may wait in a system call that a signal
- * does not end (a read on a hung file system, a collective another rank never joins): a signal then ends
- * the process at once with a message, instead of a flag nobody reads yet. */
-static volatile sig_atomic_t in_startup = 1;
-static int startup_exit_code = EXIT_FAILED;
-static char startup_message[3][200];   /* for SIGINT, SIGTERM, SIGUSR1 */
-static const int stop_signals[3] = {SIGINT, SIGTERM, SIGUSR1};
-
-static void on_signal(int sig) {
-    if (in_startup) {
-        const char *msg = startup_message[sig == SIGINT ? 0 : sig == SIGTERM ? 1 : 2];
-        ssize_t written = write(STDERR_FILENO, msg, strlen(msg));   /* both async-signal-safe */
-        (void)written;
-        _exit(startup_exit_code);
-    }
-    stop_signal = sig;
-}
-
-void signals_install(int training) {
-    static const char *const names[3] = {"SIGINT", "SIGTERM", "SIGUSR1"};
-    char prefix[48] = "resnet_mpi: ";
-    if (dist_size() > 1) snprintf(prefix, sizeof prefix, "resnet_mpi: rank %d: ", dist_rank());
-    /* training: exit 75, as after a checkpoint: the folder holds what it held, and --resume auto goes on */
-    startup_exit_code = training ? EXIT_SIGNALLED : EXIT_FAILED;
-    for (int i = 0; i < 3; i++)
-        snprintf(startup_message[i], sizeof startup_message[i], "%s%s received%s\n", prefix, names[i],
-                 training ? " during start-up: stopped before the first step, nothing written (continue with "
-                            "--resume auto)"
-                          : ": stopped");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (int i = 0; i < 3; i++) {
-        sigaction(stop_signals[i], &sa, NULL);
-        sigaddset(&mask, stop_signals[i]);
-    }
-    /* a launcher may have started us with them blocked; stopping cleanly depends on them */
-    sigprocmask(SIG_UNBLOCK, &mask, NULL);
-}
-
-/* From the first step on, a signal asks the step loop to checkpoint and stop. */
-static void signals_defer(void) { in_startup = 0; }
-
-/* A failure that every rank learns about together: the lowest failing rank prints its message, all
- * ranks return 1 from here, and nobody waits in a collective. */
-int agree_failure(int failed) {
-    if (!dist_any(failed)) return 0;
-    /* the job ends now: mpirun's SIGTERM to the ranks still finishing must not read as a start-up stop */
-    in_startup = 0;
-    const double first = -dist_max_double(failed ? -(double)dist_rank() : -1e18);
-    if (failed && (int)first == dist_rank()) {
-        if (dist_size() > 1) fprintf(stderr, "resnet_mpi: rank %d: %s\n", dist_rank(), rn_last_error());
-        else fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
-    }
-    return 1;
-}
-
-int agree_exit(int code) {
-    if (!agree_failure(code != 0)) return 0;
-    const int worst = (int)dist_max_double(code);
-    return worst ? worst : EXIT_FAILED;
-}
-
-static int cores_available(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-/* Threads per rank: the node's cores shared among its ranks unless --threads says otherwise. */
-int choose_threads(int requested, int quiet) {
-    long node_cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (node_cores < 1) node_cores = 1;
-    const int local = dist_local_size(), bound = cores_available();
-    int threads = requested;
-    if (threads <= 0) {
-        threads = (int)(node_cores / local);
-        if (threads > bound) threads = bound;   /* a launcher that bound us to fewer cores knows better */
-        if (threads < 1) threads = 1;
-    }
-    if (!quiet && dist_local_rank() == 0 && (long)threads * local > node_cores)
-        fprintf(stderr, "resnet_mpi: warning: %d rank(s) x %d thread(s) on a node with %ld cores oversubscribes it\n",
-                local, threads, node_cores);
-    else if (!quiet && dist_rank() == 0 && threads > bound)
-        fprintf(stderr, "resnet_mpi: warning: %d threads but this rank is bound to %d core(s); "
-                        "launch with mpirun --bind-to none or --map-by slot:PE=%d\n", threads, bound, threads);
-    compute_set_threads(threads);
-    return threads;
-}
+/* ---- training --------------------------------------------------------------------------------------- */
 
 static void format_duration(char *buf, size_t size, double seconds) {
     if (!(seconds >= 0) || seconds > 1e8) snprintf(buf, size, "?");
     else if (seconds >= 3600) snprintf(buf, size, "%dh%02dm", (int)(seconds / 3600), (int)(seconds / 60) % 60);
     else if (seconds >= 60) snprintf(buf, size, "%dm", (int)(seconds / 60 + 0.5));
     else snprintf(buf, size, "%ds", (int)(seconds + 0.5));
-}
-
-static int mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        const char c = *p;
-        *p = '\0';
-        if (mkdir(tmp, 0777) && errno != EEXIST)
-            return rn_error("--checkpoint-dir %s: cannot create folder %s: %s", path, tmp, strerror(errno));
-        *p = c;
-        if (!c) return 0;
-    }
 }
 
 /* Checked on rank 0 before any data is read, so that a wrong flag fails at once rather than after
@@ -177,38 +69,6 @@ static int check_output_paths(const Config *cfg) {
     return 0;
 }
 
-/* RESNET_FAULT_STEP=N makes rank RESNET_FAULT_RANK (default 0) fail at step N, for the failure tests. A
- * value that is not a number is refused: read as 0 it would inject a fault into a real run. */
-static int read_fault_injection(long *step, int *rank) {
-    const char *s = getenv("RESNET_FAULT_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-    char *end;
-    *step = -1;
-    *rank = 0;
-    if (s && *s) {
-        errno = 0;
-        *step = strtol(s, &end, 10);
-        if (*end || errno || *step < 0 || s[0] == ' ')
-            return rn_error("RESNET_FAULT_STEP: '%s' is not a step number (0 or more)", s);
-    }
-    if (rk && *rk) {
-        errno = 0;
-        const long v = strtol(rk, &end, 10);
-        if (*end || errno || v < 0 || v >= dist_size() || rk[0] == ' ')
-            return rn_error("RESNET_FAULT_RANK: '%s' is not a rank of this job (0..%d)", rk, dist_size() - 1);
-        *rank = (int)v;
-    }
-    return 0;
-}
-
-/* Settings written beside the flags: what the data and the launch were, for readers of the file. */
-static const char *const info_keys[] = {"world-size", "in-channels", "image-size", "classes", "class_names", NULL};
-
-static int is_info_key(const char *key) {
-    for (int i = 0; info_keys[i]; i++)
-        if (strcmp(info_keys[i], key) == 0) return 1;
-    return 0;
-}
-
 static void run_settings(const Config *cfg, const ImageSet *set, int threads, Settings *out) {
     char buf[512];
     config_to_settings(cfg, out);
@@ -228,73 +88,6 @@ static void run_settings(const Config *cfg, const ImageSet *set, int threads, Se
         strncat(buf, set->class_names[c], sizeof buf - strlen(buf) - 1);
     }
     settings_put(out, "class_names", buf);
-}
-
-/* The value a key would have in a config after config_set, for comparing spellings ("1e-3", "0.001"). */
-static int normalised_equal(const Config *base, const char *key, const char *a, const char *b) {
-    Config ca = *base, cb = *base;
-    Settings sa, sb;
-    if (config_set(&ca, key, a) || config_set(&cb, key, b)) return strcmp(a, b) == 0;
-    config_to_settings(&ca, &sa);
-    config_to_settings(&cb, &sb);
-    const char *va = settings_get(&sa, key), *vb = settings_get(&sb, key);
-    return va && vb && strcmp(va, vb) == 0;
-}
-
-/* Resume and eval: the file's settings fill every flag the user did not give; given flags that differ
- * are applied and reported; a different model or data set is a usage error. 0, EXIT_FAILED (the file, or
- * a bad value in its /config) or EXIT_USAGE (a flag given), with rn_error. */
-int config_merge_checkpoint(Config *cfg, const char *path, int report, int evaluating) {
-    Settings file;
-    if (checkpoint_read_settings(path, &file)) return EXIT_FAILED;
-    static const char *const fixed[] = {"arch", "depth", "dataset", NULL};
-    for (int i = 0; i < file.count; i++) {
-        const char *key = file.items[i].key, *value = file.items[i].value;
-        if (is_info_key(key)) continue;
-        const char *given = settings_get(&cfg->given, key);
-        if (!given) {
-            if (config_set(cfg, key, value)) {
-                char why[512];   /* rn_error writes the buffer rn_last_error reads */
-                snprintf(why, sizeof why, "%s", rn_last_error());
-                rn_error("%s: setting %s = '%s' in /config: %s", path, key, value, why);
-                return EXIT_FAILED;
-            }
-            continue;
-        }
-        if (normalised_equal(cfg, key, given, value)) continue;
-        for (int f = 0; fixed[f]; f++)
-            if (strcmp(fixed[f], key) == 0) {
-                rn_error("%s: checkpoint was trained with --%s %s; cannot %s it with --%s %s", path, key, value,
-                         evaluating ? "evaluate" : "resume", key, given);
-                return EXIT_USAGE;
-            }
-        if (report) printf("resume: --%s %s (the checkpoint had %s)\n", key, given, value);
-    }
-    return 0;
-}
-
-int check_data_matches_checkpoint(const char *checkpoint, const ImageSet *set, const char *data_dir) {
-    Settings file;
-    if (checkpoint_read_settings(checkpoint, &file)) return -1;
-    const char *channels = settings_get(&file, "in-channels"), *size = settings_get(&file, "image-size");
-    const char *classes = settings_get(&file, "classes");
-    if ((channels && atol(channels) != set->channels) || (size && atol(size) != set->size) ||
-        (classes && atol(classes) != set->classes))
-        return rn_error("%s: the model was trained on %sx%s images with %s channel(s) and %s classes, but %s holds "
-                        "%dx%d images with %d channel(s) and %d classes", checkpoint, size ? size : "?",
-                        size ? size : "?", channels ? channels : "?", classes ? classes : "?", data_dir, set->size,
-                        set->size, set->channels, set->classes);
-    return 0;
-}
-
-/* After a failed load: a data folder the user never typed (taken from the checkpoint's /config) is named
- * as such, or the message would send them looking for a flag they did not give. */
-void note_data_from_checkpoint(const Config *cfg, const char *checkpoint) {
-    if (!checkpoint || settings_get(&cfg->given, "data")) return;
-    char why[768];
-    snprintf(why, sizeof why, "%s", rn_last_error());
-    rn_error("%s (the data folder %s was taken from %s's /config; give --data DIR to use another)", why,
-             cfg->data_dir, checkpoint);
 }
 
 static double total_started;
@@ -820,7 +613,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     r->nonfinite_tensor = nonfinite_parameter(r);
     perf_stop(PERF_OPTIMIZER);
     perf_start(PERF_ALLREDUCE);
-    double state[3] = {loss_sum, stop_signal ? 1.0 : 0.0, r->nonfinite_tensor ? 1.0 : 0.0};
+    double state[3] = {loss_sum, stop_requested() ? 1.0 : 0.0, r->nonfinite_tensor ? 1.0 : 0.0};
     dist_allreduce_sum_double(state, 3);
     perf_stop(PERF_ALLREDUCE);
 
@@ -939,7 +732,7 @@ int train_main(Config *cfg) {
         run_free(r);
         return start_code;
     }
-    signals_defer();
+    signals_startup_over();
 
     int exit_code = EXIT_OK, stop = 0;
     const double run_start = rn_now();

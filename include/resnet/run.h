@@ -1,24 +1,15 @@
-/* The subcommands: train (the step loop, validation cadence, early stopping, checkpoints, signals, the
- * end-of-run test), eval of a checkpoint, and the benchmark. Each returns the process exit code. */
-#ifndef RESNET_TRAINER_H
-#define RESNET_TRAINER_H
+/* What every subcommand does first, below train, eval and bench: exit codes, signals, thread choice,
+ * applying a checkpoint's settings, agreeing on failure, the fault-injection hooks of the tests. */
+#ifndef RESNET_RUN_H
+#define RESNET_RUN_H
 
 #include "resnet/config.h"
-#include "resnet/dataset.h"
+#include "resnet/imageset.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
 #define EXIT_SIGNALLED 75
-
-int train_main(Config *cfg);
-int eval_main(Config *cfg);
-int bench_main(Config *cfg);
-
-/* The seed's early-stopping rule and its alternatives, as pure state updates (tested alone).
- * Returns 1 when training should stop after this validation. */
-int early_stop_update(int rule, int patience, double val_acc, double *prev_val_acc, double *best_val_acc,
-                      int *non_increase_count);
 
 /* Resume and eval: the checkpoint's /config fills every setting the user did not give; given ones
  * that differ are applied (and reported when report != 0); another arch, depth or data set is an error.
@@ -49,5 +40,17 @@ void note_data_from_checkpoint(const Config *cfg, const char *checkpoint);
 
 /* Sets and returns the compute threads of this rank (0: the node's cores over its ranks). */
 int choose_threads(int requested, int quiet);
+
+/* The step loop has started: from now on a signal sets the flag stop_requested() reads, and the loop
+ * stops every rank at the same step. */
+void signals_startup_over(void);
+int stop_requested(void);
+
+/* mkdir -p. 0 or -1 with rn_error. */
+int mkdir_p(const char *path);
+
+/* The tests' fault injection, read once at start-up: RESNET_FAULT_STEP (a step; -1 when unset) and
+ * RESNET_FAULT_RANK (default 0), validated. 0 or -1 with rn_error naming the variable. */
+int read_fault_injection(long *step, int *rank);
 
 #endif
