@@ -1002,8 +1002,9 @@ static int check_global_heaps(const char *path, const unsigned char *image, size
     if (size < 16 || memcmp(image, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
     const unsigned lengths = image[8] >= 2 ? image[10] : image[14];
     if (lengths != 8) return 0;
-    for (const unsigned char *p = image; (p = memmem(p, size - (size_t)(p - image), signature, 8)); p++) {
+    for (const unsigned char *p = image; (p = memchr(p, 'G', size - (size_t)(p - image))); p++) {
         const size_t at = (size_t)(p - image), left = size - at;
+        if (left < 8 || memcmp(p, signature, 8) != 0) continue;
         const uint64_t total = left >= 16 ? le64(p + 8) : 0;
         int damaged = total < 16 || total > left;
         for (uint64_t q = 16; !damaged && total - q >= 16;) {
