@@ -22,6 +22,7 @@
 #include "resnet/evaluate.h"
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
+#include "resnet/report.h"
 #include "resnet/resnet.h"
 #include "resnet/util.h"
 
@@ -245,6 +246,7 @@ typedef struct {
     char last_path[1024], best_path[1024];
     int show_progress;
     double elapsed_before;    /* training seconds of the runs this one resumes */
+    long *test_confusion;     /* the end-of-run test, for the report */
 } Run;
 
 static void run_free(Run *r) {
@@ -260,6 +262,7 @@ static void run_free(Run *r) {
     metrics_close(&r->metrics);
     rn_free(r->images);
     rn_free(r->labels);
+    free(r->test_confusion);
 }
 
 static int resolve_resume(const Config *cfg, char *path, size_t size) {
@@ -354,6 +357,7 @@ static int setup(Run *r, const char *resume_path) {
             failed = 1;
         else
             remove_stale_temporaries(cfg->checkpoint_dir);
+        if (!failed && resume_path) metrics_mark_resume(&r->metrics, r->ts.step, r->ts.epoch + 1, r->elapsed_before, resume_path);
     }
     if (agree_failure(failed)) return 1;
     r->show_progress = rank0 && !cfg->quiet &&
@@ -534,6 +538,23 @@ static void performance_report(Run *r, double images, double seconds) {
            seconds > 0 ? images * model_flops_per_image(&r->model, 1) / seconds * 1e-9 : 0.0, rss / 1024.0);
 }
 
+/* report.md and report.json in the checkpoint folder; a report that cannot be written only warns. */
+static void write_report(Run *r, int exit_code, long steps, double seconds, const char *resumed_from) {
+    char metrics_path[1100];
+    if (r->cfg->metrics[0]) snprintf(metrics_path, sizeof metrics_path, "%s", r->cfg->metrics);
+    else snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", r->cfg->checkpoint_dir);
+    const RunFacts facts = {
+        .settings = &r->settings, .ts = &r->ts, .checkpoint_dir = r->cfg->checkpoint_dir,
+        .metrics_path = metrics_path, .resumed_from = resumed_from, .num_train = r->num_train,
+        .num_val = r->num_val, .num_test = r->test_set.count, .classes = r->model.cfg.classes,
+        .class_names = (const char (*)[32])r->test_set.class_names, .test_confusion = r->test_confusion,
+        .steps_this_run = steps, .batch_size = r->cfg->batch_size, .ranks = dist_size(), .threads = r->threads,
+        .exit_code = exit_code, .seconds_this_run = seconds,
+        .training_seconds_total = r->elapsed_before + timer_seconds(TIMER_TOTAL),
+        .flops_per_image = model_flops_per_image(&r->model, 1)};
+    if (report_write(&facts)) fprintf(stderr, "resnet_mpi: warning: no run report: %s\n", rn_last_error());
+}
+
 static int final_test(Run *r) {
     const int k = r->model.cfg.classes;
     long *confusion = calloc((size_t)k * k, sizeof *confusion);
@@ -548,7 +569,7 @@ static int final_test(Run *r) {
         else evaluate_report(stdout, confusion, k, (const char (*)[32])r->test_set.class_names, 0, "test");
         fflush(stdout);
     }
-    free(confusion);
+    r->test_confusion = confusion;
     free(all);
     return 0;
 }
@@ -655,6 +676,7 @@ int train_main(Config *cfg) {
         final_test(r);
     }
     performance_report(r, (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start);
+    write_report(r, exit_code, r->ts.step - run_start_step, rn_now() - run_start, resuming ? resume_path : NULL);
     run_free(r);
     return exit_code;
 }
