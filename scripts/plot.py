@@ -242,8 +242,9 @@ def plot_curves(runs, path):
         for col, x in ((0, step), (1, epoch)):
             axes[0][col].plot(x, loss, color=color, marker=".", ms=3, lw=1.2, label=run.label)
             axes[1][col].plot(x, acc, color=color, marker=".", ms=3, lw=1.2, label=run.label)
-            best = int(np.nanargmax(acc))
-            axes[1][col].plot(x[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)
+            if np.isfinite(acc).any():
+                best = int(np.nanargmax(acc))
+                axes[1][col].plot(x[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)
         for k, start in enumerate(run.restarts):
             at_epoch = start / spe
             for row in (0, 1):
@@ -307,15 +308,16 @@ def plot_augmentation(run, data_dir, path, record=0, epochs=3):
     names = run.settings.get("class_names", "").split(",")
     name = names[label] if label < len(names) else str(label)
     _, dy, dx = augment_params(seed, 0, record)
-    fig, axes = plt.subplots(2, 3, figsize=(6.6, 5.0))
+    fig, axes = plt.subplots(2, 3, figsize=(6.6, 5.6))
     show(axes[0][0], image, "original (%s)" % name)
     show(axes[0][1], augment(image, 1, AUG_PAD, AUG_PAD), "horizontally flipped")
-    show(axes[0][2], augment(image, 0, dy, dx), "padded by 4, cropped\nat (%+d, %+d)" % (dy - AUG_PAD, dx - AUG_PAD))
+    show(axes[0][2], augment(image, 0, dy, dx), "padded by 4, cropped\n(crop offset %+d, %+d)" % (dy - AUG_PAD, dx - AUG_PAD))
     for e in range(epochs):
         flip, dy, dx = augment_params(seed, e, record)
         show(axes[1][e], augment(image, flip, dy, dx),
-             "epoch %d: %s\nshift (%+d, %+d)" % (e + 1, "flipped" if flip else "not flipped", dy - AUG_PAD, dx - AUG_PAD))
-    fig.suptitle("training record %d as --seed %d augments it (src/dataset.c)" % (record, seed), fontsize=10)
+             "epoch %d: %s,\ncrop offset %+d, %+d" % (e + 1, "flipped" if flip else "not flipped", dy - AUG_PAD, dx - AUG_PAD))
+    fig.suptitle("training record %d: the seed's figure (top) and what --seed %d draws for it (bottom)" % (record, seed),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -385,6 +387,9 @@ def main(argv=None):
     try:
         runs = [Run(folder) for folder in args.runs]
         label_runs(runs, args.label)
+        for run in runs:   # folders of the same name from different places get a number
+            same = [r for r in runs if r.name == run.name]
+            run.file_name = run.name if len(same) == 1 else "%s-%d" % (run.name, same.index(run) + 1)
         out = args.out or (runs[0].folder if len(runs) == 1 else "plots")
         os.makedirs(out, exist_ok=True)
         curves = os.path.join(out, "curves.png")
@@ -396,20 +401,22 @@ def main(argv=None):
                 print("plot.py: %s: no test results (report.json of a finished run, or <checkpoint>.test.json): "
                       "no confusion matrix" % run.folder, file=sys.stderr)
                 continue
-            path = os.path.join(out, "confusion.png" if len(runs) == 1 else "confusion-%s.png" % run.name)
+            path = os.path.join(out, "confusion.png" if len(runs) == 1 else "confusion-%s.png" % run.file_name)
             plot_confusion(run, test, path)
             written[run.folder].append(("test confusion matrix", path))
         augmentation = os.path.join(out, "augmentation.png")
-        plot_augmentation(runs[0], data_folder(runs[0], args.data), augmentation, args.record)
-        written[runs[0].folder].append(("augmentation", augmentation))
+        try:
+            plot_augmentation(runs[0], data_folder(runs[0], args.data), augmentation, args.record)
+            written[runs[0].folder].append(("augmentation", augmentation))
+        except PlotError as e:   # the curves and the confusion matrix do not need the data
+            print("plot.py: no augmentation figure: %s" % e, file=sys.stderr)
         for run in runs:
             update_report(run, written[run.folder])
     except PlotError as e:
         print("plot.py: error: %s" % e, file=sys.stderr)
         return 1
-    for paths in written.values():
-        for _, path in paths:
-            print(path)
+    for path in dict.fromkeys(p for paths in written.values() for _, p in paths):
+        print(path)
     return 0
 
 

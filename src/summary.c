@@ -162,9 +162,13 @@ static int parse_summary(int argc, char **argv, ModelConfig *mc) {
             Config c;
             config_defaults(&c);
             if (config_set(&c, flag, value)) return -1;
-            if (!strcmp(flag, "arch")) mc->arch = c.arch;
-            else if (!strcmp(c.dataset, "fashion-mnist")) mc->in_channels = 1, mc->image_size = 28;
-            else mc->in_channels = 3, mc->image_size = 32;
+            const int mnist = !strcmp(c.dataset, "fashion-mnist");
+            if (!strcmp(flag, "arch")) {
+                mc->arch = c.arch;
+            } else {
+                mc->in_channels = mnist ? 1 : 3;
+                mc->image_size = mnist ? 28 : 32;
+            }
         } else if (set_int(mc, flag, value)) {
             return -1;
         }
