@@ -357,7 +357,8 @@ static int setup(Run *r, const char *resume_path) {
             failed = 1;
         else
             remove_stale_temporaries(cfg->checkpoint_dir);
-        if (!failed && resume_path) metrics_mark_resume(&r->metrics, r->ts.step, r->ts.epoch + 1, r->elapsed_before, resume_path);
+        if (!failed && resume_path)
+            metrics_mark_resume(&r->metrics, r->ts.step, r->ts.epoch + 1, r->elapsed_before, resume_path);
     }
     if (agree_failure(failed)) return 1;
     r->show_progress = rank0 && !cfg->quiet &&
