@@ -15,8 +15,8 @@ cd "$root"
 # loops either.
 layers='
 entry        main
-subcommands  train eval bench
-run          run
+subcommands  train eval bench summary
+run          run report
 evaluation   evaluate
 settings     config
 storage      checkpoint metrics

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 packages=(meson ninja-build pkg-config gcc libopenmpi-dev openmpi-bin libblis-dev libhdf5-dev hdf5-tools
           check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck
-          clang libclang-rt-dev libomp-dev)
+          clang libclang-rt-dev libomp-dev
+          python3-torch python3-h5py python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +22,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# the PyTorch export, the model summary and the plot tests run Debian's Python with these packages
+/usr/bin/python3 -c "import torch, h5py, matplotlib" ||
+  { echo "test.sh: error: /usr/bin/python3 cannot import torch, h5py and matplotlib" >&2; exit 1; }
 
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -624,6 +624,7 @@ void config_usage(FILE *out) {
     fputs("usage: resnet_mpi [train] [options]            train (the subcommand may be left out)\n"
           "       resnet_mpi eval --checkpoint FILE [options]\n"
           "       resnet_mpi bench [options]\n"
+          "       resnet_mpi summary [--arch --depth --image-size --in-channels --classes]   the model's layers\n"
           "       resnet_mpi --help | --version\n"
           "Run under mpirun to train on several ranks: mpirun -np 8 resnet_mpi\n"
           "Options are --key value or --key=value; a flag given overrides the recipe wherever it stands.\n"

@@ -9,6 +9,8 @@
 #include "resnet/eval.h"
 #include "resnet/run.h"
 #include "resnet/train.h"
+#include "resnet/report.h"
+#include "resnet/summary.h"
 #include "resnet/util.h"
 
 int main(int argc, char **argv) {
@@ -20,6 +22,13 @@ int main(int argc, char **argv) {
     const int rank0 = dist_rank() == 0;
     /* one copy of help and usage errors under mpirun, not one per rank */
     if (!rank0 && !freopen("/dev/null", "w", stdout)) return EXIT_FAILED;
+    if (argc > 1 && strcmp(argv[1], "summary") == 0) {
+        const int code = summary_main(argc - 1, argv + 1);
+        fflush(stdout);
+        dist_finalize();
+        return code;
+    }
+    report_set_command_line(argc, argv);
     Config cfg;
     config_defaults(&cfg);
     int rc = config_parse(&cfg, argc, argv);

@@ -67,3 +67,17 @@ void metrics_close(MetricsLog *log) {
         log->file = NULL;
     }
 }
+
+void metrics_mark_resume(MetricsLog *log, long step, long epoch, double time_s, const char *from) {
+    if (!log || !log->file) return;
+    FILE *f = log->file;
+    fprintf(f, "{\"event\":\"resume\",\"from_step\":%ld,\"epoch\":%ld", step, epoch);
+    put_number(f, "time_s", time_s, "%.3f");
+    fputs(",\"checkpoint\":\"", f);
+    for (const char *c = from; *c; c++) {
+        if (*c == '"' || *c == '\\') fputc('\\', f);
+        if ((unsigned char)*c >= 0x20) fputc(*c, f);
+    }
+    fputs("\"}\n", f);
+    fflush(f);
+}

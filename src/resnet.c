@@ -701,3 +701,59 @@ double model_flops_per_image(const Model *m, int training) {
     double fc = 2.0 * p->features * m->cfg.classes;
     return training ? 2 * stem + 3 * rest + 3 * fc : stem + rest + fc;
 }
+
+/* ---- the layer list, in torchsummary's order ------------------------------------------------------ */
+
+typedef struct { ModelLayer *rows; int capacity, count; } LayerList;
+
+static void layer_row(LayerList *l, const char *type, const char *module, int channels, int size) {
+    if (l->count < l->capacity) {
+        ModelLayer *r = &l->rows[l->count];
+        snprintf(r->type, sizeof r->type, "%s", type);
+        snprintf(r->module, sizeof r->module, "%s", module);
+        r->channels = channels;
+        r->height = r->width = size;
+    }
+    l->count++;
+}
+
+/* The modules forward calls, in its order: the seed's block runs its shortcut (conv + BN) first, then
+ * conv1, bn, relu, conv2, bn, relu; the paper's block calls F.relu and its shortcut as functions,
+ * which torchsummary does not see. */
+static void block_layers(LayerList *l, const Block *b, int seed, const char *prefix) {
+    char name[64];
+    const int c = b->cout, h = b->h_out;
+    if (seed && b->has_proj) {
+        snprintf(name, sizeof name, "%s.downsample.0", prefix);
+        layer_row(l, "Conv2d", name, c, h);
+        snprintf(name, sizeof name, "%s.downsample.1", prefix);
+        layer_row(l, "BatchNorm2d", name, c, h);
+    }
+    for (int conv = 1; conv <= 2; conv++) {
+        snprintf(name, sizeof name, "%s.conv%d", prefix, conv);
+        layer_row(l, "Conv2d", name, c, h);
+        if (seed) snprintf(name, sizeof name, "%s.bn", prefix);
+        else snprintf(name, sizeof name, "%s.bn%d", prefix, conv);
+        layer_row(l, "BatchNorm2d", name, c, h);
+        snprintf(name, sizeof name, "%s.relu", prefix);
+        if (seed) layer_row(l, "ReLU", name, c, h);
+    }
+    layer_row(l, seed ? "block" : "BasicBlock", prefix, c, h);
+}
+
+int model_layers(const Model *m, ModelLayer *rows, int capacity) {
+    const ModelPlan *p = m->plan;
+    const int seed = m->cfg.arch == ARCH_SEED, n = p->num_blocks / STAGES, size = m->cfg.image_size;
+    LayerList l = {rows, capacity, 0};
+    layer_row(&l, "Conv2d", "conv1", p->stem.cout, size);
+    layer_row(&l, "BatchNorm2d", "bn1", p->stem.cout, size);
+    if (seed) layer_row(&l, "ReLU", "relu", p->stem.cout, size);
+    for (int i = 0; i < p->num_blocks; i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "module%d.%d", i / n + 1, i % n);
+        block_layers(&l, &p->blocks[i], seed, prefix);
+    }
+    layer_row(&l, "AvgPool2d", "avgpool", p->features, 1);
+    layer_row(&l, "Linear", "fc", m->cfg.classes, 0);
+    return l.count;
+}

@@ -24,6 +24,7 @@
 #include "resnet/optim.h"
 #include "resnet/run.h"
 #include "resnet/perf.h"
+#include "resnet/report.h"
 #include "resnet/resnet.h"
 #include "resnet/stall.h"
 #include "resnet/util.h"
@@ -170,6 +171,7 @@ typedef struct {
     int fault_rank;
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
+    long *test_confusion;     /* the end-of-run test, for the report */
 } Run;
 
 static void run_free(Run *r) {
@@ -185,6 +187,7 @@ static void run_free(Run *r) {
     metrics_close(&r->metrics);
     rn_free(r->images);
     rn_free(r->labels);
+    free(r->test_confusion);
 }
 
 /* The checkpoint of folder that passes checkpoint_verify and is furthest on: best.h5 or a --keep
@@ -396,7 +399,8 @@ static int remove_previous_run(const Config *cfg) {
 }
 
 /* Rank 0's output folder and metrics log. Collective: 0 or EXIT_FAILED. */
-static int setup_output(Run *r, int resuming) {
+static int setup_output(Run *r, const char *resume_path) {
+    const int resuming = resume_path != NULL;
     Config *cfg = r->cfg;
     int failed = 0;
     if (dist_rank() == 0) {
@@ -408,6 +412,8 @@ static int setup_output(Run *r, int resuming) {
             failed = 1;
         else
             remove_stale_temporaries(cfg->checkpoint_dir);
+        if (!failed && resume_path)
+            metrics_mark_resume(&r->metrics, r->ts.step, r->ts.epoch + 1, r->elapsed_before, resume_path);
     }
     return agree_failure(failed) ? EXIT_FAILED : 0;
 }
@@ -420,7 +426,7 @@ static int setup(Run *r, const char *resume_path) {
     int code = setup_data(r, resume_path);
     if (!code) code = setup_model(r);
     if (!code) code = setup_resume(r, resume_path);
-    if (!code) code = setup_output(r, resume_path != NULL);
+    if (!code) code = setup_output(r, resume_path);
     if (code) return code;
     run_settings(cfg, &r->train_set, r->threads, &r->settings);
     r->show_progress = dist_rank() == 0 && !cfg->quiet &&
@@ -641,6 +647,23 @@ static void note_pace(Run *r, StallKind kind, double started) {
     if (r->cfg->timeout < 0) dist_set_timeout(stall_clock_timeout(&r->pace));
 }
 
+/* report.md and report.json in the checkpoint folder; a report that cannot be written only warns. */
+static void write_report(Run *r, int exit_code, long steps, double seconds, const char *resumed_from) {
+    char metrics_path[1100];
+    if (r->cfg->metrics[0]) snprintf(metrics_path, sizeof metrics_path, "%s", r->cfg->metrics);
+    else snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", r->cfg->checkpoint_dir);
+    const RunFacts facts = {
+        .settings = &r->settings, .ts = &r->ts, .checkpoint_dir = r->cfg->checkpoint_dir,
+        .metrics_path = metrics_path, .resumed_from = resumed_from, .num_train = r->num_train,
+        .num_val = r->num_val, .num_test = r->test_set.count, .classes = r->model.cfg.classes,
+        .class_names = (const char (*)[32])r->test_set.class_names, .test_confusion = r->test_confusion,
+        .steps_this_run = steps, .batch_size = r->cfg->batch_size, .ranks = dist_size(), .threads = r->threads,
+        .exit_code = exit_code, .seconds_this_run = seconds,
+        .training_seconds_total = r->elapsed_before + perf_seconds(PERF_TOTAL),
+        .flops_per_image = model_flops_per_image(&r->model, 1)};
+    if (report_write(&facts)) fprintf(stderr, "resnet_mpi: warning: no run report: %s\n", rn_last_error());
+}
+
 static int final_test(Run *r) {
     const int k = r->model.cfg.classes;
     long *confusion = calloc((size_t)k * k, sizeof *confusion);
@@ -655,7 +678,7 @@ static int final_test(Run *r) {
         else evaluate_report(stdout, confusion, k, (const char (*)[32])r->test_set.class_names, 0, "test");
         fflush(stdout);
     }
-    free(confusion);
+    r->test_confusion = confusion;
     free(all);
     return 0;
 }
@@ -813,6 +836,7 @@ int train_main(Config *cfg) {
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
                 (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start,
                 model_flops_per_image(&r->model, 1));
+    write_report(r, exit_code, r->ts.step - run_start_step, rn_now() - run_start, resuming ? resume_path : NULL);
     run_free(r);
     return exit_code;
 }

@@ -9,6 +9,10 @@ typedef struct { FILE *file; } MetricsLog;
 int metrics_open(MetricsLog *log, const char *path, int append);   /* 0 or -1 with rn_error */
 void metrics_write(MetricsLog *log, long step, long epoch, long batch, double train_loss,
                    double val_acc, double lr, double images_per_s, double time_s);
+/* A resumed run marks where it picked up: {"event":"resume","from_step":S,...}. Plots draw the restart
+ * there, and points of an abandoned continuation past S are superseded by the new ones. (No "step"
+ * key, so readers that pick validation lines by "step" skip it.) */
+void metrics_mark_resume(MetricsLog *log, long step, long epoch, double time_s, const char *from);
 void metrics_close(MetricsLog *log);
 
 #endif

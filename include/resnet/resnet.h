@@ -103,6 +103,19 @@ double model_flops_per_image(const Model *m, int training);
 /* Every layer call is timed by kind and convolution shape into perf's profile while
  * perf_profile_enabled() (bench --profile). */
 
+/* One row of the model as PyTorch's torchsummary lists it: the modules in the order forward calls them
+ * (the seed's BN, called twice per block, is listed twice), named by their PyTorch class, with the
+ * state_dict prefix of their parameters. The parameters of a row are the table's tensors named
+ * "<module>.<leaf>"; rows without parameters (ReLU, pooling, the block itself) have none. */
+typedef struct {
+    char type[16];        /* Conv2d, BatchNorm2d, ReLU, block (seed), BasicBlock (paper), AvgPool2d, Linear */
+    char module[64];      /* "conv1", "module2.0.downsample.0", "module1.0.bn", "fc", ... */
+    int channels, height, width;   /* output per image; height = width = 0 for Linear's [classes] */
+} ModelLayer;
+
+/* Writes up to capacity rows; returns how many the model has (call with capacity 0 to size a table). */
+int model_layers(const Model *m, ModelLayer *rows, int capacity);
+
 /* Bytes of the activation arena currently reserved. */
 size_t model_arena_bytes(const Model *m);
 
