@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(meson ninja-build pkg-config gcc libopenmpi-dev openmpi-bin libblis-dev libhdf5-dev hdf5-tools
-          check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck)
+          check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck
+          iproute2 strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
