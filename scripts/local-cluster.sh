@@ -10,6 +10,7 @@
 #   mpirun $RESNET_CLUSTER_MPIRUN_ARGS -np 4 build/resnet_mpi --dataset fashion-mnist --epochs 1
 #   sbatch -N 2 --ntasks-per-node=2 jobs/train.sbatch --dataset fashion-mnist --epochs 1
 #   scripts/local-cluster.sh on node2 hostname           # run a command on a host
+#   scripts/local-cluster.sh ps node2                    # the processes of a host: pid and name
 #   scripts/local-cluster.sh kill-node node2             # kill every process of a host (a lost node)
 #   scripts/local-cluster.sh link node2 down|up          # unplug / replug a host's network
 #   scripts/local-cluster.sh status                      # hosts, daemons, node states, queue
@@ -46,7 +47,7 @@ die() { say "error: $*"; exit 1; }
 unsupported() { say "cannot make hosts here: $*"; exit 77; }
 
 usage() {
-  echo "usage: $0 start [--nodes N] | stop | status | env | on NODE CMD... | kill-node NODE | link NODE up|down" >&2
+  echo "usage: $0 start [--nodes N] | stop | status | env | on NODE CMD... | ps NODE | kill-node NODE | link NODE up|down" >&2
   exit 2
 }
 
@@ -100,7 +101,11 @@ kill_node() {
 
 print_env() {
   local mca
-  mca="--mca plm_rsh_agent $DIR/bin/rsh --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include $(subnet) --mca btl_tcp_if_include $(subnet)"
+  # keepalive: a host that drops off the network is declared lost after 10 + 3 x 5 s of silence on
+  # mpirun's link to it (Open MPI's default is 300 + 9 x 20 s), and the job ends instead of hanging
+  mca="--mca plm_rsh_agent $DIR/bin/rsh --mca plm_rsh_no_tree_spawn 1 --mca oob_tcp_if_include $(subnet)"
+  mca+=" --mca btl_tcp_if_include $(subnet) --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5"
+  mca+=" --mca oob_tcp_keepalive_probes 3"
   echo "export RESNET_CLUSTER_DIR=$DIR"
   echo "export RESNET_CLUSTER_HOSTFILE=$DIR/hostfile"
   echo "export RESNET_CLUSTER_MPIRUN_ARGS='--hostfile $DIR/hostfile $mca'"
@@ -308,11 +313,14 @@ stop_slurm() {
       sleep 0.5
     done
   fi
-  local f p
+  # all at once (each takes a few seconds to save its state), then whatever is left after 10 s is killed
+  local f p t pids=()
   for f in "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"; do
     pid_alive "$f" || continue
     p=$(cat "$f")
-    kill "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null && pids+=("$p")
+  done
+  for p in "${pids[@]}"; do
     for ((t = 0; t < 40; t++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
     kill -KILL "$p" 2>/dev/null || true
   done
@@ -412,6 +420,11 @@ case "$cmd" in
     load_state || die "no cluster in $DIR"
     valid_node "$1"
     on "$@" ;;
+  ps)
+    [ $# -eq 1 ] || usage
+    load_state || die "no cluster in $DIR"
+    valid_node "$1"
+    for p in $(pids_of "$1"); do echo "$p $(cat "/proc/$p/comm" 2>/dev/null)"; done ;;
   kill-node)
     [ $# -eq 1 ] || usage
     load_state || die "no cluster in $DIR"
