@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Two ranks on one host against one rank on each of two hosts (scripts/local-cluster.sh: TCP between
-# the hosts, shared memory within one): the gradient allreduce alone (build/tests/allreduce_time: a
-# barrier, then the 1.09 MB allreduce of the seed ResNet-20's gradient, median of 200 rounds) and the
-# training step (`resnet_mpi bench`: images/s and the allreduce's share of a step), in alternating
-# rounds; medians at the end. Needs root (namespaces); makes its own cluster (no Slurm) and removes it.
-#   scripts/bench-cluster.sh [--rounds N] [--build DIR] [-- BENCH OPTIONS]   (default 3 rounds, build/,
-#                                                                            bench --threads 1 --batch-size 128)
+# the hosts, shared memory within one), in alternating rounds, medians at the end:
+#  - the gradient allreduce alone (build/tests/allreduce_time: a barrier, then the 1.09 MB allreduce of
+#    the seed ResNet-20's gradient; median and fastest of 200 rounds: on a loaded machine the fastest is
+#    the transport's own cost, the median adds the waits for the scheduler);
+#  - the training step (`resnet_mpi bench`: images/s, and the allreduce's share of a step, which includes
+#    waiting for the slower rank).
+# Needs root (namespaces); makes its own cluster (no Slurm) and removes it.
+#   scripts/bench-cluster.sh [--rounds N] [--build DIR] [--allreduce-only] [-- BENCH OPTIONS]
+#   (default: 3 rounds, build/, bench --threads 1 --batch-size 128 --steps 20 --warmup 3)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 build=$ROOT/build
+rounds=3 build=$ROOT/build only_allreduce=0
 bench_opts=(--threads 1 --batch-size 128 --steps 20 --warmup 3)
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --allreduce-only) only_allreduce=1; shift ;;
     --) shift; bench_opts=("$@"); break ;;
-    *) echo "usage: $0 [--rounds N] [--build DIR] [-- BENCH OPTIONS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--rounds N] [--build DIR] [--allreduce-only] [-- BENCH OPTIONS]" >&2; exit 2 ;;
   esac
 done
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench-cluster: --rounds must be a positive number" >&2; exit 2; }
@@ -47,19 +51,21 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 for ((r = 1; r <= rounds; r++)); do
   for placement in one_host two_hosts; do
     ar=$(run "$placement" "$build/tests/allreduce_time" 200)
-    b=$(run "$placement" "$build/resnet_mpi" bench "${bench_opts[@]}")
-    ms=$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$ar")
+    b="train: 0 images/s, 0 ms/step (allreduce 0%)"
+    [ "$only_allreduce" = 1 ] || b=$(run "$placement" "$build/resnet_mpi" bench "${bench_opts[@]}")
+    ms=$(sed -n 's/.*median \([0-9.]*\) ms, min \([0-9.]*\) ms.*/\1 \2/p' <<<"$ar")
     ips=$(sed -n 's/^train: \([0-9.]*\) images\/s, \([0-9.]*\) ms\/step.*allreduce \([0-9.]*\)%.*/\1 \2 \3/p' <<<"$b")
     [ -n "$ms" ] && [ -n "$ips" ] || { echo "bench-cluster: no numbers from $placement: $ar $b" >&2; exit 1; }
     read -r img step share <<<"$ips"
-    echo "$placement $ms $img $step $share" >> "$work/results"
-    printf 'round %d %-9s allreduce %7.3f ms | bench %7.1f img/s, %7.1f ms/step, allreduce %4.1f%% = %6.2f ms/step\n' \
-      "$r" "$placement" "$ms" "$img" "$step" "$share" "$(awk -v a="$step" -v b="$share" 'BEGIN { print a * b / 100 }')"
+    read -r med low <<<"$ms"
+    echo "$placement $med $low $img $step $share" >> "$work/results"
+    printf 'round %d %-9s allreduce %7.3f ms (min %.3f) | bench %7.1f img/s, %7.1f ms/step, allreduce %4.1f%% = %6.2f ms/step\n' \
+      "$r" "$placement" "$med" "$low" "$img" "$step" "$share" "$(awk -v a="$step" -v b="$share" 'BEGIN { print a * b / 100 }')"
   done
 done
 echo "medians over $rounds round(s) (load average $(cut -d' ' -f1-3 /proc/loadavg)):"
 for placement in one_host two_hosts; do
   col() { awk -v p="$placement" -v c="$1" '$1 == p { print $c }' "$work/results" | median; }
-  printf '  %-9s allreduce alone %.3f ms; bench %.1f img/s, %.1f ms/step, allreduce %.1f%% of a step\n' \
-    "$placement" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)"
+  printf '  %-9s allreduce alone %.3f ms (min %.3f); bench %.1f img/s, %.1f ms/step, allreduce %.1f%% of a step\n' \
+    "$placement" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
 done
