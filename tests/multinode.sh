@@ -33,7 +33,9 @@ while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(SLURM_[A-Z_]*\|SBATC
 unset OMPI_MCA_rmaps_base_oversubscribe   # placement below is explicit
 export RESNET_CLUSTER_DIR=$TMP/cluster RESNET_CLUSTER_PORT=$((40000 + (RANDOM % 4000) * 2)) RESNET_CLUSTER_CPUS=4
 chmod 755 "$TMP"   # munged wants every folder above its socket searchable by all
+preemptor=""
 cleanup() {
+  [ -z "$preemptor" ] || kill "$preemptor" 2>/dev/null || true
   "$ROOT/scripts/local-cluster.sh" stop >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
@@ -81,6 +83,46 @@ rank_hashes() {
 }
 show() { local f; for f in "$@"; do echo "--- $f" >&2; tail -n 25 "$f" >&2 || true; done; }
 
+# --- (2) Slurm across the two hosts: submitted first, to run while (1) runs ---------------------------------
+export RESNET_MPI=$BIN RESNET_CHECKPOINT_ROOT=$TMP/ck
+submit() { sbatch --parsable --chdir="$TMP" "$@" | cut -d';' -f1; }
+state() { { scontrol -o show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n 1 | cut -d= -f2; } || true; }
+field() { { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | head -n 1 | cut -d= -f2; } || true; }
+wait_final() {
+  local t s
+  for ((t = 0; t < $2 * 2; t++)); do
+    s=$(state "$1")
+    case "$s" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL) echo "$s"; return 0 ;; esac
+    sleep 0.5
+  done
+  echo "TIMEOUT($s)"
+}
+job_fail() {
+  scontrol show job "$1" >&2 || true
+  show "$(field "$1" StdOut)" "$RESNET_CLUSTER_DIR/log/slurmctld.log"
+  fail "job $1: $2"
+}
+hash_line() { sed -n 's/^replica parameters: hash \([0-9a-f]*\) identical on every rank$/\1/p' "$1" | tail -n 1; }
+srun --mpi=list 2>&1 | grep -qw pmix || fail "srun has no pmix plugin (srun --mpi=list): Debian's slurm-wlm has one"
+TWO_NODES=(--nodes=2 --ntasks-per-node=2 --cpus-per-task=1 --time=10)
+B=$(submit --job-name=b-preempt "${TWO_NODES[@]}" "$ROOT/jobs/train.sbatch" "${RUN[@]}")
+M=$(RESNET_LAUNCHER=mpirun submit --job-name=m-mpirun "${TWO_NODES[@]}" "$ROOT/jobs/train.sbatch" "${RUN[@]}")
+[[ "$B" =~ ^[0-9]+$ ]] && [[ "$M" =~ ^[0-9]+$ ]] || fail "submission failed: '$B' '$M'"
+# in the background: USR1 to B after its first validation (step 10), while it runs
+preempt() {
+  local t
+  for ((t = 0; t < 1200; t++)); do
+    [ -s "$TMP/ck/$B/metrics.jsonl" ] && break
+    case "$(state "$B")" in RUNNING | PENDING | CONFIGURING) ;; *) break ;; esac
+    sleep 0.5
+  done
+  [ -s "$TMP/ck/$B/metrics.jsonl" ] && [ "$(state "$B")" = RUNNING ] || { echo "no validation while running within 600 s"; return 1; }
+  scancel --signal=USR1 --batch "$B" || { echo "scancel --signal=USR1 --batch refused"; return 1; }
+  echo "USR1 sent" > "$TMP/preempted"
+}
+preempt > "$TMP/preempt.log" 2>&1 &
+preemptor=$!
+
 # --- (1) + (4): one host against two ----------------------------------------------------------------------
 export RESNET_TRACE=1
 # strace every rank of the 4-rank run on 2 hosts: each writes its own trace of file-changing calls
@@ -124,39 +166,9 @@ pass "(4) only rank 0 wrote into the checkpoint folder ($(wc -l <<<"$w0") calls:
 hash4=$(rank_hashes "$TMP/one4.out" 4)
 unset RESNET_TRACE
 
-# --- (2) Slurm across the two hosts ------------------------------------------------------------------------
-export RESNET_MPI=$BIN RESNET_CHECKPOINT_ROOT=$TMP/ck
-submit() { sbatch --parsable --chdir="$TMP" "$@" | cut -d';' -f1; }
-state() { { scontrol -o show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n 1 | cut -d= -f2; } || true; }
-field() { { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | head -n 1 | cut -d= -f2; } || true; }
-wait_final() {
-  local t s
-  for ((t = 0; t < $2 * 2; t++)); do
-    s=$(state "$1")
-    case "$s" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL) echo "$s"; return 0 ;; esac
-    sleep 0.5
-  done
-  echo "TIMEOUT($s)"
-}
-job_fail() {
-  scontrol show job "$1" >&2 || true
-  show "$(field "$1" StdOut)" "$RESNET_CLUSTER_DIR/log/slurmctld.log"
-  fail "job $1: $2"
-}
-hash_line() { sed -n 's/^replica parameters: hash \([0-9a-f]*\) identical on every rank$/\1/p' "$1" | tail -n 1; }
-srun --mpi=list 2>&1 | grep -qw pmix || fail "srun has no pmix plugin (srun --mpi=list): Debian's slurm-wlm has one"
-TWO_NODES=(--nodes=2 --ntasks-per-node=2 --cpus-per-task=1 --time=10)
-B=$(submit --job-name=b-preempt "${TWO_NODES[@]}" "$ROOT/jobs/train.sbatch" "${RUN[@]}")
-M=$(RESNET_LAUNCHER=mpirun submit --job-name=m-mpirun "${TWO_NODES[@]}" "$ROOT/jobs/train.sbatch" "${RUN[@]}")
-[[ "$B" =~ ^[0-9]+$ ]] && [[ "$M" =~ ^[0-9]+$ ]] || fail "submission failed: '$B' '$M'"
-# preempt B after its first validation (step 10)
-for ((t = 0; t < 360; t++)); do
-  [ -s "$TMP/ck/$B/metrics.jsonl" ] && break
-  case "$(state "$B")" in RUNNING | PENDING | CONFIGURING) ;; *) break ;; esac
-  sleep 0.5
-done
-[ -s "$TMP/ck/$B/metrics.jsonl" ] && [ "$(state "$B")" = RUNNING ] || job_fail "$B" "no validation while running within 180 s"
-scancel --signal=USR1 --batch "$B" || job_fail "$B" "scancel --signal=USR1 --batch refused"
+# --- (2) Slurm across the two hosts: the jobs' outcome ----------------------------------------------------
+wait "$preemptor" || true
+[ -s "$TMP/preempted" ] || job_fail "$B" "not preempted: $(cat "$TMP/preempt.log" 2>/dev/null)"
 for j in "$B" "$M"; do
   s=$(wait_final "$j" 300)
   [ "$s" = COMPLETED ] || job_fail "$j" "state $s, expected COMPLETED"
@@ -239,4 +251,11 @@ mpi 1 "${LONG[@]}" --threads 2 --resume auto > "$TMP/resumed.out" 2>&1 || { show
 [ "$(h5_step "$TMP/lost/last.h5")" = 12 ] || fail "(3) the resumed run did not finish at step 12"
 grep -q "^test accuracy: " "$TMP/resumed.out" || fail "(3) the resumed run printed no test accuracy"
 pass "(3) --resume auto on one host finished the run at step 12 ($(elapsed))"
+
+# --- stop leaves nothing behind -------------------------------------------------------------------------
+K=$(sed -n 's/^K=//p' "$RESNET_CLUSTER_DIR/cluster.env")
+"$ROOT/scripts/local-cluster.sh" stop 2>/dev/null
+left=$( (ip netns list; ip -br link; ip -4 addr) | grep -E "rnm-$K-|rnm-br$K|10\.213\.$K\." || true)
+[ -z "$left" ] && [ ! -e "/run/rnm-$K" ] && [ ! -e "$RESNET_CLUSTER_DIR" ] || fail "stop left: $left $(ls -d "/run/rnm-$K" "$RESNET_CLUSTER_DIR" 2>/dev/null)"
+pass "stop removed the hosts, links, bridge and state of 10.213.$K.0/24"
 pass "all multi-host checks in $(elapsed)"
