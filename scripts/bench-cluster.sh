@@ -34,6 +34,7 @@ trap '"$ROOT/scripts/local-cluster.sh" stop >/dev/null 2>&1 || true; rm -rf "$wo
 trap 'exit 143' TERM INT
 eval "$("$ROOT/scripts/local-cluster.sh" start --nodes 2)"
 read -r -a cluster <<<"$RESNET_CLUSTER_MPIRUN_ARGS"
+read -r node1 node2 <<<"$RESNET_CLUSTER_HOSTS"
 
 # the two placements, both started the same way (mpirun into the hosts)
 # run PLACEMENT CMD...: CMD on 2 ranks
@@ -41,8 +42,8 @@ run() {
   local where=$1
   shift
   case "$where" in
-    one_host) mpirun "${cluster[@]}" --bind-to none -np 2 --host node1:2 --mca btl vader,self "$@" ;;
-    two_hosts) mpirun "${cluster[@]}" --bind-to none -np 2 --host node1:1,node2:1 --mca btl tcp,self "$@" ;;
+    one_host) mpirun "${cluster[@]}" --bind-to none -np 2 --host "$node1:2" --mca btl vader,self "$@" ;;
+    two_hosts) mpirun "${cluster[@]}" --bind-to none -np 2 --host "$node1:1,$node2:1" --mca btl tcp,self "$@" ;;
   esac
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -108,6 +108,7 @@ print_env() {
   mca+=" --mca oob_tcp_keepalive_probes 3"
   echo "export RESNET_CLUSTER_DIR=$DIR"
   echo "export RESNET_CLUSTER_HOSTFILE=$DIR/hostfile"
+  echo "export RESNET_CLUSTER_HOSTS='$(for n in $(node_list); do node_addr "$n"; done | paste -sd' ' -)'"
   echo "export RESNET_CLUSTER_MPIRUN_ARGS='--hostfile $DIR/hostfile $mca'"
   [ "$SLURM" = 1 ] && echo "export SLURM_CONF=$CONF"
   return 0
@@ -162,17 +163,21 @@ write_tools() {
   local node slots=$1
   mkdir -p "$DIR/bin"
   : > "$DIR/hostfile"
-  for node in $(node_list); do echo "$node slots=$slots" >> "$DIR/hostfile"; done
+  # hosts by address: mpirun looks a host name up (in DNS, here the machine's resolver), an address not
+  for node in $(node_list); do echo "$(node_addr "$node") slots=$slots" >> "$DIR/hostfile"; done
   # mpirun's "ssh": enter the named host's namespaces and run the command line there
   cat > "$DIR/bin/rsh" <<EOF
 #!/bin/sh
 # Written by scripts/local-cluster.sh: mpirun's remote shell (--mca plm_rsh_agent) for cluster $K.
-# usage: rsh [options] HOST COMMAND...
+# usage: rsh [options] HOST COMMAND...   (HOST: nodeI or its address 10.213.$K.(10+I))
 while [ \$# -gt 0 ]; do case "\$1" in -*) shift ;; *) break ;; esac; done
-host=\$1
+name=\$1 host=\$1
 shift
-case "\$host" in node[0-9]*) ;; *) echo "rsh: unknown host '\$host'" >&2; exit 255 ;; esac
-[ -e "/run/netns/rnm-$K-\$host" ] || { echo "rsh: unknown host '\$host'" >&2; exit 255; }
+case "\$host" in
+  10.213.$K.[1-9][0-9]*) n=\${host#10.213.$K.}; host=node\$((n - 10)) ;;
+esac
+case "\$host" in node[0-9]*) ;; *) echo "rsh: unknown host '\$name'" >&2; exit 255 ;; esac
+[ -e "/run/netns/rnm-$K-\$host" ] || { echo "rsh: unknown host '\$name'" >&2; exit 255; }
 exec nsenter --net="/run/netns/rnm-$K-\$host" --uts="/run/rnm-$K/\$host.uts" -- /bin/sh -c "\$*"
 EOF
   chmod 755 "$DIR/bin/rsh"

@@ -54,13 +54,20 @@ pass "cluster up ($(elapsed)): $(sinfo -h -N -o '%N %T' | paste -sd' ' -)"
 # every rank's process across hosts, by host name: mpirun HOSTS_ARGS... CMD
 on_hosts() { mpirun "${CLUSTER[@]}" --bind-to none -x RESNET_TRACE "$@"; }
 
-# placement: ranks report the host they run on; each host has only its ranks as node-local ones
+# placement: ranks report the host they run on; each host has only its ranks as node-local ones. Every
+# address mpirun, its daemons and the ranks send to is traced: nothing may leave the cluster's subnet
+# (and loopback), not even a name lookup.
+K=$(sed -n 's/^K=//p' "$RESNET_CLUSTER_DIR/cluster.env")
 # shellcheck disable=SC2016  # expanded by each rank's shell
-placement=$(mpirun "${CLUSTER[@]}" -np 4 --map-by ppr:2:node sh -c \
+placement=$(strace -f -qq --seccomp-bpf -e trace=connect,sendto,sendmsg,sendmmsg -o "$TMP/net.trace" \
+  mpirun "${CLUSTER[@]}" -np 4 --map-by ppr:2:node sh -c \
   'echo "$OMPI_COMM_WORLD_RANK $(hostname) $OMPI_COMM_WORLD_LOCAL_SIZE"' | sort -n | paste -sd, -)
 [ "$placement" = "0 node1 2,1 node1 2,2 node2 2,3 node2 2" ] || fail "placement of 4 ranks on 2 hosts: '$placement'"
 [ "$(hostname)" != node1 ] || fail "this machine is itself called node1: the host names prove nothing"
-pass "4 ranks on 2 hosts: $placement (rank host node-local-size)"
+grep -q "inet_addr(\"10\.213\.$K\." "$TMP/net.trace" || fail "the trace saw no traffic on 10.213.$K.0/24: $(head -c 400 "$TMP/net.trace")"
+outside=$(grep -o 'inet_addr("[0-9.]*")\|inet_pton(AF_INET6, "[^"]*"' "$TMP/net.trace" | grep -v "\"10\.213\.$K\.\|\"127\.\|\"0\.0\.0\.0\"\|\"::1\"" | sort | uniq -c || true)
+[ -z "$outside" ] || fail "mpirun sent to addresses outside the cluster: $outside"
+pass "4 ranks on 2 hosts: $placement (rank host node-local-size); traffic only within 10.213.$K.0/24 and loopback"
 
 # --- data: Fashion-MNIST with the test set cut to 100 images, so each run's final test costs little -----
 data=$TMP/fm100
@@ -253,7 +260,6 @@ grep -q "^test accuracy: " "$TMP/resumed.out" || fail "(3) the resumed run print
 pass "(3) --resume auto on one host finished the run at step 12 ($(elapsed))"
 
 # --- stop leaves nothing behind -------------------------------------------------------------------------
-K=$(sed -n 's/^K=//p' "$RESNET_CLUSTER_DIR/cluster.env")
 "$ROOT/scripts/local-cluster.sh" stop 2>/dev/null
 left=$( (ip netns list; ip -br link; ip -4 addr) | grep -E "rnm-$K-|rnm-br$K|10\.213\.$K\." || true)
 [ -z "$left" ] && [ ! -e "/run/rnm-$K" ] && [ ! -e "$RESNET_CLUSTER_DIR" ] || fail "stop left: $left $(ls -d "/run/rnm-$K" "$RESNET_CLUSTER_DIR" 2>/dev/null)"
