@@ -60,13 +60,16 @@ for ((r = 1; r <= rounds; r++)); do
     read -r img step share <<<"$ips"
     read -r med low <<<"$ms"
     echo "$placement $med $low $img $step $share" >> "$work/results"
-    printf 'round %d %-9s allreduce %7.3f ms (min %.3f) | bench %7.1f img/s, %7.1f ms/step, allreduce %4.1f%% = %6.2f ms/step\n' \
-      "$r" "$placement" "$med" "$low" "$img" "$step" "$share" "$(awk -v a="$step" -v b="$share" 'BEGIN { print a * b / 100 }')"
+    printf 'round %d %-9s allreduce %7.3f ms (fastest %.3f)' "$r" "$placement" "$med" "$low"
+    [ "$only_allreduce" = 1 ] || printf ' | bench %7.1f img/s, %7.1f ms/step, allreduce %4.1f%% = %6.2f ms/step' \
+      "$img" "$step" "$share" "$(awk -v a="$step" -v b="$share" 'BEGIN { print a * b / 100 }')"
+    echo
   done
 done
 echo "medians over $rounds round(s) (load average $(cut -d' ' -f1-3 /proc/loadavg)):"
 for placement in one_host two_hosts; do
   col() { awk -v p="$placement" -v c="$1" '$1 == p { print $c }' "$work/results" | median; }
-  printf '  %-9s allreduce alone %.3f ms (min %.3f); bench %.1f img/s, %.1f ms/step, allreduce %.1f%% of a step\n' \
-    "$placement" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
+  printf '  %-9s allreduce alone %.3f ms (fastest %.3f)' "$placement" "$(col 2)" "$(col 3)"
+  [ "$only_allreduce" = 1 ] || printf '; bench %.1f img/s, %.1f ms/step, allreduce %.1f%% of a step' "$(col 4)" "$(col 5)" "$(col 6)"
+  echo
 done
