@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 packages=(meson ninja-build pkg-config gcc libopenmpi-dev openmpi-bin libblis-dev libhdf5-dev hdf5-tools
           check zlib1g-dev xz-utils dataset-fashion-mnist slurm-wlm munge shellcheck
           clang libclang-rt-dev libomp-dev
-          python3-torch python3-h5py python3-matplotlib)
+          python3-torch python3-h5py python3-matplotlib
+          iproute2 strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,12 +53,15 @@ int dist_init(int *argc, char ***argv) {
     MPI_Comm_dup(MPI_COMM_WORLD, &watch_comm);
     MPI_Comm_set_errhandler(watch_comm, MPI_ERRORS_RETURN);
     /* Under Slurm, tasks started without an MPI launcher each see a world of one: refuse to train as
-     * unrelated singletons that would all write the same checkpoints. */
+     * unrelated singletons that would all write the same checkpoints. Only a world of one is checked:
+     * under mpirun in a multi-node allocation the ranks on other nodes inherit the SLURM_NTASKS of the
+     * srun step that started their orted (one per node), so a larger world is the launcher's word, and
+     * a check that failed on some ranks only would leave the others waiting. */
     const char *ntasks = getenv("SLURM_NTASKS");
     const char *ignore = getenv("RESNET_IGNORE_SLURM");
-    if (ntasks && !(ignore && *ignore == '1')) {
+    if (world_size == 1 && ntasks && !(ignore && *ignore == '1')) {
         long expected = strtol(ntasks, NULL, 10);
-        if (expected > 0 && expected != world_size)
+        if (expected > 1)
             return rn_error("MPI world has %d rank(s) but SLURM_NTASKS=%ld: launch with srun --mpi=pmix or "
                             "mpirun -np %ld (set RESNET_IGNORE_SLURM=1 to run anyway)",
                             world_size, expected, expected);
