@@ -51,7 +51,7 @@ eval "$env_lines"
 read -r -a CLUSTER <<<"${RESNET_CLUSTER_MPIRUN_ARGS:?start printed no mpirun arguments}"
 [ -f "${SLURM_CONF:-}" ] || fail "start printed no SLURM_CONF"
 pass "cluster up ($(elapsed)): $(sinfo -h -N -o '%N %T' | paste -sd' ' -)"
-# every rank's process across hosts, by host name: mpirun HOSTS_ARGS... CMD
+# on_hosts MPIRUN-ARGS... CMD...: CMD under mpirun on the cluster's hosts (the hostfile of local-cluster.sh)
 on_hosts() { mpirun "${CLUSTER[@]}" --bind-to none -x RESNET_TRACE "$@"; }
 
 # placement: ranks report the host they run on; each host has only its ranks as node-local ones. Every
