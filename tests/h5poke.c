@@ -29,7 +29,18 @@ static int write_value(hid_t obj, int is_attr, hssize_t index, const char *text,
         rc = fail("index out of range", name);
     } else if (cls == H5T_STRING && is_attr && points == 1) {
         if (H5Tis_variable_str(type) > 0) rc = H5Awrite(obj, type, &text) < 0;
-        else rc = fail("fixed-length strings are not supported", name);
+        else {
+            /* fixed-length (checkpoint format 2): NUL-padded to the type's size, which the caller made
+             * large enough */
+            const size_t size = H5Tget_size(type);
+            char *buf = calloc(1, size + 1);
+            if (!buf || strlen(text) > size) rc = fail("string longer than its fixed-length type", name);
+            else {
+                memcpy(buf, text, strlen(text));
+                rc = H5Awrite(obj, type, buf) < 0;
+            }
+            free(buf);
+        }
     } else if (cls == H5T_INTEGER || cls == H5T_FLOAT) {
         const hid_t mtype = cls == H5T_INTEGER ? H5T_NATIVE_LLONG : H5T_NATIVE_DOUBLE;
         long long i = strtoll(text, NULL, 10);
@@ -72,6 +83,13 @@ static int set_attribute(hid_t file, const char *owner, const char *attr, const 
     if (a < 0) return fail("no such attribute", name);
     hid_t type = H5Aget_type(a), space = H5Aget_space(a);
     H5Aclose(a);
+    /* a fixed-length string attribute is recreated as long as the new value needs */
+    if (H5Tget_class(type) == H5T_STRING && H5Tis_variable_str(type) <= 0 && strlen(value) + 1 > H5Tget_size(type)) {
+        hid_t longer = H5Tcopy(type);
+        H5Tclose(type);
+        type = longer;
+        if (H5Tset_size(type, strlen(value) + 1) < 0) fail("cannot lengthen the string type", name);
+    }
     int rc = 1;
     hid_t obj = H5Oopen(file, owner, H5P_DEFAULT);
     if (obj >= 0 && H5Adelete(obj, attr) >= 0 &&
