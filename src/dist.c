@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <mpi.h>
 
 #include "resnet/util.h"
@@ -33,7 +34,7 @@ enum { TAG_QUERY = 1, TAG_ANSWER = 2 };
 static MPI_Comm watch_comm = MPI_COMM_NULL;
 static double timeout_s = 0;            /* 0: plain blocking collectives, no deadline */
 static long long arrivals = 0;          /* collectives this rank has entered */
-static int reporter = -1;               /* a lower rank that asked us: it is reporting the stall */
+static int reporter = -1;               /* the lowest rank that asked us: it is reporting the stall */
 static char activity[96] = "start-up";
 
 int dist_init(int *argc, char ***argv) {
@@ -87,7 +88,7 @@ static void answer_queries(void) {
         MPI_Recv(&theirs, 1, MPI_LONG_LONG, st.MPI_SOURCE, TAG_QUERY, watch_comm, MPI_STATUS_IGNORE);
         /* eight bytes to a rank that posted its receive first: the send completes at once */
         MPI_Send(&mine, 1, MPI_LONG_LONG, st.MPI_SOURCE, TAG_ANSWER, watch_comm);
-        if (st.MPI_SOURCE < world_rank && (reporter < 0 || st.MPI_SOURCE < reporter)) reporter = st.MPI_SOURCE;
+        if (reporter < 0 || st.MPI_SOURCE < reporter) reporter = st.MPI_SOURCE;
     }
 }
 
@@ -120,10 +121,27 @@ static void rank_list(const char *flag, char *out, size_t size) {
     }
 }
 
+/* Ends the whole job with `code`. Under Open MPI's mpirun a rank that exits before MPI_Finalize with a
+ * non-zero code makes mpirun end the job with that code; MPI_Abort would do the same, but its message
+ * races with the abort inside mpirun 4.1 when a peer is stopped (measured: "ORTE_ERROR_LOG: Data unpack
+ * had inadequate space" in 10 of 30 aborts, now and then mpirun's segfault and exit 139 instead of 3).
+ * Any other launcher (srun, another MPI) gets MPI_Abort, the one call every launcher turns into the end
+ * of the job. */
+_Noreturn static void end_job(int code) {
+    fflush(stdout);
+    fflush(stderr);
+    if (initialised && world_size > 1) {
+        if (getenv("OMPI_MCA_orte_hnp_uri")) _exit(code);
+        MPI_Abort(MPI_COMM_WORLD, code);
+    }
+    exit(code);
+}
+
 /* The deadline of collective `what` passed: ask every rank where it is, name those that have not
  * arrived, end the job. */
 _Noreturn static void report_stall(const char *what, double waited_s) {
     const long long mine = arrivals;
+    reporter = -1;   /* from here on: who else is reporting now */
     long long *answer = malloc(sizeof *answer * (size_t)world_size);
     MPI_Request *req = malloc(sizeof *req * 2 * (size_t)world_size);
     char *silent = calloc((size_t)world_size, 1), *behind = calloc((size_t)world_size, 1);
@@ -148,6 +166,15 @@ _Noreturn static void report_stall(const char *what, double waited_s) {
         answer_queries();
         nap(1.0);
     }
+    /* Only one rank may call MPI_Abort: two at once corrupt mpirun's message buffers (Open MPI 4.1:
+     * "Data unpack had inadequate space", now and then a segfault and exit 139 instead of 3). A lower
+     * rank reporting at the same time ends the job; this one reports only if that abort never comes. */
+    if (reporter >= 0 && reporter < world_rank) {
+        for (const double deadline = MPI_Wtime() + DEFER_S; MPI_Wtime() < deadline;) {
+            answer_queries();
+            nap(1.0);
+        }
+    }
     char missing[400] = "", late[400] = "";
     for (int r = 0; answer && silent && behind && r < world_size; r++) {
         if (r == world_rank) continue;
@@ -167,9 +194,7 @@ _Noreturn static void report_stall(const char *what, double waited_s) {
         snprintf(line, sizeof line, "stalled: %s #%lld (%s) did not complete in %.0f s (--timeout) although every "
                  "rank has arrived (the network is not delivering); ending the job", what, mine, activity, waited_s);
     fprintf(stderr, "resnet_mpi: rank %d: %s\n", world_rank, line);
-    fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, DIST_EXIT_STALLED);
-    exit(DIST_EXIT_STALLED);
+    end_job(DIST_EXIT_STALLED);
 }
 
 /* Completes a started collective, or reports the stall when the deadline passes. */
@@ -181,7 +206,8 @@ static void finish(MPI_Request *req, const char *what) {
         if (done) return;
         const double waited = MPI_Wtime() - start;
         if (waited > 1e-3) answer_queries();
-        /* a lower rank is already naming the missing ranks: give its abort time to arrive */
+        /* another rank is already naming the missing ranks: give its abort time to arrive, so that
+         * one rank aborts, not two */
         if (waited > timeout_s + (reporter >= 0 ? ANSWER_GRACE_S + DEFER_S : 0)) report_stall(what, waited);
         nap(waited);
     }
@@ -305,7 +331,5 @@ void dist_barrier(void) {
 
 _Noreturn void dist_fail(int code, const char *message) {
     fprintf(stderr, "resnet_mpi: rank %d: %s\n", world_rank, message);
-    fflush(stderr);
-    if (initialised && world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
-    exit(code);
+    end_job(code);
 }

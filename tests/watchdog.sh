@@ -38,6 +38,9 @@ finish() {
   awk -v t="$took" -v l=$((TIMEOUT + 10)) 'BEGIN { exit !(t <= l) }' || fail "$name: took $took s (limit $((TIMEOUT + 10)) s)"
   grep -q "stalled: .*not arrived: rank $victim (no answer" "$TMP/$name.err" ||
     fail "$name: no line naming rank $victim: $(grep -v trace "$TMP/$name.err")"
+  # one rank reports and aborts: two aborts at once corrupt mpirun's buffers (ORTE_ERROR_LOG, exit 139)
+  [ "$(grep -c "stalled:" "$TMP/$name.err")" -eq 1 ] || fail "$name: not exactly one rank reported: $(grep "stalled:" "$TMP/$name.err")"
+  ! grep -q ORTE_ERROR_LOG "$TMP/$name.err" || fail "$name: mpirun reported an error: $(cat "$TMP/$name.err")"
   [ -z "$(ranks_of "$TMP/$name")" ] || fail "$name: processes left behind: $(ranks_of "$TMP/$name")"
   [ -f "$TMP/$name/last.h5" ] || fail "$name: no last.h5"
   "$BIN" eval --checkpoint "$TMP/$name/last.h5" --dataset fashion-mnist --data "$FM_DIR" --json >/dev/null ||
@@ -58,8 +61,9 @@ pid=$(ranks_of "$TMP/stop" | awk -v r="$victim" '$2 == r { print $1 }')
 kill -STOP "$pid"
 finish stop "$job" "$(date +%s.%N)" "$victim"
 
-# 2. rank 0 blocks for good inside a checkpoint write (a hung file system)
-RESNET_FAULT_HANG_STEP=$((3 + RANDOM % 10)) "${MPIRUN[@]}" -np 3 "$BIN" "${common[@]}" --epochs 50 \
+# 2. rank 0 blocks for good inside a checkpoint write (a hung file system), after the first checkpoint
+# (step 3) is written, so that there is a last.h5 to keep whole
+RESNET_FAULT_HANG_STEP=$((4 + RANDOM % 10)) "${MPIRUN[@]}" -np 3 "$BIN" "${common[@]}" --epochs 50 \
   --checkpoint-dir "$TMP/hang" > "$TMP/hang.out" 2> "$TMP/hang.err" &
 job=$!
 wait_for "$TMP/hang.err" "hanging in the checkpoint write" 120 || { kill "$job"; fail "hang: rank 0 never hung"; }
