@@ -33,7 +33,8 @@ static void synthetic_images(float *images, int *labels, int n, uint64_t seed) {
 static void report(const Config *cfg, const Model *model, const PerfSummary *train, const PerfSummary *all,
                    int threads, int eval_images, int eval_rounds) {
     const double elapsed = train->phase[PERF_TOTAL].max, B = cfg->batch_size;
-    const double train_ips = B * cfg->steps / elapsed, eval_ips = (double)eval_images * eval_rounds / all->phase[PERF_VALIDATION].max;
+    const double train_ips = B * cfg->steps / elapsed;
+    const double eval_ips = eval_images > 0 ? (double)eval_images * eval_rounds / all->phase[PERF_VALIDATION].max : 0;
     printf("resnet_mpi bench: %s depth %d, %zu parameters, global batch %d, %d rank(s) x %d thread(s), "
            "%d steps after %d warm-up, BLIS kernels %s\n",
            cfg->arch == ARCH_SEED ? "seed" : "paper", cfg->depth, model->num_params, cfg->batch_size, train->ranks,
@@ -42,10 +43,14 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
            train_ips, 1000.0 * elapsed / cfg->steps, train_ips * model_flops_per_image(model, 1) * 1e-9,
            100.0 * train->phase[PERF_COMPUTE].mean / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].mean / elapsed,
            100.0 * train->phase[PERF_OPTIMIZER].mean / elapsed);
-    printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips,
-           eval_ips * model_flops_per_image(model, 0) * 1e-9, eval_images);
-    printf("peak memory: %.0f MiB per rank training, %.0f MiB with the 5,000-image evaluation (max over ranks)\n",
-           train->peak_mib.max, all->peak_mib.max);
+    if (eval_images > 0) {
+        printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips,
+               eval_ips * model_flops_per_image(model, 0) * 1e-9, eval_images);
+        printf("peak memory: %.0f MiB per rank training, %.0f MiB with the %d-image evaluation (max over ranks)\n",
+               train->peak_mib.max, all->peak_mib.max, eval_images);
+    } else {
+        printf("peak memory: %.0f MiB per rank training (max over ranks)\n", train->peak_mib.max);
+    }
     perf_print_phases(stdout, train, threads);
 }
 
@@ -109,22 +114,24 @@ int bench_main(Config *cfg) {
     PerfSummary train;
     perf_summarize(&train, dist_min_sum_max, P);
 
-    /* the seed's validation: one batch-statistics forward over 5,000 images, spread over the ranks */
-    const int eval_n = 5000;
-    Evaluator ev;
-    if (agree_failure(evaluator_init(&ev, &model, eval_n) != 0)) return EXIT_FAILED;
-    model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
-    int elo, en;
-    dist_slice(eval_n, &elo, &en);
-    (void)elo;
-    synthetic_images(ev.images, ev.labels, en, cfg->seed + 1000 + (uint64_t)rank);
-    const int rounds = 2;
-    model_forward(&model, ev.images, en, BN_EVAL_BATCH);   /* warm-up */
-    dist_barrier();
-    perf_start(PERF_VALIDATION);
-    for (int i = 0; i < rounds; i++) model_forward(&model, ev.images, en, BN_EVAL_BATCH);
-    dist_barrier();
-    perf_stop(PERF_VALIDATION);
+    /* the seed's validation: one batch-statistics forward over --eval-images (5,000), spread over the
+     * ranks; a rank's slice may be empty, but every rank joins the reductions of the forward */
+    const int eval_n = cfg->eval_images, rounds = 2;
+    Evaluator ev = {0};
+    if (eval_n > 0) {
+        if (agree_failure(evaluator_init(&ev, &model, eval_n) != 0)) return EXIT_FAILED;
+        model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+        int elo, en;
+        dist_slice(eval_n, &elo, &en);
+        (void)elo;
+        synthetic_images(ev.images, ev.labels, en, cfg->seed + 1000 + (uint64_t)rank);
+        model_forward(&model, ev.images, en, BN_EVAL_BATCH);   /* warm-up */
+        dist_barrier();
+        perf_start(PERF_VALIDATION);
+        for (int i = 0; i < rounds; i++) model_forward(&model, ev.images, en, BN_EVAL_BATCH);
+        dist_barrier();
+        perf_stop(PERF_VALIDATION);
+    }
     PerfSummary all;
     perf_summarize(&all, dist_min_sum_max, P);
     if (rank0) {
@@ -132,7 +139,7 @@ int bench_main(Config *cfg) {
         if (cfg->profile) perf_profile_report(stdout, cfg->steps);
         fflush(stdout);
     }
-    evaluator_free(&ev);
+    if (eval_n > 0) evaluator_free(&ev);
     optim_free(&opt);
     model_free(&model);
     rn_free(images);

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${RESNET_CRASH_ROUNDS:-12}
 ck="$TMP/ck"
-args=("${FM_SMALL[@]}" --limit-train 2048 --batch-size 32 --eval-every 16 --checkpoint-every 1 --threads 1 --quiet
+args=("${FM_QUICK[@]}" --limit-train 2048 --batch-size 32 --eval-every 16 --checkpoint-every 1 --threads 1 --quiet
       --epochs 1000 --checkpoint-dir "$ck" --resume auto)
 step_of() { h5dump -a /train/step "$1" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p'; }
 last=0

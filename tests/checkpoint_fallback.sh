@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 COMPARE=${COMPARE_MODELS:?meson passes compare_models}
 # 1024 records at batch 64: 16 steps an epoch, so no validation (and no best.h5) before step 16; a
 # checkpoint and a snapshot every 4 steps
-common=("${FM_SMALL[@]}" --limit-train 1024 --batch-size 64 --eval-every epoch --checkpoint-every 4 --keep 3
+common=("${FM_QUICK[@]}" --limit-train 1024 --batch-size 64 --eval-every epoch --checkpoint-every 4 --keep 3
         --threads 1 --quiet)
 
 # flip FILE OFFSET: change one byte in place (XOR 0x55)

@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 # 1024 records at batch 64: 16 steps an epoch, so step 10 is mid-epoch and step 20 is in the next one;
 # validation every 4 batches puts history entries and best.h5 writes on both sides of the stop
-common=("${FM_SMALL[@]}" --limit-train 1024 --batch-size 64 --eval-every 4 --threads 1 --quiet)
+common=("${FM_QUICK[@]}" --limit-train 1024 --batch-size 64 --eval-every 4 --threads 1 --quiet)
 model_and_optimizer_equal() {
   h5diff "$1" "$2" /model /model && h5diff "$1" "$2" /optimizer /optimizer
 }

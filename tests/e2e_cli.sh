@@ -56,6 +56,6 @@ expect 0 "$BIN" eval --checkpoint "$TMP/ck/last.h5" --json
 grep -q '"accuracy":' "$TMP/out" && grep -q '"confusion":' "$TMP/out" || fail "eval --json: $(cat "$TMP/out")"
 pass "bad checkpoints: exit 1, one line; a good one evaluates (--json)"
 
-expect 0 "$BIN" bench --batch-size 16 --steps 2 --warmup 1 --threads 1
-grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "peak memory" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
+expect 0 "$BIN" bench --batch-size 16 --steps 2 --warmup 1 --threads 1 --eval-images 200
+grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval: .* over 200 images" "$TMP/out" && grep -q "peak memory" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
 pass "bench: $(grep '^train:' "$TMP/out")"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# End to end on real data: one epoch of 8,000 Fashion-MNIST images must learn far beyond chance (10%).
+# End to end on real data: one epoch of 4,000 Fashion-MNIST images must learn far beyond chance (10%).
 # A broken gradient, BN or data path stays near chance; a working one reaches ~0.8 here.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 THRESHOLD=0.60
-out=$("$BIN" train "${FM_SMALL[@]}" --limit-train 8000 --epochs 1 --eval-every epoch --threads 2 \
+out=$("$BIN" train "${FM_SMALL[@]}" --limit-train 4000 --batch-size 32 --epochs 1 --eval-every epoch --threads 2 \
       --checkpoint-dir "$TMP/ck" 2>&1) || fail "training exited $?: $out"
 echo "$out"
 acc=$(echo "$out" | sed -n 's/.*validation accuracy: \([0-9.]*\).*/\1/p' | tail -1)

@@ -3,7 +3,7 @@
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 export RESNET_TRACE=1
-common=("${FM_SMALL[@]}" --limit-train 2560 --batch-size 32 --max-steps 20 --eval-every 1000 --threads 1 --quiet)
+common=("${FM_QUICK[@]}" --limit-train 2560 --batch-size 32 --max-steps 20 --eval-every 1000 --threads 1 --quiet)
 
 # 1. after 20 steps every rank holds bitwise identical parameters
 for np in 2 4; do
@@ -45,7 +45,7 @@ e3=$(mpi 3 eval --checkpoint "$TMP/c2/last.h5" --split val --json) || fail "eval
 pass "validation evaluation identical on 1 and 3 ranks: $(echo "$e1" | grep -o '"accuracy":[0-9.]*')"
 
 # 4. eight ranks finish a short real run
-mpi 8 "${FM_SMALL[@]}" --limit-train 2048 --batch-size 64 --max-steps 6 --eval-every 3 --threads 1 \
+mpi 8 "${FM_QUICK[@]}" --limit-train 2048 --batch-size 64 --max-steps 6 --eval-every 3 --threads 1 \
   --checkpoint-dir "$TMP/c8" > "$TMP/out8" 2>&1 || fail "8 ranks: exit $? $(cat "$TMP/out8")"
 grep -q "^test accuracy: " "$TMP/out8" || fail "8 ranks: no test accuracy"
 pass "8 ranks finished: $(grep '^test accuracy' "$TMP/out8")"

@@ -3,7 +3,7 @@
 # at the same step with a checkpoint and exit 75.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
-common=("${FM_SMALL[@]}" --limit-train 4096 --batch-size 32 --eval-every 1000 --threads 1 --quiet)
+common=("${FM_QUICK[@]}" --limit-train 4096 --batch-size 32 --eval-every 1000 --threads 1 --quiet)
 
 # 1. rank 1 fails at step 3 of a long run: the job must end non-zero within 30 s
 start=$(date +%s)

@@ -25,13 +25,13 @@ pass "report.md, report.json and a resume marker written"
 
 # the report's numbers against eval on last.h5 and against the metrics log
 eval_json=$("$BIN" eval --checkpoint "$run/last.h5" --data "$FM_DIR" --threads 2 --json) || fail "eval exited $?"
-$PY - "$run" "$eval_json" <<'PYEOF' || fail "report.json disagrees with the run"
+$PY - "$run" "$eval_json" "$FM_TEST" <<'PYEOF' || fail "report.json disagrees with the run"
 import json, sys
 run, ev = sys.argv[1], json.loads(sys.argv[2])
 rep = json.load(open(run + "/report.json"))
 test = rep["test"]
 assert test["confusion"] == ev["confusion"], ("confusion", test["confusion"], ev["confusion"])
-assert test["accuracy"] == ev["accuracy"] and test["images"] == ev["images"] == 1000, (test["accuracy"], ev["accuracy"])
+assert test["accuracy"] == ev["accuracy"] and test["images"] == ev["images"] == int(sys.argv[3]), (test["accuracy"], ev["accuracy"])
 assert test["per_class"] == ev["per_class"]
 points = [json.loads(l) for l in open(run + "/metrics.jsonl")]
 vals = [p for p in points if "step" in p]

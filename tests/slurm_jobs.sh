@@ -9,7 +9,7 @@
 #       on (a)'s best.h5 (afterok): all COMPLETED, with a table and JSON;
 #   (d) a rank that fails (RESNET_FAULT_STEP): the job ends FAILED long before its time limit;
 #   (e) shellcheck is clean on jobs/*.sbatch and scripts/*.sh.
-# The test set is cut to its first 1000 images (a copy in $TMP) so that each run's final test stays short.
+# The test set is cut to its first $FM_TEST images (lib.sh) (a copy in $TMP) so that each run's final test stays short.
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,7 +44,7 @@ eval "$env_line"
 "$ROOT/scripts/local-slurm.sh" status 2>/dev/null | grep -q "SLURM_CONF=$SLURM_CONF" || fail "status does not report the cluster"
 pass "cluster up ($(elapsed)): $(sinfo -h -N -o '%N %T %c CPUs')"
 
-# --- data: lib.sh's copy of Fashion-MNIST with the first 1000 test images -------------------------------
+# --- data: lib.sh's copy of Fashion-MNIST with the test set cut short -------------------------------
 data=$FM_DIR
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ hash_line() { grep '^replica parameters: hash' "$1" | tail -n 1 || true; }
 test_line() { grep '^test accuracy:' "$1" | tail -n 1 || true; }
 
 # --- submissions: everything at once -------------------------------------------------------------------
-TRAIN=("${FM_SMALL[@]}" --data "$data" --limit-train 2048 --batch-size 64 --epochs 1 --eval-every 10)
+TRAIN=("${FM_QUICK[@]}" --data "$data" --limit-train 2048 --batch-size 64 --epochs 1 --eval-every 10)
 ONE_NODE=(--nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1)
 # (a) and (d) through mpirun inside the allocation (without the test suite's blanket oversubscription
 # setting); (b), (c) through the default: srun --mpi=pmix where Slurm has PMIx
@@ -105,7 +105,7 @@ D=$(mpirun_submit --job-name=d-fault "${ONE_NODE[@]}" --time=5 --export=ALL,RESN
       "$JOBS/train.sbatch" "${TRAIN[@]}")
 default_launcher=mpirun
 srun --mpi=list 2>&1 | grep -w pmix >/dev/null && default_launcher=srun
-SWEEP=("${FM_SMALL[@]}" --data "$data" --limit-train 512 --batch-size 64 --epochs 1 --eval-every 4)
+SWEEP=("${FM_QUICK[@]}" --data "$data" --limit-train 512 --batch-size 64 --epochs 1 --eval-every 4)
 S=$(submit --job-name=c-sweep --array=0-1 --nodes=1 --ntasks=1 --ntasks-per-node=1 --time=10 "$JOBS/sweep.sbatch" "${SWEEP[@]}")
 M=$(submit --job-name=c-summary --dependency="afterok:$S" "$JOBS/summary.sbatch" "$S" --data "$data")
 E=$(submit --job-name=c-eval --dependency="afterok:$A" "$JOBS/eval.sbatch" "$TMP/ck/$A/best.h5" --data "$data")

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 TIMEOUT=8
 # a checkpoint every 3 steps and a validation every 16: the stop can fall into either
-common=("${FM_SMALL[@]}" --limit-train 4096 --batch-size 48 --eval-every 16 --checkpoint-every 3 --threads 1
+common=("${FM_QUICK[@]}" --limit-train 4096 --batch-size 48 --eval-every 16 --checkpoint-every 3 --threads 1
         --quiet --timeout "$TIMEOUT")
 seed=${RESNET_WATCHDOG_SEED:-$(date +%s)}
 RANDOM=$seed

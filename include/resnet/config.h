@@ -59,7 +59,7 @@ typedef struct {
     char split[8];            /* test | val */
     int json;
     /* bench */
-    int steps, warmup, profile;
+    int steps, warmup, eval_images, profile;
 
     Settings given;           /* the options the user gave, as typed (key without "--") */
 } Config;
