@@ -177,7 +177,7 @@ static const SettingDef table[] = {
     {"steps", F(steps), INT, 1, INT_MAX, NULL, BENCH, "20", NULL, G_BENCH, "N", "timed training steps (default 20)"},
     {"warmup", F(warmup), INT, 0, INT_MAX, NULL, BENCH, "3", NULL, G_BENCH, "N", "untimed steps first (default 3)"},
     {"eval-images", F(eval_images), INT, 0, 1000000, NULL, BENCH, "5000", NULL, G_BENCH, "N",
-     "images of the timed evaluation, the seed's validation (default 5000; 0: none)"},
+     "images of the timed evaluation (the seed's validation), 0 for none (default 5000)"},
     {"profile", F(profile), FLAG, 0, 0, NULL, BENCH, NULL, NULL, G_BENCH, NULL,
      "also print where the time of a step goes"},
 };
