@@ -47,10 +47,12 @@ sgd_nesterov, sgd_plain), <case>/config float64 [kind (0 adam, 1 adamw, 2 sgd), 
 beta1, beta2, eps, momentum, nesterov], <case>/lr float64 [5] (the lr of each step) and
 <case>/step1..step5, torch.optim's parameters after each update (float32, as torch runs them). And
 sched_step (MultiStepLR 0.1, milestones 4, 8, gamma 0.1) and sched_cosine (CosineAnnealingLR 0.1,
-T_max 10): the lr in force for the update after k completed updates.
+T_max 10), sched_warmup (LinearLR 0.1 from 1/4 over 4 steps) and sched_warmup_cosine (LambdaLR:
+min(1, (s+1)/4) x the cosine over 12 steps): the lr in force for the update after k completed updates.
 """
 import argparse
 import copy
+import math
 import os
 import struct
 import sys
@@ -351,6 +353,14 @@ def optim_fixture():
         lambda o: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[4, 8], gamma=0.1), 12), np.float64)
     w.add("sched_cosine", schedule(
         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10), 11), np.float64)
+    # linear warmup over 4 steps on a constant rate (LinearLR), and composed with a cosine over 12 steps
+    # by product (LambdaLR), as resnet_mpi's --warmup-steps composes with --schedule
+    w.add("sched_warmup", schedule(
+        lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=1 / 4, end_factor=1.0, total_iters=3), 8),
+        np.float64)
+    w.add("sched_warmup_cosine", schedule(
+        lambda o: torch.optim.lr_scheduler.LambdaLR(
+            o, lambda s: min(1.0, (s + 1) / 4) * 0.5 * (1 + math.cos(math.pi * min(s, 12) / 12))), 14), np.float64)
     return w
 
 
@@ -358,6 +368,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(root, "tests", "data"))
+    ap.add_argument("--only", help="write only this file (e.g. ref_optim.bin)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)   # fixed reduction order: byte-identical reruns
@@ -372,6 +383,8 @@ def main():
     ]
     total = 0
     for name, make in cases:
+        if args.only and name != args.only:
+            continue
         w = make()
         size = w.write(os.path.join(args.out, name))
         total += size

@@ -88,6 +88,7 @@ static const char *const dataset_names[] = {"cifar10", "fashion-mnist", NULL};
 static const char *const arch_names[] = {"seed", "paper", NULL};                /* Arch order */
 static const char *const recipe_names[] = {"seed", "paper", NULL};
 static const char *const early_stop_names[] = {"seed", "best", "off", NULL};    /* EarlyStopRule order */
+static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};   /* LrScaling order */
 static const char *const bn_eval_names[] = {"batch", "running", NULL};          /* from BN_EVAL_BATCH */
 static const char *const progress_names[] = {"auto", "always", "never", NULL};  /* ProgressMode order */
 static const char *const split_names[] = {"test", "val", NULL};
@@ -134,6 +135,16 @@ static const SettingDef table[] = {
      "step schedule: lr divided by 10 at these steps (at most 8)"},
     {"batch-size", F(batch_size), INT, 1, 65536, NULL, ALL | SAVED, "128", "128", G_OPTIM, "N",
      "global batch over all ranks, 1..65536 (default 128)"},
+    {"batch-per-rank", F(batch_per_rank), INT, 0, 65536, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",
+     "images per rank instead: the global batch is N x ranks, on a resume too\n(default 0: --batch-size decides)"},
+    {"lr-scaling", F(lr_scaling), ENUM, LR_SCALING_NONE, 0, lr_scaling_names, ALL | SAVED, "none", NULL, G_OPTIM,
+     "RULE", "none | linear | sqrt: --lr times (global batch / --base-batch), or its\nsquare root (default none)"},
+    {"base-batch", F(base_batch), INT, 1, 65536, NULL, ALL | SAVED, "128", NULL, G_OPTIM, "N",
+     "the global batch --lr is meant for (default 128)"},
+    {"warmup-steps", F(warmup_steps), LONG, 0, STEP_LIMIT, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",
+     "linear warmup: step s runs at (s+1)/N of the schedule's rate (default 0)"},
+    {"warmup-epochs", F(warmup_epochs), FLOAT, 0, 1000000, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "X",
+     "the warmup in epochs, rounded up to steps (default 0)"},
     {"epochs", F(epochs), INT, 1, 1000000, NULL, ALL | SAVED, "50", "1000000", G_OPTIM, "N",
      "at most N epochs, 1..1000000 (default 50)"},
     {"max-steps", F(max_steps), LONG, 0, STEP_LIMIT, NULL, ALL | SAVED, "0", "64000", G_OPTIM, "N",
@@ -570,6 +581,10 @@ int config_validate(const Config *c) {
                         "--momentum %g)", optim_name(c->optimizer), (double)c->momentum);
     if (c->schedule == SCHED_STEP && c->num_milestones == 0)
         return rn_error("--schedule step needs --milestones S1,S2,...");
+    if (c->batch_per_rank > 0 && settings_get(&c->given, "batch-size") && settings_get(&c->given, "batch-per-rank"))
+        return rn_error("--batch-size and --batch-per-rank: give one (the global batch, or the images per rank)");
+    if (c->warmup_steps > 0 && c->warmup_epochs > 0)
+        return rn_error("--warmup-steps and --warmup-epochs: give one");
     return 0;
 }
 
@@ -593,10 +608,21 @@ void config_optim(const Config *c, OptimConfig *out) {
                          .nesterov = c->nesterov};
 }
 
+double config_lr_factor(const Config *c) {
+    const double ratio = (double)c->batch_size / c->base_batch;
+    return c->lr_scaling == LR_SCALING_LINEAR ? ratio : c->lr_scaling == LR_SCALING_SQRT ? sqrt(ratio) : 1.0;
+}
+
+long config_warmup_steps(const Config *c, long steps_per_epoch) {
+    if (c->warmup_epochs > 0) return (long)ceil((double)c->warmup_epochs * (double)steps_per_epoch - 1e-9);
+    return c->warmup_steps;
+}
+
 void config_schedule(const Config *c, long steps_per_epoch, Schedule *out) {
     memset(out, 0, sizeof *out);
     out->kind = c->schedule;
-    out->base_lr = c->lr;
+    out->base_lr = (float)(c->lr * config_lr_factor(c));
+    out->warmup_steps = config_warmup_steps(c, steps_per_epoch);
     /* the run ends at whichever comes first, and a cosine must reach 0 exactly there */
     long total = (long)c->epochs * steps_per_epoch;
     if (c->max_steps > 0 && (total <= 0 || c->max_steps < total)) total = c->max_steps;

@@ -128,7 +128,8 @@ void optim_step(Optimizer *opt, float *params, const float *grads, float lr) {
 
 /* ---- schedules ---------------------------------------------------------------------------------- */
 
-float schedule_lr(const Schedule *s, long step) {
+/* The schedule's rate before warmup, in double. */
+static double schedule_rate(const Schedule *s, long step) {
     double base = s->base_lr;
     switch (s->kind) {
     case SCHED_STEP: {
@@ -136,17 +137,27 @@ float schedule_lr(const Schedule *s, long step) {
         int passed = 0;
         for (int i = 0; i < s->num_milestones && i < SCHED_MAX_MILESTONES; i++)
             if (s->milestones[i] <= step) passed++;
-        return (float)(base * pow((double)s->gamma, passed));
+        return base * pow((double)s->gamma, passed);
     }
     case SCHED_COSINE: {
-        if (s->total_steps <= 0) return (float)base;
+        if (s->total_steps <= 0) return base;
         /* PyTorch's closed form rises again after T_max; a run that outlives its schedule stays at 0 */
         long t = step < 0 ? 0 : step > s->total_steps ? s->total_steps : step;
         const double pi = 3.14159265358979323846;
-        return (float)(base * 0.5 * (1.0 + cos(pi * (double)t / (double)s->total_steps)));
+        return base * 0.5 * (1.0 + cos(pi * (double)t / (double)s->total_steps));
     }
     case SCHED_CONSTANT:
     default:
-        return (float)base;
+        return base;
     }
+}
+
+/* Linear warmup composed with the schedule by product, as PyTorch's LambdaLR with
+ * lambda s: min(1, (s+1)/W) * schedule(s) (equal to LinearLR(start_factor=1/W, total_iters=W-1) on a
+ * constant rate). */
+float schedule_lr(const Schedule *s, long step) {
+    const double rate = schedule_rate(s, step);
+    if (s->warmup_steps > 0 && step < s->warmup_steps)
+        return (float)(rate * (double)(step + 1) / (double)s->warmup_steps);
+    return (float)rate;
 }

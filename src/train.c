@@ -5,6 +5,7 @@
 #include "resnet/train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -163,6 +164,7 @@ typedef struct {
     int *labels;
     int threads;
     long steps_per_epoch, total_steps;
+    int eval_every;           /* validate every N batches of an epoch (0: at its end), see setup_data */
     char last_path[1024], best_path[1024];
     long saved_step;          /* the step last_path holds, from this run or the one resumed; -1: none */
     int show_progress;
@@ -300,6 +302,13 @@ static int setup_data(Run *r, const char *resume_path) {
     r->total_steps = (long)cfg->epochs * r->steps_per_epoch;
     if (cfg->max_steps > 0 && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
     config_schedule(cfg, r->steps_per_epoch, &r->schedule);
+    /* scale-out: the validation cadence in images (N batches of --base-batch), so that validation and the
+     * seed's early stop (counted in validations) mean the same at any global batch */
+    r->eval_every = cfg->eval_every;
+    if (cfg->batch_per_rank > 0 && cfg->eval_every > 0) {
+        const long steps = lround((double)cfg->eval_every * cfg->base_batch / cfg->batch_size);
+        r->eval_every = steps < 1 ? 1 : steps > INT_MAX ? INT_MAX : (int)steps;
+    }
     return 0;
 }
 
@@ -720,6 +729,38 @@ static void print_stop_line(const Run *r) {
     else printf("best validation accuracy: %.4f at step %ld\n", ts->best_val_acc, ts->best_step);
 }
 
+/* --batch-per-rank sets the global batch from the ranks of this run (a resume on another rank count
+ * changes it: said on rank 0). A --batch-size given on the command line takes over from a resumed
+ * --batch-per-rank. 0 or EXIT_USAGE, the same on every rank. */
+static int resolve_global_batch(Config *cfg, int rank0, int resuming) {
+    if (settings_get(&cfg->given, "batch-size") && !settings_get(&cfg->given, "batch-per-rank"))
+        cfg->batch_per_rank = 0;
+    if (cfg->batch_per_rank <= 0) return 0;
+    const long global = (long)cfg->batch_per_rank * dist_size();
+    if (global > 65536) {
+        if (rank0) rn_error("--batch-per-rank %d x %d ranks = a global batch of %ld, above 65536", cfg->batch_per_rank,
+                            dist_size(), global);
+        return EXIT_USAGE;
+    }
+    if (rank0 && resuming && global != cfg->batch_size)
+        printf("resume: global batch %ld (--batch-per-rank %d x %d ranks; the checkpoint's was %d)\n", global,
+               cfg->batch_per_rank, dist_size(), cfg->batch_size);
+    cfg->batch_size = (int)global;
+    return 0;
+}
+
+/* The rate the schedule starts from, when scaling or warmup change it: one line on rank 0. */
+static void print_lr_plan(const Run *r) {
+    const Config *cfg = r->cfg;
+    if (cfg->lr_scaling == LR_SCALING_NONE && r->schedule.warmup_steps == 0 && cfg->batch_per_rank == 0) return;
+    const char *rule = cfg->lr_scaling == LR_SCALING_LINEAR ? "linear" : cfg->lr_scaling == LR_SCALING_SQRT ? "sqrt" : "none";
+    printf("global batch %d%s; learning rate %g x %.6g (--lr-scaling %s, --base-batch %d) = %.6g", cfg->batch_size,
+           cfg->batch_per_rank ? " (--batch-per-rank x ranks)" : "", (double)cfg->lr, config_lr_factor(cfg), rule,
+           cfg->base_batch, (double)r->schedule.base_lr);
+    if (r->schedule.warmup_steps > 0) printf(", warmed up linearly over %ld steps", r->schedule.warmup_steps);
+    printf("\n");
+}
+
 /* Start-up: checks that need no data first (fast failures), then the resumed settings and setup.
  * 0, or the exit code every rank returns. */
 static int start(Run *r, const char *resume_path) {
@@ -729,6 +770,7 @@ static int start(Run *r, const char *resume_path) {
     if (code) return code;
     if (resume_path && (code = agree_exit(config_merge_checkpoint(cfg, resume_path, rank0, 0)))) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
+    if ((code = resolve_global_batch(cfg, rank0, resume_path != NULL))) return code;
     if ((code = agree_exit(rank0 && check_output_paths(cfg) ? EXIT_USAGE : 0))) return code;
     r->threads = choose_threads(cfg->threads, cfg->quiet);
     perf_reset();
@@ -739,6 +781,7 @@ static int start(Run *r, const char *resume_path) {
                RESNET_VERSION, cfg->arch == ARCH_SEED ? "seed" : "paper", cfg->depth, r->model.num_params,
                cfg->dataset, r->num_train, r->num_val, r->test_set.count, dist_size(), r->threads, cfg->batch_size,
                r->steps_per_epoch, resume_path ? ", resumed from " : "", resume_path ? resume_path : "");
+        print_lr_plan(r);
         fflush(stdout);
     }
     return 0;
@@ -788,7 +831,7 @@ int train_main(Config *cfg) {
                 print_progress(r, batch, loss, (r->ts.step - run_start_step) * (double)cfg->batch_size /
                                                    (last_progress - run_start));
             }
-            const int eval_now = cfg->eval_every > 0 ? batch % cfg->eval_every == 0 : epoch_end;
+            const int eval_now = r->eval_every > 0 ? batch % r->eval_every == 0 : epoch_end;
             if (epoch_end) {
                 r->ts.epoch++;
                 r->ts.batch_in_epoch = 0;

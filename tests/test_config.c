@@ -515,7 +515,8 @@ static const char *const training_keys[] = {
     "dataset", "data", "val-size", "split-seed", "limit-train", "augment", "recipe", "arch", "depth",
     "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size", "epochs",
     "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
-    "checkpoint-dir", "checkpoint-every", "keep", NULL};
+    "checkpoint-dir", "checkpoint-every", "keep", "batch-per-rank", "lr-scaling", "base-batch", "warmup-steps",
+    "warmup-epochs", NULL};
 
 static void assert_same_settings(const Settings *a, const Settings *b) {
     ck_assert_int_eq(a->count, b->count);
@@ -647,6 +648,42 @@ END_TEST
 
 /* ---- cross-checks ---- */
 
+START_TEST(scale_out_settings) {
+    Config c;
+    ck_assert_int_eq(parse(&c, "--batch-size", "256", "--batch-per-rank", "64", NULL), 0);
+    ck_assert_int_eq(config_validate(&c), -1);
+    assert_error_mentions("--batch-size", "--batch-per-rank");
+    ck_assert_int_eq(parse(&c, "--warmup-steps", "5", "--warmup-epochs", "1", NULL), 0);
+    ck_assert_int_eq(config_validate(&c), -1);
+    assert_error_mentions("--warmup-steps", "--warmup-epochs");
+    ck_assert_int_eq(parse(&c, "--lr-scaling", "cubic", NULL), -1);
+    assert_error_mentions("--lr-scaling", NULL);
+
+    /* the factor at the global batch against --base-batch */
+    ck_assert_int_eq(parse(&c, "--batch-size", "1024", NULL), 0);
+    ck_assert_double_eq(config_lr_factor(&c), 1.0);
+    ck_assert_int_eq(parse(&c, "--batch-size", "1024", "--lr-scaling", "linear", NULL), 0);
+    ck_assert_double_eq_tol(config_lr_factor(&c), 8.0, 1e-12);
+    ck_assert_int_eq(parse(&c, "--batch-size", "1024", "--lr-scaling", "sqrt", NULL), 0);
+    ck_assert_double_eq_tol(config_lr_factor(&c), sqrt(8.0), 1e-12);
+    ck_assert_int_eq(parse(&c, "--batch-size", "512", "--lr-scaling", "sqrt", "--base-batch", "512", NULL), 0);
+    ck_assert_double_eq_tol(config_lr_factor(&c), 1.0, 1e-12);
+    Schedule s;
+    ck_assert_int_eq(parse(&c, "--batch-size", "512", "--lr-scaling", "linear", "--lr", "0.001", NULL), 0);
+    config_schedule(&c, 88, &s);
+    ck_assert_double_eq_tol(s.base_lr, 0.004, 1e-9);
+
+    /* warmup in epochs rounds up to whole steps; an exact multiple stays exact */
+    ck_assert_int_eq(parse(&c, "--warmup-epochs", "0.5", NULL), 0);
+    ck_assert_int_eq(config_warmup_steps(&c, 351), 176);
+    ck_assert_int_eq(parse(&c, "--warmup-epochs", "2", NULL), 0);
+    ck_assert_int_eq(config_warmup_steps(&c, 351), 702);
+    ck_assert_int_eq(parse(&c, "--warmup-steps", "40", NULL), 0);
+    config_schedule(&c, 351, &s);
+    ck_assert_int_eq(s.warmup_steps, 40);
+}
+END_TEST
+
 START_TEST(validate_cross_checks) {
     Config c;
     ck_assert_int_eq(parse(&c, "--bn-eval", "running", NULL), 0);
@@ -768,6 +805,7 @@ Suite *test_suite(void) {
     tcase_add_test(r, settings_round_trip);
     tcase_add_test(r, config_set_is_only_one_value);
     tcase_add_test(r, validate_cross_checks);
+    tcase_add_test(r, scale_out_settings);
     tcase_add_test(r, derived_configs);
     suite_add_tcase(s, r);
     return s;

@@ -218,6 +218,18 @@ START_TEST(cosine_schedule_matches_torch) {
 }
 END_TEST
 
+START_TEST(warmup_matches_torch_linear_lr) {
+    Schedule s = {.kind = SCHED_CONSTANT, .base_lr = 0.1f, .warmup_steps = 4};
+    check_sequence(&s, "sched_warmup");
+}
+END_TEST
+
+START_TEST(warmup_with_cosine_matches_torch) {
+    Schedule s = {.kind = SCHED_COSINE, .base_lr = 0.1f, .total_steps = 12, .warmup_steps = 4};
+    check_sequence(&s, "sched_warmup_cosine");
+}
+END_TEST
+
 Suite *test_suite(void) {
     Suite *s = suite_create("optim");
     TCase *t = tcase_create("torch");
@@ -231,6 +243,8 @@ Suite *test_suite(void) {
     tcase_add_test(t, resume_continues_bitwise);
     tcase_add_test(t, step_schedule_matches_torch);
     tcase_add_test(t, cosine_schedule_matches_torch);
+    tcase_add_test(t, warmup_matches_torch_linear_lr);
+    tcase_add_test(t, warmup_with_cosine_matches_torch);
     suite_add_tcase(s, t);
 
     TCase *u = tcase_create("rules");

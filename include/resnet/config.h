@@ -12,6 +12,7 @@
 
 typedef enum { EARLY_STOP_SEED = 0, EARLY_STOP_BEST, EARLY_STOP_OFF } EarlyStopRule;
 typedef enum { PROGRESS_AUTO = 0, PROGRESS_ALWAYS, PROGRESS_NEVER } ProgressMode;
+typedef enum { LR_SCALING_NONE = 0, LR_SCALING_LINEAR, LR_SCALING_SQRT } LrScaling;
 
 typedef struct {
     char command[16];         /* train | eval | bench */
@@ -33,7 +34,12 @@ typedef struct {
     ScheduleKind schedule;
     int num_milestones;
     long milestones[SCHED_MAX_MILESTONES];
-    int batch_size;           /* global */
+    int batch_size;           /* global; with batch_per_rank, set to batch_per_rank x ranks at start-up */
+    int batch_per_rank;       /* 0: batch_size decides */
+    LrScaling lr_scaling;     /* the schedule's rate is lr x config_lr_factor */
+    int base_batch;           /* the global batch lr is meant for */
+    long warmup_steps;
+    float warmup_epochs;      /* 0, or the warmup in epochs (rounded up to steps) */
     int epochs;
     long max_steps;           /* 0: no limit */
     int eval_every;           /* batches within an epoch; 0: at the end of each epoch */
@@ -77,6 +83,10 @@ int config_validate(const Config *c);
 void config_to_settings(const Config *c, Settings *out);
 ModelConfig config_model(const Config *c, int in_channels, int image_size, int classes);
 void config_optim(const Config *c, OptimConfig *out);
+/* --lr-scaling's factor at the config's global batch: 1, B / base, or sqrt(B / base). */
+double config_lr_factor(const Config *c);
+/* The warmup in steps: --warmup-steps, or --warmup-epochs x steps per epoch rounded up. */
+long config_warmup_steps(const Config *c, long steps_per_epoch);
 void config_schedule(const Config *c, long steps_per_epoch, Schedule *out);
 void config_usage(FILE *out);
 /* Checks the settings table against itself (field sizes fit the types, stated defaults match the

@@ -45,6 +45,7 @@ typedef struct {
     int num_milestones;
     long milestones[SCHED_MAX_MILESTONES]; /* step: lr *= gamma at each of these steps */
     float gamma;                           /* 0.1 */
+    long warmup_steps;                     /* step s < warmup_steps runs at (s+1)/warmup_steps of the rate */
 } Schedule;
 
 /* The learning rate for the update that follows `step` completed updates. */
