@@ -163,6 +163,8 @@ static const SettingDef table[] = {
      "seed of initialisation, epoch order and augmentation (default 0)"},
     {"threads", F(threads), INT, 0, 1024, NULL, ALL | SAVED, "0", NULL, G_MACHINE, "N",
      "compute threads per rank, 0..1024 (default 0: the node's cores / its ranks)"},
+    {"bucket-mb", F(bucket_mb), FLOAT, 0, 1024, NULL, TRAIN | BENCH, "0", NULL, G_MACHINE, "X",
+     "reduce the gradient in buckets of X MiB, each started as soon as the\nbackward has finished it (overlapped with the rest of the backward);\n0: one allreduce after the backward (default 0)"},
     {"timeout", F(timeout), SECONDS, 0, TIMEOUT_MAX_S, NULL, ALL, "auto", NULL, G_MACHINE, "S|auto",
      "stall watchdog: a collective not complete in S seconds names the ranks that\nhave not arrived and ends the job (exit 3); 0 turns it off (default auto:\nthe larger of 120 s and 20 times the median step, validation or checkpoint)"},
     {"checkpoint-dir", F(checkpoint_dir), PATH, 0, 0, NULL, ALL | SAVED, "checkpoints", NULL, G_OUTPUT, "DIR",

@@ -258,6 +258,63 @@ void dist_allreduce_sum_float(float *values, size_t count) {
     }
 }
 
+/* ---- gradient buckets: the allreduce overlapped with the backward ---------------------------------- */
+
+/* Bucket k (started k-th) is the k-th slice of bucket_floats from the END of the buffer: the backward
+ * finishes gradients from the end down, so buckets start in order, each as soon as it is final. */
+#define BUCKETS_MAX 1024
+static struct {
+    float *values;
+    size_t count, size;             /* floats in all, per bucket */
+    int num, started, done;
+    MPI_Request req[BUCKETS_MAX];
+} buckets;
+
+static size_t bucket_lo(int k) {
+    const size_t end_offset = (size_t)(k + 1) * buckets.size;
+    return end_offset >= buckets.count ? 0 : buckets.count - end_offset;
+}
+
+int dist_buckets_init(float *values, size_t count, size_t bucket_floats) {
+    size_t size = bucket_floats > 0 ? bucket_floats : count;
+    if (size > (size_t)INT_MAX) size = (size_t)INT_MAX;
+    if (size < (count + BUCKETS_MAX - 1) / BUCKETS_MAX) size = (count + BUCKETS_MAX - 1) / BUCKETS_MAX;
+    buckets.values = values;
+    buckets.count = count;
+    buckets.size = size ? size : 1;
+    buckets.num = count ? (int)((count + buckets.size - 1) / buckets.size) : 0;
+    buckets.started = buckets.done = 0;
+    return buckets.num;
+}
+
+void dist_buckets_ready(size_t final_from) {
+    if (world_size == 1) return;
+    while (buckets.started < buckets.num && bucket_lo(buckets.started) >= final_from) {
+        const int k = buckets.started++;
+        const size_t lo = bucket_lo(k), hi = k == 0 ? buckets.count : bucket_lo(k - 1);
+        arrivals++;
+        MPI_Iallreduce(MPI_IN_PLACE, buckets.values + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &buckets.req[k]);
+    }
+    /* progress: Open MPI moves a non-blocking collective on only inside MPI calls */
+    while (buckets.done < buckets.started) {
+        int complete = 0;
+        MPI_Test(&buckets.req[buckets.done], &complete, MPI_STATUS_IGNORE);
+        if (!complete) break;
+        buckets.done++;
+    }
+}
+
+void dist_buckets_wait(void) {
+    if (world_size == 1) return;
+    dist_buckets_ready(0);
+    for (; buckets.done < buckets.started; buckets.done++) {
+        if (timeout_s > 0) finish(&buckets.req[buckets.done], "allreduce");
+        else MPI_Wait(&buckets.req[buckets.done], MPI_STATUS_IGNORE);
+    }
+    buckets.started = buckets.done = 0;
+}
+
 void dist_allreduce_sum_double(double *values, int count) {
     if (world_size == 1) return;
     allreduce(values, count, MPI_DOUBLE, MPI_SUM);

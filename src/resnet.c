@@ -32,6 +32,7 @@ typedef struct {
     BnParams bn1, bn2, proj_bn;  /* seed: bn2 is bn1 (one module used twice) */
     int has_proj;                /* seed: 1x1 conv + BN shortcut */
     int option_a;                /* paper: subsample + zero channels */
+    size_t param_lo;             /* the block's first parameter: its own run from here to the next block */
 } Block;
 
 /* Activation pointers of one block. In a training arena every tensor is its own; in an inference arena
@@ -156,6 +157,7 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
         const int cout = 16 << s;
         for (int i = 0; i < n; i++) {
             Block *b = &p->blocks[s * n + i];
+            b->param_lo = t->param_floats;
             char prefix[48], name[112];
             snprintf(prefix, sizeof prefix, "module%d.%d", s + 1, i);
             b->cin = cin;
@@ -671,10 +673,13 @@ void model_backward(Model *m) {
     PROFILED("pool + linear + loss", 0,
              linear_backward(a->grad_pooled, m->grads + p->fc_w, m->grads + p->fc_b, a->dlogits, a->pooled,
                              m->params + p->fc_w, n, p->features, m->cfg.classes));
+    /* parameters lie in forward order, so the backward finishes them from the end of the buffer down */
+    if (m->grads_final) m->grads_final(p->fc_w < p->fc_b ? p->fc_w : p->fc_b);
     float *gout = a->grad[0], *gin = a->grad[1];
     PROFILED("pool + linear + loss", 0, avgpool_backward(gout, a->grad_pooled, p->features, n, p->final_size * p->final_size));
     for (int i = last; i >= 0; i--) {
         block_backward(m, &p->blocks[i], &a->blocks[i], n, gout, gin, a->grad[2], a->grad[3]);
+        if (m->grads_final) m->grads_final(p->blocks[i].param_lo);
         float *t = gout;
         gout = gin;
         gin = t;
@@ -682,6 +687,7 @@ void model_backward(Model *m) {
     bn_backward_apply(m, gout, gout, a->c0, a->a0, p->stem_bn, a->stem_stats, 1, (long)n * S * S);
     conv_bwd(NULL, m->grads + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->grads + p->stem_b, gout, a->x0,
              m->params + p->stem_w, n, S, p->stem, p->conv_scratch);
+    if (m->grads_final) m->grads_final(0);
 }
 
 /* ---- cost ----------------------------------------------------------------------------------------- */

@@ -331,6 +331,10 @@ static int setup_model(Run *r) {
     if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) r->model.train_reducer = (StatReducer){dist_stat_sum, NULL};
     r->model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+    if (cfg->bucket_mb > 0) {
+        dist_buckets_init(r->model.grads, r->model.num_params, (size_t)((double)cfg->bucket_mb * (1 << 20) / sizeof(float)));
+        r->model.grads_final = dist_buckets_ready;   /* each finished part starts its allreduce */
+    }
     return 0;
 }
 
@@ -616,8 +620,10 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
         dist_fail(1, msg);
     }
 
+    /* what is left of the reduction once the backward is done: with buckets, only the exposed part */
     perf_start(PERF_ALLREDUCE);
-    dist_allreduce_sum_float(r->model.grads, r->model.num_params);
+    if (r->model.grads_final) dist_buckets_wait();
+    else dist_allreduce_sum_float(r->model.grads, r->model.num_params);
     perf_stop(PERF_ALLREDUCE);
     /* The update comes before the status reduction, so that the finite check of its result travels in
      * that reduction and every rank reaches the same verdict without another collective. A step that

@@ -50,6 +50,7 @@ typedef struct {
     uint64_t seed;
     /* machine */
     int threads;              /* 0: cores on the node / ranks on the node */
+    float bucket_mb;          /* gradient allreduce in buckets of this many MiB; 0: one after the backward */
     double timeout;           /* stall watchdog, seconds; 0: off; -1: auto (from the run's own pace) */
     /* output */
     char checkpoint_dir[512];

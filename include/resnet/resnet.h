@@ -59,6 +59,11 @@ typedef struct {
     StatReducer train_reducer;
     StatReducer eval_reducer;
 
+    /* Called during model_backward each time the gradients from float offset `final_from` to the end
+     * of grads are final (after the classifier, after each block, after the stem: 0), so that the
+     * caller can start reducing them while the backward goes on. fn == NULL: not called. */
+    void (*grads_final)(size_t final_from);
+
     /* outputs of the last forward pass */
     int batch;        /* images in the last forward */
     float *logits;    /* [batch, classes] */
