@@ -28,7 +28,7 @@ readers      cifar10 idx
 imageset     imageset
 distribution dist
 storage-io   h5io
-performance  perf stall
+performance  perf peak stall
 util         rng util settings
 '
 

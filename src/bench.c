@@ -10,6 +10,7 @@
 #include "resnet/dist.h"
 #include "resnet/evaluate.h"
 #include "resnet/optim.h"
+#include "resnet/peak.h"
 #include "resnet/perf.h"
 #include "resnet/resnet.h"
 #include "resnet/rng.h"
@@ -31,7 +32,7 @@ static void synthetic_images(float *images, int *labels, int n, uint64_t seed) {
 /* The lines scripts/bench-vs-torch.sh reads (train:, eval:, peak memory:), then the phases over ranks.
  * train: the summary after the timed steps; all: after the evaluation too (its peak memory). */
 static void report(const Config *cfg, const Model *model, const PerfSummary *train, const PerfSummary *all,
-                   int threads, int eval_images, int eval_rounds) {
+                   int threads, int eval_images, int eval_rounds, double peak_gflops) {
     const double elapsed = train->phase[PERF_TOTAL].max, B = cfg->batch_size;
     const double train_ips = B * cfg->steps / elapsed;
     const double eval_ips = eval_images > 0 ? (double)eval_images * eval_rounds / all->phase[PERF_VALIDATION].max : 0;
@@ -43,9 +44,14 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
            train_ips, 1000.0 * elapsed / cfg->steps, train_ips * model_flops_per_image(model, 1) * 1e-9,
            100.0 * train->phase[PERF_COMPUTE].mean / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].mean / elapsed,
            100.0 * train->phase[PERF_OPTIMIZER].mean / elapsed);
+    const double train_gflops = train_ips * model_flops_per_image(model, 1) * 1e-9;
+    const double eval_gflops = eval_ips * model_flops_per_image(model, 0) * 1e-9;
+    printf("peak: %.1f GFLOP/s measured FMA peak of the %d rank(s) x %d thread(s) (%s); train %.1f%%, eval %.1f%% of it\n",
+           peak_gflops, train->ranks, threads, peak_isa(), 100.0 * train_gflops / peak_gflops,
+           100.0 * eval_gflops / peak_gflops);
     if (eval_images > 0) {
-        printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips,
-               eval_ips * model_flops_per_image(model, 0) * 1e-9, eval_images);
+        printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips, eval_gflops,
+               eval_images);
         printf("peak memory: %.0f MiB per rank training, %.0f MiB with the %d-image evaluation (max over ranks)\n",
                train->peak_mib.max, all->peak_mib.max, eval_images);
     } else {
@@ -115,6 +121,12 @@ int bench_main(Config *cfg) {
     }
     synthetic_images(images, labels, n, cfg->seed + (uint64_t)rank);
 
+    /* the cores' FMA peak, every rank at once (as they will compute), summed over ranks */
+    dist_barrier();
+    const double rank_peak = peak_fma_gflops(threads);
+    double peak = rank_peak;
+    dist_allreduce_sum_double(&peak, 1);
+
     timed_steps(cfg, &model, &opt, images, labels, n, oc.lr);
     PerfSummary train;
     perf_summarize(&train, dist_min_sum_max, P);
@@ -140,8 +152,8 @@ int bench_main(Config *cfg) {
     PerfSummary all;
     perf_summarize(&all, dist_min_sum_max, P);
     if (rank0) {
-        report(cfg, &model, &train, &all, threads, eval_n, rounds);
-        if (cfg->profile) perf_profile_report(stdout, cfg->steps);
+        report(cfg, &model, &train, &all, threads, eval_n, rounds, peak);
+        if (cfg->profile) perf_profile_report(stdout, cfg->steps, rank_peak);
         fflush(stdout);
     }
     if (eval_n > 0) evaluator_free(&ev);

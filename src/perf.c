@@ -53,15 +53,20 @@ static int slower_first(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-void perf_profile_report(FILE *out, int steps) {
+void perf_profile_report(FILE *out, int steps, double peak_gflops) {
     double total = 0;
     for (int i = 0; i < profile_count; i++) total += profile[i].seconds;
     qsort(profile, profile_count, sizeof *profile, slower_first);
-    fprintf(out, "profile (per step; %d steps):\n  %-38s %9s %7s %9s\n", steps, "layer", "ms", "share", "GFLOP/s");
+    fprintf(out, "profile (per step; %d steps; %% of peak: of this rank's measured FMA peak, %.1f GFLOP/s):\n"
+                 "  %-38s %9s %7s %9s %8s\n", steps, peak_gflops, "layer", "ms", "share", "GFLOP/s", "of peak");
     for (int i = 0; i < profile_count; i++) {
         const ProfileEntry *e = &profile[i];
         fprintf(out, "  %-38s %9.2f %6.1f%%", e->label, 1000.0 * e->seconds / steps, 100.0 * e->seconds / total);
-        if (e->flops > 0) fprintf(out, " %9.1f", e->flops / e->seconds * 1e-9);
+        if (e->flops > 0) {
+            const double gflops = e->flops / e->seconds * 1e-9;
+            fprintf(out, " %9.1f", gflops);
+            if (peak_gflops > 0) fprintf(out, " %7.1f%%", 100.0 * gflops / peak_gflops);
+        }
         fprintf(out, "\n");
     }
     fprintf(out, "  %-38s %9.2f\n", "total (forward + backward)", 1000.0 * total / steps);
@@ -101,13 +106,21 @@ void perf_print_phases(FILE *out, const PerfSummary *s, int threads) {
     }
 }
 
+static double machine_peak_gflops;   /* all ranks' threads together; 0: not measured */
+
+void perf_set_peak(double gflops) { machine_peak_gflops = gflops; }
+
 void perf_report(FILE *out, PerfReduce reduce, int ranks, int threads, double images, double seconds,
                  double flops_per_image) {
     PerfSummary s;
     perf_summarize(&s, reduce, ranks);
     if (!out) return;
     perf_print_phases(out, &s, threads);
-    fprintf(out, "  training images/s %.1f, %.2f GFLOP/s; peak memory per rank %.0f / %.0f / %.0f MiB\n",
-            seconds > 0 ? images / seconds : 0.0, seconds > 0 ? images * flops_per_image / seconds * 1e-9 : 0.0,
-            s.peak_mib.min, s.peak_mib.mean, s.peak_mib.max);
+    const double gflops = seconds > 0 ? images * flops_per_image / seconds * 1e-9 : 0.0;
+    char share[96] = "";
+    if (machine_peak_gflops > 0)
+        snprintf(share, sizeof share, " (%.1f%% of the measured FMA peak, %.0f GFLOP/s)",
+                 100.0 * gflops / machine_peak_gflops, machine_peak_gflops);
+    fprintf(out, "  training images/s %.1f, %.2f GFLOP/s%s; peak memory per rank %.0f / %.0f / %.0f MiB\n",
+            seconds > 0 ? images / seconds : 0.0, gflops, share, s.peak_mib.min, s.peak_mib.mean, s.peak_mib.max);
 }

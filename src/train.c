@@ -24,6 +24,7 @@
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
 #include "resnet/run.h"
+#include "resnet/peak.h"
 #include "resnet/perf.h"
 #include "resnet/report.h"
 #include "resnet/resnet.h"
@@ -779,6 +780,10 @@ static int start(Run *r, const char *resume_path) {
     if ((code = resolve_global_batch(cfg, rank0, resume_path != NULL))) return code;
     if ((code = agree_exit(rank0 && check_output_paths(cfg) ? EXIT_USAGE : 0))) return code;
     r->threads = choose_threads(cfg->threads, cfg->quiet);
+    /* the cores' FMA peak (~0.1 s, every rank at once), for the share the performance report prints */
+    double peak = peak_fma_gflops(r->threads);
+    dist_allreduce_sum_double(&peak, 1);
+    perf_set_peak(peak);
     perf_reset();
     if ((code = setup(r, resume_path))) return code;
     if (rank0 && !cfg->quiet) {

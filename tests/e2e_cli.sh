@@ -57,5 +57,6 @@ grep -q '"accuracy":' "$TMP/out" && grep -q '"confusion":' "$TMP/out" || fail "e
 pass "bad checkpoints: exit 1, one line; a good one evaluates (--json)"
 
 expect 0 "$BIN" bench --batch-size 16 --steps 2 --warmup 1 --threads 1 --eval-images 200
-grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval: .* over 200 images" "$TMP/out" && grep -q "peak memory" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
+grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval: .* over 200 images" "$TMP/out" && grep -q "peak memory" "$TMP/out" &&
+  grep -Eq "^peak: [1-9][0-9.]* GFLOP/s measured FMA peak of the 1 rank\(s\) x 1 thread\(s\) \((avx512|avx2|scalar)\); train [0-9.]+%" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
 pass "bench: $(grep '^train:' "$TMP/out")"

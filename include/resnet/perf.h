@@ -26,7 +26,11 @@ int perf_profile_enabled(void);
 void perf_profile_reset(void);
 void perf_profile_add(const char *label, double seconds, double flops);
 /* ms per step, share and GFLOP/s of every label, slowest first */
-void perf_profile_report(FILE *out, int steps);
+/* The per-layer table; peak_gflops (this rank's measured FMA peak, 0: none) adds each layer's share. */
+void perf_profile_report(FILE *out, int steps, double peak_gflops);
+/* The FMA peak of all ranks' threads together (peak.c, summed over ranks): perf_report then prints the
+ * achieved share beside GFLOP/s. */
+void perf_set_peak(double gflops);
 
 /* Floating-point operations of a k x k convolution producing h_out x h_out pixels of cout channels
  * from cin, for n images (a multiply-add counts two). */
