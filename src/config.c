@@ -88,6 +88,8 @@ static const char *const dataset_names[] = {"cifar10", "fashion-mnist", NULL};
 static const char *const arch_names[] = {"seed", "paper", NULL};                /* Arch order */
 static const char *const recipe_names[] = {"seed", "paper", NULL};
 static const char *const early_stop_names[] = {"seed", "best", "off", NULL};    /* EarlyStopRule order */
+static const char *const eval_protocol_names[] = {"clean", "seed", NULL};
+static const char *const tta_names[] = {"none", "flip", NULL};
 static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};   /* LrScaling order */
 static const char *const bn_eval_names[] = {"batch", "running", NULL};          /* from BN_EVAL_BATCH */
 static const char *const progress_names[] = {"auto", "always", "never", NULL};  /* ProgressMode order */
@@ -187,6 +189,10 @@ static const SettingDef table[] = {
     {"split", F(split), NAME, 0, 0, split_names, EVAL, "test", NULL, G_EVAL, "test|val",
      "the set to score (default test)"},
     {"json", F(json), FLAG, 0, 0, NULL, EVAL, NULL, NULL, G_EVAL, NULL, "print the results as one JSON object"},
+    {"eval-protocol", F(eval_protocol), NAME, 0, 0, eval_protocol_names, EVAL, "clean", NULL, G_EVAL, "clean|seed",
+     "clean images, or the seed's protocol: each image flipped and cropped as in\ntraining, from a fixed evaluation draw; the other is reported too\n(default clean)"},
+    {"tta", F(tta), NAME, 0, 0, tta_names, EVAL, "none", NULL, G_EVAL, "none|flip",
+     "test-time augmentation: flip averages the logits of each image and its\nmirror (default none)"},
     {"steps", F(steps), INT, 1, INT_MAX, NULL, BENCH, "20", NULL, G_BENCH, "N", "timed training steps (default 20)"},
     {"warmup", F(warmup), INT, 0, INT_MAX, NULL, BENCH, "3", NULL, G_BENCH, "N", "untimed steps first (default 3)"},
     {"eval-images", F(eval_images), INT, 0, 1000000, NULL, BENCH, "5000", NULL, G_BENCH, "N",

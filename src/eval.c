@@ -56,10 +56,25 @@ int eval_main(Config *cfg) {
         const int k = set.classes;
         long *confusion = calloc((size_t)k * k, sizeof *confusion);
         if (!confusion) dist_fail(1, "out of memory");
-        evaluate_records(&ev, &model, &set, records, n, cfg->bn_eval, confusion);
+        /* the protocol asked for, then the other one's accuracy beside it (clean vs the seed's augmented
+         * images), each with the test-time augmentation asked for */
+        const int seed_protocol = strcmp(cfg->eval_protocol, "seed") == 0, flip = strcmp(cfg->tta, "flip") == 0;
+        evaluate_records_as(&ev, &model, &set, records, n, cfg->bn_eval, (EvalProtocol){seed_protocol, flip},
+                            confusion);
+        const double other = evaluate_records_as(&ev, &model, &set, records, n, cfg->bn_eval,
+                                                 (EvalProtocol){!seed_protocol, flip}, NULL);
+        const char *other_name = seed_protocol ? "clean" : "seed";
         if (rank0) {
-            if (!cfg->json) printf("checkpoint: %s\n", cfg->checkpoint);
-            evaluate_report(stdout, confusion, k, (const char (*)[32])set.class_names, cfg->json, cfg->split);
+            char extra[160];
+            snprintf(extra, sizeof extra, "\"protocol\":\"%s\",\"tta\":\"%s\",\"other_protocol\":{\"protocol\":\"%s\","
+                     "\"accuracy\":%.6f}", cfg->eval_protocol, cfg->tta, other_name, other);
+            if (!cfg->json)
+                printf("checkpoint: %s\nprotocol: %s, test-time augmentation: %s\n", cfg->checkpoint,
+                       seed_protocol ? "seed (each image flipped and cropped as in training, fixed evaluation draw)"
+                                     : "clean images", cfg->tta);
+            evaluate_report_with(stdout, confusion, k, (const char (*)[32])set.class_names, cfg->json, cfg->split,
+                                 extra);
+            if (!cfg->json) printf("%s protocol accuracy: %.4f\n", other_name, other);
             fflush(stdout);
         }
         free(confusion);

@@ -38,13 +38,44 @@ void evaluate_sync_running_stats(Model *m) {
     for (size_t i = 0; i < m->num_buffer_floats; i++) m->buffers[i] /= (float)P;
 }
 
+/* images [count, C, S, S] mirrored left-right in place */
+static void mirror_images(float *images, int count, int channels, int size) {
+    const size_t rows = (size_t)count * channels * size;
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        float *row = images + r * size;
+        for (int x = 0; x < size / 2; x++) {
+            const float t = row[x];
+            row[x] = row[size - 1 - x];
+            row[size - 1 - x] = t;
+        }
+    }
+}
+
 double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                         BnMode mode, long *confusion) {
+    return evaluate_records_as(ev, m, set, records, n, mode, (EvalProtocol){0, 0}, confusion);
+}
+
+double evaluate_records_as(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
+                           BnMode mode, EvalProtocol protocol, long *confusion) {
     int lo, count;
     dist_slice(n, &lo, &count);
     if (mode == BN_EVAL_RUNNING) evaluate_sync_running_stats(m);
-    dataset_fill_batch(set, records + lo, count, ev->images, ev->labels, 0, 0, 0);
+    dataset_fill_batch(set, records + lo, count, ev->images, ev->labels, protocol.augment, EVAL_AUG_SEED,
+                       EVAL_AUG_EPOCH);
     model_forward(m, ev->images, count, mode);
+    if (protocol.tta_flip) {
+        /* every rank runs both passes (their BN reductions are collectives), even with an empty slice */
+        const size_t values = (size_t)count * m->cfg.classes;
+        float *first = malloc(sizeof(float) * (values ? values : 1));
+        if (!first) dist_fail(1, "out of memory for the mirrored evaluation");
+        memcpy(first, m->logits, sizeof(float) * values);
+        mirror_images(ev->images, count, set->channels, set->size);
+        model_forward(m, ev->images, count, mode);
+        for (size_t i = 0; i < values; i++) m->logits[i] = 0.5f * (first[i] + m->logits[i]);
+        free(first);
+    }
     model_predict(m, count, ev->predictions);
     const int k = m->cfg.classes;
     double correct = 0;
@@ -68,6 +99,11 @@ double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint
 
 void evaluate_report(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
                      const char *split) {
+    evaluate_report_with(out, confusion, classes, names, json, split, NULL);
+}
+
+void evaluate_report_with(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
+                          const char *split, const char *json_extra) {
     long total = 0, correct = 0;
     for (int t = 0; t < classes; t++)
         for (int p = 0; p < classes; p++) {
@@ -91,7 +127,7 @@ void evaluate_report(FILE *out, const long *confusion, int classes, const char (
             for (int p = 0; p < classes; p++) fprintf(out, "%s%ld", p ? "," : "", confusion[t * classes + p]);
             fprintf(out, "]");
         }
-        fprintf(out, "]}\n");
+        fprintf(out, "]%s%s}\n", json_extra ? "," : "", json_extra ? json_extra : "");
         return;
     }
     fprintf(out, "%s accuracy: %.4f (%ld of %ld)\n", split, acc, correct, total);

@@ -65,6 +65,8 @@ typedef struct {
     char checkpoint[512];
     char split[8];            /* test | val */
     int json;
+    char eval_protocol[8];    /* clean | seed */
+    char tta[8];              /* none | flip */
     /* bench */
     int steps, warmup, eval_images, profile;
 

@@ -24,11 +24,26 @@ void evaluator_free(Evaluator *ev);
 double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                         BnMode mode, long *confusion);
 
+/* How the images are presented. augment: the seed's protocol, each image flipped and cropped exactly as
+ * in training (dataset_fill_batch) from the fixed evaluation draw (EVAL_AUG_SEED, EVAL_AUG_EPOCH, its
+ * record number): reproducible, and the same on any rank count. tta_flip: the logits of each image and
+ * of its mirror averaged (each pass with its own batch statistics). */
+typedef struct { int augment, tta_flip; } EvalProtocol;
+#define EVAL_AUG_SEED 0x6576616cu   /* "eval" */
+#define EVAL_AUG_EPOCH (-1)         /* no training epoch has it */
+
+/* evaluate_records under a protocol. */
+double evaluate_records_as(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
+                           BnMode mode, EvalProtocol protocol, long *confusion);
+
 /* Averages the BN running statistics over ranks so every replica evaluates and saves the same ones. */
 void evaluate_sync_running_stats(Model *m);
 
 /* Accuracy, per-class accuracy and the confusion matrix with class names, as text or one JSON object. */
 void evaluate_report(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
                      const char *split);
+/* The same; json_extra ("\"key\":value,...") goes into the JSON object when not NULL. */
+void evaluate_report_with(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
+                          const char *split, const char *json_extra);
 
 #endif
