@@ -27,6 +27,7 @@
 #include "resnet/report.h"
 #include "resnet/resnet.h"
 #include "resnet/stall.h"
+#include "resnet/train_state.h"
 #include "resnet/util.h"
 
 /* ---- training --------------------------------------------------------------------------------------- */
