@@ -122,9 +122,9 @@ static void check_replicas(const Model *m, int quiet) {
     dist_bcast(&root, sizeof root, 0);
     const int differ = dist_any(mine != root);
     if (trace_steps()) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
-    if (dist_rank() == 0 && (differ || !quiet))
-        fprintf(differ ? stderr : stdout, "%s parameters: hash %016llx %s\n", differ ? "resnet_mpi: warning:" : "replica",
-                (unsigned long long)root, differ ? "DIFFERS between ranks" : "identical on every rank");
+    if (dist_rank() != 0) return;
+    if (differ) rn_message("warning: parameters: hash %016llx DIFFERS between ranks", (unsigned long long)root);
+    else if (!quiet) printf("replica parameters: hash %016llx identical on every rank\n", (unsigned long long)root);
 }
 
 /* ---- the early-stopping rule ------------------------------------------------------------------------ */
@@ -229,10 +229,9 @@ static void fall_back_if_damaged(const char *folder, char *path, size_t size) {
         char damage[1024];
         snprintf(damage, sizeof damage, "%s", rn_last_error());
         if (newest_verified(folder, chosen, sizeof chosen))
-            fprintf(stderr, "resnet_mpi: warning: %s; resuming from %s instead\n", damage, chosen);
+            rn_message("warning: %s; resuming from %s instead", damage, chosen);
         else
-            fprintf(stderr, "resnet_mpi: warning: %s; no best.h5 or step-*.h5 in %s passes its checksums either\n",
-                    damage, folder);
+            rn_message("warning: %s; no best.h5 or step-*.h5 in %s passes its checksums either", damage, folder);
     }
     dist_bcast(chosen, sizeof chosen, 0);
     snprintf(path, size, "%s", chosen);
@@ -446,7 +445,7 @@ static void keep_snapshot(Run *r, const char *path) {
     snprintf(numbered, sizeof numbered, "%s/step-%08ld.h5", r->cfg->checkpoint_dir, r->ts.step);
     unlink(numbered);
     if (link(path, numbered) != 0) {
-        fprintf(stderr, "resnet_mpi: warning: %s: %s\n", numbered, strerror(errno));
+        rn_message("warning: %s: %s", numbered, strerror(errno));
         return;
     }
     DIR *dir = opendir(r->cfg->checkpoint_dir);
@@ -482,8 +481,7 @@ static void maybe_hang_in_write(long step) {
         hang_rank = rk ? atoi(rk) : 0;
     }
     if (hang_step < 0 || step < hang_step || dist_rank() != hang_rank) return;
-    fprintf(stderr, "resnet_mpi: rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)\n",
-            dist_rank(), step);
+    rn_message("rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)", dist_rank(), step);
     for (;;) pause();   /* signals interrupt pause, not the hang */
 }
 
@@ -662,7 +660,7 @@ static void write_report(Run *r, int exit_code, long steps, double seconds, cons
         .exit_code = exit_code, .seconds_this_run = seconds,
         .training_seconds_total = r->elapsed_before + perf_seconds(PERF_TOTAL),
         .flops_per_image = model_flops_per_image(&r->model, 1)};
-    if (report_write(&facts)) fprintf(stderr, "resnet_mpi: warning: no run report: %s\n", rn_last_error());
+    if (report_write(&facts)) rn_message("warning: no run report: %s", rn_last_error());
 }
 
 static int final_test(Run *r) {
@@ -694,9 +692,9 @@ static void report_divergence(const Run *r, StepStatus status, double loss) {
                   r->nonfinite_tensor ? r->nonfinite_tensor : "a parameter", loss);
     if (r->saved_step >= 0) snprintf(back, sizeof back, " or resume from %s (step %ld)", r->last_path, r->saved_step);
     else snprintf(back, sizeof back, " (no checkpoint was written)");
-    fprintf(stderr, "%sresnet_mpi: %s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s\n",
-            r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1,
-            back);
+    if (r->show_progress) fputs("\r\033[K", stderr);
+    rn_message("%s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s", what, r->ts.step + 1,
+               r->ts.epoch + 1, r->ts.batch_in_epoch + 1, back);
 }
 
 /* A signal reached some rank: every rank stops at this step and the checkpoint is written. The exit code. */
@@ -704,11 +702,11 @@ static int stop_for_signal(Run *r) {
     const int rank0 = dist_rank() == 0;
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
     if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
-    if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
+    if (rank0) rn_message("signal received: stopping at step %ld", r->ts.step);
     if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
     const int code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
     if (rank0 && code == EXIT_SIGNALLED)
-        fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+        rn_message("checkpoint %s written; continue with --resume auto", r->last_path);
     return code;
 }
 
