@@ -31,7 +31,7 @@ imageset     imageset
 distribution dist
 storage-io   h5io
 performance  perf stall
-util         rng util settings
+util         rng util settings hooks
 '
 
 # HDF5 identifiers (H5Fopen, H5T_NATIVE_FLOAT, ...) and <hdf5.h> outside the storage modules: "file:line: text"

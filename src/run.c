@@ -127,29 +127,6 @@ int mkdir_p(const char *path) {
     }
 }
 
-/* RESNET_FAULT_STEP=N makes rank RESNET_FAULT_RANK (default 0) fail at step N, for the failure tests. A
- * value that is not a number is refused: read as 0 it would inject a fault into a real run. */
-int read_fault_injection(long *step, int *rank) {
-    const char *s = getenv("RESNET_FAULT_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-    char *end;
-    *step = -1;
-    *rank = 0;
-    if (s && *s) {
-        errno = 0;
-        *step = strtol(s, &end, 10);
-        if (*end || errno || *step < 0 || s[0] == ' ')
-            return rn_error("RESNET_FAULT_STEP: '%s' is not a step number (0 or more)", s);
-    }
-    if (rk && *rk) {
-        errno = 0;
-        const long v = strtol(rk, &end, 10);
-        if (*end || errno || v < 0 || v >= dist_size() || rk[0] == ' ')
-            return rn_error("RESNET_FAULT_RANK: '%s' is not a rank of this job (0..%d)", rk, dist_size() - 1);
-        *rank = (int)v;
-    }
-    return 0;
-}
-
 /* Settings written beside the flags: what the data and the launch were, for readers of the file. */
 static const char *const info_keys[] = {"world-size", "in-channels", "image-size", "classes", "class_names", NULL};
 

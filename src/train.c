@@ -20,6 +20,7 @@
 #include "resnet/dataset.h"
 #include "resnet/dist.h"
 #include "resnet/evaluate.h"
+#include "resnet/hooks.h"
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
 #include "resnet/run.h"
@@ -97,16 +98,6 @@ static double total_started;
 /* Seconds of training so far in this process (the total timer while it runs). */
 static double timer_elapsed_total(void) { return rn_now() - total_started; }
 
-/* RESNET_TRACE=1: per-step losses and per-rank parameter hashes on stderr, for the MPI tests. */
-static int trace_steps(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        const char *v = getenv("RESNET_TRACE");
-        cached = v && *v == '1';
-    }
-    return cached;
-}
-
 /* FNV-1a over the parameter bytes: replicas must agree bit for bit. */
 static uint64_t params_hash(const Model *m) {
     const unsigned char *p = (const unsigned char *)m->params;
@@ -121,7 +112,7 @@ static void check_replicas(const Model *m, int quiet) {
     uint64_t root = mine;
     dist_bcast(&root, sizeof root, 0);
     const int differ = dist_any(mine != root);
-    if (trace_steps()) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
+    if (hooks()->trace) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
     if (dist_rank() != 0) return;
     if (differ) rn_message("warning: parameters: hash %016llx DIFFERS between ranks", (unsigned long long)root);
     else if (!quiet) printf("replica parameters: hash %016llx identical on every rank\n", (unsigned long long)root);
@@ -168,8 +159,6 @@ typedef struct {
     long saved_step;          /* the step last_path holds, from this run or the one resumed; -1: none */
     int show_progress;
     double elapsed_before;    /* training seconds of the runs this one resumes */
-    long fault_step;          /* RESNET_FAULT_STEP (-1: none) and the rank that fails there */
-    int fault_rank;
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
     long *test_confusion;     /* the end-of-run test, for the report */
@@ -470,17 +459,11 @@ static void keep_snapshot(Run *r, const char *path) {
     }
 }
 
-/* RESNET_FAULT_HANG_STEP=N (tests): rank RESNET_FAULT_RANK (default 0) blocks for good in the first
- * checkpoint write at or after step N, as on a hung file system; the stall watchdog must end the job. */
+/* RESNET_FAULT_HANG_STEP (hooks.h): a hung file system under the first checkpoint write at or after
+ * that step. */
 static void maybe_hang_in_write(long step) {
-    static long hang_step = -2;
-    static int hang_rank = 0;
-    if (hang_step == -2) {
-        const char *s = getenv("RESNET_FAULT_HANG_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-        hang_step = s ? atol(s) : -1;
-        hang_rank = rk ? atoi(rk) : 0;
-    }
-    if (hang_step < 0 || step < hang_step || dist_rank() != hang_rank) return;
+    const Hooks *h = hooks();
+    if (h->hang_step < 0 || step < h->hang_step || dist_rank() != h->fault_rank) return;
     rn_message("rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)", dist_rank(), step);
     for (;;) pause();   /* signals interrupt pause, not the hang */
 }
@@ -600,9 +583,9 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     model_backward(&r->model);
     perf_stop(PERF_COMPUTE);
 
-    if (r->fault_step >= 0 && r->ts.step == r->fault_step && rank == r->fault_rank) {
+    if (hooks()->fault_step >= 0 && r->ts.step == hooks()->fault_step && rank == hooks()->fault_rank) {
         char msg[128];
-        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", r->fault_step);
+        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", hooks()->fault_step);
         dist_fail(1, msg);
     }
 
@@ -623,7 +606,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     perf_stop(PERF_ALLREDUCE);
 
     const double loss = state[0] / count;
-    if (trace_steps() && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
+    if (hooks()->trace && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
     *status = STEP_OK;
     if (!isfinite(loss)) {
         *status = STEP_NONFINITE;
@@ -703,7 +686,7 @@ static int stop_for_signal(Run *r) {
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
     if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
     if (rank0) rn_message("signal received: stopping at step %ld", r->ts.step);
-    if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
+    if (hooks()->trace) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
     const int code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
     if (rank0 && code == EXIT_SIGNALLED)
         rn_message("checkpoint %s written; continue with --resume auto", r->last_path);
@@ -724,7 +707,7 @@ static void print_stop_line(const Run *r) {
 static int start(Run *r, const char *resume_path) {
     Config *cfg = r->cfg;
     const int rank0 = dist_rank() == 0;
-    int code = agree_exit(read_fault_injection(&r->fault_step, &r->fault_rank) ? EXIT_USAGE : 0);
+    int code = agree_exit(hooks_read(dist_size()) ? EXIT_USAGE : 0);
     if (code) return code;
     if (resume_path && (code = agree_exit(config_merge_checkpoint(cfg, resume_path, rank0, 0)))) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
