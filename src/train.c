@@ -162,6 +162,9 @@ typedef struct {
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
     long *test_confusion;     /* the end-of-run test, for the report */
+    double run_start;         /* when this process's step loop began, and the step it began at */
+    long run_start_step;
+    double last_progress;     /* when the progress line was last drawn */
 } Run;
 
 static void run_free(Run *r) {
@@ -497,7 +500,7 @@ static void print_progress(Run *r, long batch, double loss, double images_per_s)
 
 /* Validation, the report line, early stopping and checkpoints. Returns 1 when training should stop,
  * -1 on a failure every rank agrees on. Collective. */
-static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_start_step) {
+static int validate(Run *r, long batch_in_epoch) {
     Config *cfg = r->cfg;
     char doing[64];
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
@@ -516,8 +519,8 @@ static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_st
                                         &r->ts.best_val_acc, &r->ts.non_increase_count);
         decision[1] = r->ts.best_val_acc > prev_best;
         if (decision[1]) r->ts.best_step = r->ts.step;
-        const double now = rn_now(), elapsed = now - run_start_s;
-        const long done = r->ts.step - run_start_step;
+        const double now = rn_now(), elapsed = now - r->run_start;
+        const long done = r->ts.step - r->run_start_step;
         const double per_step = done > 0 ? elapsed / done : 0;
         const double ips = elapsed > 0 ? (double)done * cfg->batch_size / elapsed : 0;
         char eta[32];
@@ -726,83 +729,80 @@ static int start(Run *r, const char *resume_path) {
     return 0;
 }
 
-int train_main(Config *cfg) {
-    Run run = {.cfg = cfg};
-    Run *r = &run;
-    const int rank0 = dist_rank() == 0;
-    char resume_path[1024];
-    const int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
-    const int start_code = start(r, resuming ? resume_path : NULL);
-    if (start_code) {
-        run_free(r);
-        return start_code;
+/* After a step: the progress line, the epoch's end, a validation or a checkpoint, and the reasons to
+ * stop. 1 when training stops here (*exit_code set when it failed or a signal came), else 0. */
+static int after_step(Run *r, StepStatus status, double loss, int *exit_code) {
+    const Config *cfg = r->cfg;
+    const long batch = ++r->ts.batch_in_epoch;
+    const int epoch_end = batch == r->steps_per_epoch;
+    if (r->show_progress && rn_now() - r->last_progress > 0.5) {
+        r->last_progress = rn_now();
+        print_progress(r, batch, loss, (r->ts.step - r->run_start_step) * (double)cfg->batch_size /
+                                           (r->last_progress - r->run_start));
     }
-    signals_startup_over();
-
-    int exit_code = EXIT_OK, stop = 0;
-    const double run_start = rn_now();
-    const long run_start_step = r->ts.step;
-    double last_progress = 0;
-    perf_start(PERF_TOTAL);
-    total_started = rn_now();
-    while (!stop && r->ts.epoch < cfg->epochs) {
-        dataset_epoch_order(r->order, r->num_train, cfg->seed, (int)r->ts.epoch);
-        while (r->ts.batch_in_epoch < r->steps_per_epoch) {
-            StepStatus status;
-            char doing[32];
-            snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
-            dist_set_activity(doing);
-            double started = rn_now();
-            const double loss = train_step(r, r->ts.batch_in_epoch, &status);
-            note_pace(r, STALL_STEP, started);
-            if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
-                report_divergence(r, status, loss);
-                exit_code = EXIT_FAILED;
-                stop = 1;
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite %s",
-                         status == STEP_NONFINITE ? "loss" : "parameters");
-                break;
-            }
-            const long batch = ++r->ts.batch_in_epoch;
-            const int epoch_end = batch == r->steps_per_epoch;
-            if (r->show_progress && rn_now() - last_progress > 0.5) {
-                last_progress = rn_now();
-                print_progress(r, batch, loss, (r->ts.step - run_start_step) * (double)cfg->batch_size /
-                                                   (last_progress - run_start));
-            }
-            const int eval_now = cfg->eval_every > 0 ? batch % cfg->eval_every == 0 : epoch_end;
-            if (epoch_end) {
-                r->ts.epoch++;
-                r->ts.batch_in_epoch = 0;
-            }
-            if (eval_now) {
-                /* the report names the epoch the batch belonged to */
-                if (epoch_end) r->ts.epoch--;
-                started = rn_now();
-                const int v = validate(r, batch, run_start, run_start_step);
-                note_pace(r, STALL_VALIDATION, started);
-                if (epoch_end) r->ts.epoch++;
-                if (v < 0) { exit_code = EXIT_FAILED; stop = 1; break; }
-                if (v > 0) { stop = 1; break; }
-            } else if (cfg->checkpoint_every > 0 && r->ts.step % cfg->checkpoint_every == 0) {
-                started = rn_now();
-                if (save_checkpoint(r, r->last_path, 1)) { exit_code = EXIT_FAILED; stop = 1; break; }
-                note_pace(r, STALL_CHECKPOINT, started);
-            }
-            if (status == STEP_SIGNAL) {
-                exit_code = stop_for_signal(r);
-                stop = 1;
-                break;
-            }
-            if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
-                stop = 1;
-                break;
-            }
-            if (epoch_end) break;
+    const int eval_now = cfg->eval_every > 0 ? batch % cfg->eval_every == 0 : epoch_end;
+    if (epoch_end) {
+        r->ts.epoch++;
+        r->ts.batch_in_epoch = 0;
+    }
+    if (eval_now) {
+        /* the report names the epoch the batch belonged to */
+        if (epoch_end) r->ts.epoch--;
+        const double started = rn_now();
+        const int v = validate(r, batch);
+        note_pace(r, STALL_VALIDATION, started);
+        if (epoch_end) r->ts.epoch++;
+        if (v < 0) *exit_code = EXIT_FAILED;
+        if (v) return 1;
+    } else if (cfg->checkpoint_every > 0 && r->ts.step % cfg->checkpoint_every == 0) {
+        const double started = rn_now();
+        if (save_checkpoint(r, r->last_path, 1)) {
+            *exit_code = EXIT_FAILED;
+            return 1;
         }
+        note_pace(r, STALL_CHECKPOINT, started);
     }
-    perf_stop(PERF_TOTAL);
+    if (status == STEP_SIGNAL) {
+        *exit_code = stop_for_signal(r);
+        return 1;
+    }
+    if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
+        snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
+        return 1;
+    }
+    return 0;
+}
+
+/* The rest of the epoch in progress. 1 when training stops in it (*exit_code as after_step's), 0 when
+ * the epoch ended. */
+static int run_epoch(Run *r, int *exit_code) {
+    dataset_epoch_order(r->order, r->num_train, r->cfg->seed, (int)r->ts.epoch);
+    while (r->ts.batch_in_epoch < r->steps_per_epoch) {
+        StepStatus status;
+        char doing[32];
+        snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
+        dist_set_activity(doing);
+        const double started = rn_now();
+        const double loss = train_step(r, r->ts.batch_in_epoch, &status);
+        note_pace(r, STALL_STEP, started);
+        if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
+            report_divergence(r, status, loss);
+            snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite %s",
+                     status == STEP_NONFINITE ? "loss" : "parameters");
+            *exit_code = EXIT_FAILED;
+            return 1;
+        }
+        if (after_step(r, status, loss, exit_code)) return 1;
+        if (r->ts.batch_in_epoch == 0) break;   /* after_step began the next epoch */
+    }
+    return 0;
+}
+
+/* The end of the run on every rank: the replicas compared, the final checkpoint and test when training
+ * went well, the performance report and the run report. The exit code. */
+static int finish(Run *r, int stop, int exit_code, const char *resumed_from) {
+    const Config *cfg = r->cfg;
+    const int rank0 = dist_rank() == 0;
     dist_set_activity("end of training");
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
@@ -816,9 +816,32 @@ int train_main(Config *cfg) {
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
-                (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start,
+                (double)(r->ts.step - r->run_start_step) * cfg->batch_size, rn_now() - r->run_start,
                 model_flops_per_image(&r->model, 1));
-    write_report(r, exit_code, r->ts.step - run_start_step, rn_now() - run_start, resuming ? resume_path : NULL);
+    write_report(r, exit_code, r->ts.step - r->run_start_step, rn_now() - r->run_start, resumed_from);
+    return exit_code;
+}
+
+int train_main(Config *cfg) {
+    Run run = {.cfg = cfg};
+    Run *r = &run;
+    char resume_path[1024];
+    const int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
+    const int start_code = start(r, resuming ? resume_path : NULL);
+    if (start_code) {
+        run_free(r);
+        return start_code;
+    }
+    signals_startup_over();
+
+    int exit_code = EXIT_OK, stop = 0;
+    r->run_start = rn_now();
+    r->run_start_step = r->ts.step;
+    perf_start(PERF_TOTAL);
+    total_started = rn_now();
+    while (!stop && r->ts.epoch < cfg->epochs) stop = run_epoch(r, &exit_code);
+    perf_stop(PERF_TOTAL);
+    exit_code = finish(r, stop, exit_code, resuming ? resume_path : NULL);
     run_free(r);
     return exit_code;
 }
