@@ -120,24 +120,28 @@ static hid_t memory_fapl(const void *image, size_t size) {
     return fapl;
 }
 
+/* "PATH: message" as the rn_error of a writer's or reader's first failure. */
+static void record_failure(const char *path, int *failed, const char *fmt, va_list ap) {
+    char msg[768];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    rn_error("%s: %s", path, msg);
+    *failed = 1;
+}
+
 /* ---- writing ---------------------------------------------------------------------------------------- */
+
+void h5io_write_fail(H5ioWriter *w, const char *fmt, ...) {
+    if (w->failed) return;
+    va_list ap;
+    va_start(ap, fmt);
+    record_failure(w->path, &w->failed, fmt, ap);
+    va_end(ap);
+}
 
 static void wfail(H5ioWriter *w, const char *what) {
     if (w->failed) return;
     char cause[256];
-    rn_error("%s: cannot write %s: %s", w->path, what, h5_cause(cause, sizeof cause));
-    w->failed = 1;
-}
-
-void h5io_write_fail(H5ioWriter *w, const char *fmt, ...) {
-    if (w->failed) return;
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    rn_error("%s: %s", w->path, msg);
-    w->failed = 1;
+    h5io_write_fail(w, "cannot write %s: %s", what, h5_cause(cause, sizeof cause));
 }
 
 /* Links and attributes are kept "compact", inside the group's object header, however many there are:
@@ -476,34 +480,26 @@ int h5io_write_file(const char *path, H5ioBuild build, void *data) {
 
 void h5io_fail(H5ioReader *r, const char *fmt, ...) {
     if (r->failed) return;
-    char msg[768];
+    H5Eclear2(H5E_DEFAULT);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    record_failure(r->path, &r->failed, fmt, ap);
     va_end(ap);
-    H5Eclear2(H5E_DEFAULT);
-    rn_error("%s: %s", r->path, msg);
-    r->failed = 1;
 }
 
-/* Damaged bytes say so in the same words wherever they are found; anything else says what could not
- * be read and why. */
-void h5io_fail_h5(H5ioReader *r, const char *what) {
+/* A failed HDF5 call on `what`. Damaged bytes say so in the same words wherever they are found;
+ * anything else says what could not be read and why, or, for an object that would not open as `kind`
+ * (not NULL), that it is something else by that name. */
+static void fail_cause(H5ioReader *r, const char *what, const char *kind) {
     if (r->failed) return;
     char cause[256];
     h5_cause(cause, sizeof cause);
     if (!strcmp(cause, CORRUPT_CAUSE)) h5io_fail(r, "%s: %s", what, cause);
+    else if (kind) h5io_fail(r, "%s is not a %s", what, kind);
     else h5io_fail(r, "cannot read %s: %s", what, cause);
 }
 
-/* An object that would not open as `kind`: damaged, or something else by that name. */
-static void fail_kind(H5ioReader *r, const char *what, const char *kind) {
-    if (r->failed) return;
-    char cause[256];
-    h5_cause(cause, sizeof cause);
-    if (!strcmp(cause, CORRUPT_CAUSE)) h5io_fail(r, "%s: %s", what, cause);
-    else h5io_fail(r, "%s is not a %s", what, kind);
-}
+void h5io_fail_h5(H5ioReader *r, const char *what) { fail_cause(r, what, NULL); }
 
 static void fail_attr(H5ioReader *r, const char *where, const char *name) {
     char what[256];
@@ -529,15 +525,22 @@ static int rexists(H5ioReader *r, hid_t loc, const char *where, const char *name
 
 int h5io_has_link(hid_t loc, const char *name) { return H5Lexists(loc, name, H5P_DEFAULT); }
 
-hid_t h5io_group_open(H5ioReader *r, hid_t loc, const char *where, const char *name) {
-    if (!rexists(r, loc, where, name, "group")) return -1;
-    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
-    if (g < 0) {
+/* An existing child of loc opened by `open` as a `kind` ("group", "dataset"), or -1 (recorded) when it
+ * is missing, damaged or something else. */
+static hid_t open_child(H5ioReader *r, hid_t loc, const char *where, const char *name, const char *kind,
+                        hid_t (*open)(hid_t, const char *, hid_t)) {
+    if (!rexists(r, loc, where, name, kind)) return -1;
+    hid_t id = open(loc, name, H5P_DEFAULT);
+    if (id < 0) {
         char what[256];
         join_path(what, sizeof what, where, name);
-        fail_kind(r, what, "group");
+        fail_cause(r, what, kind);
     }
-    return g;
+    return id;
+}
+
+hid_t h5io_group_open(H5ioReader *r, hid_t loc, const char *where, const char *name) {
+    return open_child(r, loc, where, name, "group", H5Gopen2);
 }
 
 int h5io_has_attr(H5ioReader *r, hid_t loc, const char *where, const char *name) {
@@ -578,12 +581,18 @@ static hid_t rattr(H5ioReader *r, hid_t loc, const char *where, const char *name
     return a;
 }
 
+/* A single number of class want (desc names it for messages) into *out, read as mtype. */
+static void read_number(H5ioReader *r, hid_t loc, const char *where, const char *name, H5T_class_t want,
+                        const char *desc, hid_t mtype, void *out) {
+    hid_t a = rattr(r, loc, where, name, want, desc);
+    if (a < 0) return;
+    if (H5Aread(a, mtype, out) < 0) fail_attr(r, where, name);
+    H5Aclose(a);
+}
+
 int64_t h5io_read_i64(H5ioReader *r, hid_t loc, const char *where, const char *name) {
     int64_t v = 0;
-    hid_t a = rattr(r, loc, where, name, H5T_INTEGER, "an integer");
-    if (a < 0) return 0;
-    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) fail_attr(r, where, name);
-    H5Aclose(a);
+    read_number(r, loc, where, name, H5T_INTEGER, "an integer", H5T_NATIVE_INT64, &v);
     return v;
 }
 
@@ -598,10 +607,7 @@ int h5io_read_int(H5ioReader *r, hid_t loc, const char *where, const char *name)
 
 double h5io_read_f64(H5ioReader *r, hid_t loc, const char *where, const char *name) {
     double v = 0;
-    hid_t a = rattr(r, loc, where, name, H5T_FLOAT, "a number");
-    if (a < 0) return 0;
-    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) fail_attr(r, where, name);
-    H5Aclose(a);
+    read_number(r, loc, where, name, H5T_FLOAT, "a number", H5T_NATIVE_DOUBLE, &v);
     return v;
 }
 
@@ -795,14 +801,7 @@ void h5io_each_link(H5ioReader *r, hid_t g, const char *where, H5ioLink fn, void
 /* ---- datasets ---- */
 
 static hid_t rdataset(H5ioReader *r, hid_t loc, const char *where, const char *name) {
-    if (!rexists(r, loc, where, name, "dataset")) return -1;
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) {
-        char what[256];
-        join_path(what, sizeof what, where, name);
-        fail_kind(r, what, "dataset");
-    }
-    return d;
+    return open_child(r, loc, where, name, "dataset", H5Dopen2);
 }
 
 int h5io_read_floats(H5ioReader *r, hid_t loc, const char *where, const char *name, int ndim, const hsize_t *want,
