@@ -586,9 +586,10 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     model_backward(&r->model);
     perf_stop(PERF_COMPUTE);
 
-    if (hooks()->fault_step >= 0 && r->ts.step == hooks()->fault_step && rank == hooks()->fault_rank) {
+    const Hooks *h = hooks();
+    if (h->fault_step >= 0 && r->ts.step == h->fault_step && rank == h->fault_rank) {
         char msg[128];
-        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", hooks()->fault_step);
+        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", h->fault_step);
         dist_fail(1, msg);
     }
 
@@ -609,7 +610,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     perf_stop(PERF_ALLREDUCE);
 
     const double loss = state[0] / count;
-    if (hooks()->trace && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
+    if (h->trace && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
     *status = STEP_OK;
     if (!isfinite(loss)) {
         *status = STEP_NONFINITE;
