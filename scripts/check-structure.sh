@@ -2,7 +2,8 @@
 # The module structure, checked from the source: a module is src/X.c with include/resnet/X.h, and
 # X depends on Y when a file of X has the line #include "resnet/Y.h". Fails (exit 1) when the modules
 # include each other in a loop (each loop is printed), when a module includes one in a layer above its
-# own (the layers are the table below, from the design's LAYOUT.md), or when a module has no layer.
+# own (the layers are the table below, from the design's LAYOUT.md), when a module has no layer, or
+# when HDF5 is called (or hdf5.h included) outside the storage modules h5io and checkpoint.
 # Prints the layers with their modules. Usage: scripts/check-structure.sh [REPO_ROOT]
 set -euo pipefail
 
@@ -11,8 +12,8 @@ cd "$root"
 
 # Top to bottom; a module may include modules of its own layer and of the layers below it.
 # checkpoint sits above the model and the optimizer because it writes the model's parameter table and
-# the optimizer's state; the HDF5 plumbing under it (h5io) sits low. Modules of one layer must not form
-# loops either.
+# the optimizer's state; the HDF5 plumbing under it (h5io) and the training state it saves
+# (train_state) sit lower. Modules of one layer must not form loops either.
 layers='
 entry        main
 subcommands  train eval bench summary
@@ -20,6 +21,7 @@ run          run report
 evaluation   evaluate
 settings     config
 storage      checkpoint metrics
+state        train_state
 model        resnet
 layers       conv batchnorm layers
 optimizer    optim
@@ -29,8 +31,13 @@ imageset     imageset
 distribution dist
 storage-io   h5io
 performance  perf peak stall
-util         rng util settings
+util         rng util settings hooks
 '
+
+# HDF5 identifiers (H5Fopen, H5T_NATIVE_FLOAT, ...) and <hdf5.h> outside the storage modules: "file:line: text"
+storage_files='^(src/h5io\.c|src/checkpoint\.c|include/resnet/h5io\.h):'
+stray_hdf5=$(grep -nE '(^|[^A-Za-z0-9_])H5[A-Z]|#[[:space:]]*include[[:space:]]*<hdf5\.h>' src/*.c include/resnet/*.h |
+  grep -vE "$storage_files" || true)
 
 # "module target file:line" for every include of a project header
 edges=$(grep -Hn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"resnet/[A-Za-z0-9_]*\.h"' src/*.c include/resnet/*.h |
@@ -39,7 +46,7 @@ edges=$(grep -Hn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"resnet/[A-Za-z0-
 # every module, including those without includes
 modules=$(for f in src/*.c include/resnet/*.h; do basename "${f%.*}"; done | sort -u)
 
-awk -v layers="$layers" -v modules="$modules" '
+awk -v layers="$layers" -v modules="$modules" -v stray_hdf5="$stray_hdf5" '
 BEGIN {
     n = split(layers, lines, "\n")
     nl = 0
@@ -80,6 +87,17 @@ function reaches(v, target,    queue, head, tail, u, k, next_nodes, w) {
     return 0
 }
 END {
+    if (stray_hdf5 != "") {
+        n = split(stray_hdf5, stray, "\n")
+        for (i = 1; i <= n; i++) {
+            match(stray[i], /^[^:]*:[0-9]+:/)
+            text = substr(stray[i], RLENGTH + 1)
+            sub(/^[ \t]+/, "", text)
+            printf "structure: %s HDF5 outside the storage modules (h5io.c, checkpoint.c): %s\n",
+                   substr(stray[i], 1, RLENGTH), text
+        }
+        failed = 1
+    }
     for (i = 1; i <= nm; i++)
         if (mods[i] != "" && !(mods[i] in layer)) {
             printf "structure: module %s has no layer (add it to the table in scripts/check-structure.sh)\n", mods[i]
@@ -127,6 +145,6 @@ END {
         if (names != "") printf "  %-13s%s\n", lname[l], names
     }
     if (failed) print "structure: FAILED"
-    else print "structure: ok (no loops, no include goes up)"
+    else print "structure: ok (no loops, no include goes up, HDF5 only in h5io and checkpoint)"
     exit failed
 }' <<< "$edges"

@@ -14,8 +14,9 @@
 #include "resnet/batchnorm.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
+
+#include "resnet/util.h"
 
 /* Channels whose reduction buffer lives on the stack; wider layers fall back to the heap. */
 #define STACK_CHANNELS 512
@@ -28,7 +29,7 @@ static double *reduce_buffer(double *stack, size_t stack_len, size_t n) {
     if (n <= stack_len) return stack;
     double *p = malloc(n * sizeof(double));
     if (!p) {
-        fprintf(stderr, "batchnorm: out of memory for %zu reduction values\n", n);
+        rn_message("batchnorm: out of memory for %zu reduction values", n);
         abort();
     }
     return p;

@@ -96,7 +96,7 @@ int bench_main(Config *cfg) {
     const int threads = choose_threads(cfg->threads, 0);
     const int B = cfg->batch_size;
     if (B < P) {
-        if (rank0) fprintf(stderr, "resnet_mpi: --batch-size %d is smaller than the %d ranks\n", B, P);
+        if (rank0) rn_message("--batch-size %d is smaller than the %d ranks", B, P);
         return EXIT_USAGE;
     }
     int lo, n;

@@ -193,7 +193,7 @@ _Noreturn static void report_stall(const char *what, double waited_s) {
     if (!missing[0] && !late[0])
         snprintf(line, sizeof line, "stalled: %s #%lld (%s) did not complete in %.0f s (--timeout) although every "
                  "rank has arrived (the network is not delivering); ending the job", what, mine, activity, waited_s);
-    fprintf(stderr, "resnet_mpi: rank %d: %s\n", world_rank, line);
+    rn_message("rank %d: %s", world_rank, line);
     end_job(DIST_EXIT_STALLED);
 }
 
@@ -387,6 +387,6 @@ void dist_barrier(void) {
 }
 
 _Noreturn void dist_fail(int code, const char *message) {
-    fprintf(stderr, "resnet_mpi: rank %d: %s\n", world_rank, message);
+    rn_message("rank %d: %s", world_rank, message);
     end_job(code);
 }

@@ -15,7 +15,7 @@
 int eval_main(Config *cfg) {
     const int rank0 = dist_rank() == 0;
     if (!cfg->checkpoint[0]) {
-        if (rank0) fprintf(stderr, "resnet_mpi: eval needs --checkpoint FILE\n");
+        if (rank0) rn_message("eval needs --checkpoint FILE");
         return EXIT_USAGE;
     }
     int code = agree_exit(config_merge_checkpoint(cfg, cfg->checkpoint, 0, 1));

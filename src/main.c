@@ -15,7 +15,7 @@
 
 int main(int argc, char **argv) {
     if (dist_init(&argc, &argv)) {
-        fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+        rn_message("%s", rn_last_error());
         dist_finalize();
         return EXIT_FAILED;
     }
@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     /* train and eval validate after a checkpoint has filled in the settings the user did not give */
     if (rc == 0 && strcmp(cfg.command, "bench") == 0 && config_validate(&cfg)) rc = -1;
     if (rc != 0) {
-        if (rc < 0 && rank0) fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+        if (rc < 0 && rank0) rn_message("%s", rn_last_error());
         dist_finalize();
         return rc > 0 ? EXIT_OK : EXIT_USAGE;
     }

@@ -572,7 +572,7 @@ void model_forward(Model *m, const float *images, int n, BnMode mode) {
     else a = &p->eval;
     if (a->capacity < n || (mode == BN_TRAIN && !a->training)) {
         /* a programming error, not a user's: the trainer reserves before it steps */
-        fprintf(stderr, "resnet_mpi: model_forward: %d images but no arena reserved for them\n", n);
+        rn_message("model_forward: %d images but no arena reserved for them", n);
         abort();
     }
     const int S = m->cfg.image_size, hw = S * S;
@@ -666,7 +666,7 @@ void model_backward(Model *m) {
     ModelPlan *p = m->plan;
     Arena *a = p->last;
     if (!a || !a->training || p->last_mode != BN_TRAIN) {
-        fprintf(stderr, "resnet_mpi: model_backward without a training forward\n");
+        rn_message("model_backward without a training forward");
         abort();
     }
     const int n = m->batch, S = m->cfg.image_size, last = p->num_blocks - 1;

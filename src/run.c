@@ -36,8 +36,9 @@ static void on_signal(int sig) {
 
 void signals_install(int training) {
     static const char *const names[3] = {"SIGINT", "SIGTERM", "SIGUSR1"};
-    char prefix[48] = "resnet_mpi: ";
-    if (dist_size() > 1) snprintf(prefix, sizeof prefix, "resnet_mpi: rank %d: ", dist_rank());
+    /* built now: the handler may only write(2) what is ready */
+    char prefix[48] = RN_PREFIX;
+    if (dist_size() > 1) snprintf(prefix, sizeof prefix, RN_PREFIX "rank %d: ", dist_rank());
     /* training: exit 75, as after a checkpoint: the folder holds what it held, and --resume auto goes on */
     startup_exit_code = training ? EXIT_SIGNALLED : EXIT_FAILED;
     for (int i = 0; i < 3; i++)
@@ -72,8 +73,8 @@ int agree_failure(int failed) {
     in_startup = 0;
     const double first = -dist_max_double(failed ? -(double)dist_rank() : -1e18);
     if (failed && (int)first == dist_rank()) {
-        if (dist_size() > 1) fprintf(stderr, "resnet_mpi: rank %d: %s\n", dist_rank(), rn_last_error());
-        else fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+        if (dist_size() > 1) rn_message("rank %d: %s", dist_rank(), rn_last_error());
+        else rn_message("%s", rn_last_error());
     }
     return 1;
 }
@@ -103,11 +104,11 @@ int choose_threads(int requested, int quiet) {
         if (threads < 1) threads = 1;
     }
     if (!quiet && dist_local_rank() == 0 && (long)threads * local > node_cores)
-        fprintf(stderr, "resnet_mpi: warning: %d rank(s) x %d thread(s) on a node with %ld cores oversubscribes it\n",
-                local, threads, node_cores);
+        rn_message("warning: %d rank(s) x %d thread(s) on a node with %ld cores oversubscribes it", local, threads,
+                   node_cores);
     else if (!quiet && dist_rank() == 0 && threads > bound)
-        fprintf(stderr, "resnet_mpi: warning: %d threads but this rank is bound to %d core(s); "
-                        "launch with mpirun --bind-to none or --map-by slot:PE=%d\n", threads, bound, threads);
+        rn_message("warning: %d threads but this rank is bound to %d core(s); "
+                   "launch with mpirun --bind-to none or --map-by slot:PE=%d", threads, bound, threads);
     compute_set_threads(threads);
     return threads;
 }
@@ -124,29 +125,6 @@ int mkdir_p(const char *path) {
         *p = c;
         if (!c) return 0;
     }
-}
-
-/* RESNET_FAULT_STEP=N makes rank RESNET_FAULT_RANK (default 0) fail at step N, for the failure tests. A
- * value that is not a number is refused: read as 0 it would inject a fault into a real run. */
-int read_fault_injection(long *step, int *rank) {
-    const char *s = getenv("RESNET_FAULT_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-    char *end;
-    *step = -1;
-    *rank = 0;
-    if (s && *s) {
-        errno = 0;
-        *step = strtol(s, &end, 10);
-        if (*end || errno || *step < 0 || s[0] == ' ')
-            return rn_error("RESNET_FAULT_STEP: '%s' is not a step number (0 or more)", s);
-    }
-    if (rk && *rk) {
-        errno = 0;
-        const long v = strtol(rk, &end, 10);
-        if (*end || errno || v < 0 || v >= dist_size() || rk[0] == ' ')
-            return rn_error("RESNET_FAULT_RANK: '%s' is not a rank of this job (0..%d)", rk, dist_size() - 1);
-        *rank = (int)v;
-    }
-    return 0;
 }
 
 /* Settings written beside the flags: what the data and the launch were, for readers of the file. */

@@ -182,18 +182,18 @@ int summary_main(int argc, char **argv) {
     const int parsed = parse_summary(argc, argv, &mc);
     if (parsed != 0) {
         if (parsed > 0) summary_usage(stdout);
-        else if (rank0) fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+        else if (rank0) rn_message("%s", rn_last_error());
         return parsed > 0 ? EXIT_OK : EXIT_USAGE;
     }
     Model m;
     if (model_init(&m, &mc, 0)) {
-        if (rank0) fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+        if (rank0) rn_message("%s", rn_last_error());
         return EXIT_FAILED;
     }
     printf("%s ResNet-%d, input %dx%dx%d, %d classes\n", mc.arch == ARCH_SEED ? "seed" : "paper", mc.depth,
            mc.in_channels, mc.image_size, mc.image_size, mc.classes);
     const int rc = summary_print(stdout, &m);
-    if (rc && rank0) fprintf(stderr, "resnet_mpi: %s\n", rn_last_error());
+    if (rc && rank0) rn_message("%s", rn_last_error());
     model_free(&m);
     return rc ? EXIT_FAILED : EXIT_OK;
 }

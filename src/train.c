@@ -21,6 +21,7 @@
 #include "resnet/dataset.h"
 #include "resnet/dist.h"
 #include "resnet/evaluate.h"
+#include "resnet/hooks.h"
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
 #include "resnet/run.h"
@@ -29,6 +30,7 @@
 #include "resnet/report.h"
 #include "resnet/resnet.h"
 #include "resnet/stall.h"
+#include "resnet/train_state.h"
 #include "resnet/util.h"
 
 /* ---- training --------------------------------------------------------------------------------------- */
@@ -98,16 +100,6 @@ static double total_started;
 /* Seconds of training so far in this process (the total timer while it runs). */
 static double timer_elapsed_total(void) { return rn_now() - total_started; }
 
-/* RESNET_TRACE=1: per-step losses and per-rank parameter hashes on stderr, for the MPI tests. */
-static int trace_steps(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        const char *v = getenv("RESNET_TRACE");
-        cached = v && *v == '1';
-    }
-    return cached;
-}
-
 /* FNV-1a over the parameter bytes: replicas must agree bit for bit. */
 static uint64_t params_hash(const Model *m) {
     const unsigned char *p = (const unsigned char *)m->params;
@@ -122,10 +114,10 @@ static void check_replicas(const Model *m, int quiet) {
     uint64_t root = mine;
     dist_bcast(&root, sizeof root, 0);
     const int differ = dist_any(mine != root);
-    if (trace_steps()) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
-    if (dist_rank() == 0 && (differ || !quiet))
-        fprintf(differ ? stderr : stdout, "%s parameters: hash %016llx %s\n", differ ? "resnet_mpi: warning:" : "replica",
-                (unsigned long long)root, differ ? "DIFFERS between ranks" : "identical on every rank");
+    if (hooks()->trace) fprintf(stderr, "trace: rank %d step-end params hash %016llx\n", dist_rank(), (unsigned long long)mine);
+    if (dist_rank() != 0) return;
+    if (differ) rn_message("warning: parameters: hash %016llx DIFFERS between ranks", (unsigned long long)root);
+    else if (!quiet) printf("replica parameters: hash %016llx identical on every rank\n", (unsigned long long)root);
 }
 
 /* ---- the early-stopping rule ------------------------------------------------------------------------ */
@@ -170,11 +162,12 @@ typedef struct {
     long saved_step;          /* the step last_path holds, from this run or the one resumed; -1: none */
     int show_progress;
     double elapsed_before;    /* training seconds of the runs this one resumes */
-    long fault_step;          /* RESNET_FAULT_STEP (-1: none) and the rank that fails there */
-    int fault_rank;
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
     long *test_confusion;     /* the end-of-run test, for the report */
+    double run_start;         /* when this process's step loop began, and the step it began at */
+    long run_start_step;
+    double last_progress;     /* when the progress line was last drawn */
 } Run;
 
 static void run_free(Run *r) {
@@ -231,10 +224,9 @@ static void fall_back_if_damaged(const char *folder, char *path, size_t size) {
         char damage[1024];
         snprintf(damage, sizeof damage, "%s", rn_last_error());
         if (newest_verified(folder, chosen, sizeof chosen))
-            fprintf(stderr, "resnet_mpi: warning: %s; resuming from %s instead\n", damage, chosen);
+            rn_message("warning: %s; resuming from %s instead", damage, chosen);
         else
-            fprintf(stderr, "resnet_mpi: warning: %s; no best.h5 or step-*.h5 in %s passes its checksums either\n",
-                    damage, folder);
+            rn_message("warning: %s; no best.h5 or step-*.h5 in %s passes its checksums either", damage, folder);
     }
     dist_bcast(chosen, sizeof chosen, 0);
     snprintf(path, size, "%s", chosen);
@@ -459,7 +451,7 @@ static void keep_snapshot(Run *r, const char *path) {
     snprintf(numbered, sizeof numbered, "%s/step-%08ld.h5", r->cfg->checkpoint_dir, r->ts.step);
     unlink(numbered);
     if (link(path, numbered) != 0) {
-        fprintf(stderr, "resnet_mpi: warning: %s: %s\n", numbered, strerror(errno));
+        rn_message("warning: %s: %s", numbered, strerror(errno));
         return;
     }
     DIR *dir = opendir(r->cfg->checkpoint_dir);
@@ -484,19 +476,12 @@ static void keep_snapshot(Run *r, const char *path) {
     }
 }
 
-/* RESNET_FAULT_HANG_STEP=N (tests): rank RESNET_FAULT_RANK (default 0) blocks for good in the first
- * checkpoint write at or after step N, as on a hung file system; the stall watchdog must end the job. */
+/* RESNET_FAULT_HANG_STEP (hooks.h): a hung file system under the first checkpoint write at or after
+ * that step. */
 static void maybe_hang_in_write(long step) {
-    static long hang_step = -2;
-    static int hang_rank = 0;
-    if (hang_step == -2) {
-        const char *s = getenv("RESNET_FAULT_HANG_STEP"), *rk = getenv("RESNET_FAULT_RANK");
-        hang_step = s ? atol(s) : -1;
-        hang_rank = rk ? atoi(rk) : 0;
-    }
-    if (hang_step < 0 || step < hang_step || dist_rank() != hang_rank) return;
-    fprintf(stderr, "resnet_mpi: rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)\n",
-            dist_rank(), step);
+    const Hooks *h = hooks();
+    if (h->hang_step < 0 || step < h->hang_step || dist_rank() != h->fault_rank) return;
+    rn_message("rank %d: hanging in the checkpoint write at step %ld (RESNET_FAULT_HANG_STEP)", dist_rank(), step);
     for (;;) pause();   /* signals interrupt pause, not the hang */
 }
 
@@ -529,7 +514,7 @@ static void print_progress(Run *r, long batch, double loss, double images_per_s)
 
 /* Validation, the report line, early stopping and checkpoints. Returns 1 when training should stop,
  * -1 on a failure every rank agrees on. Collective. */
-static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_start_step) {
+static int validate(Run *r, long batch_in_epoch) {
     Config *cfg = r->cfg;
     char doing[64];
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
@@ -548,8 +533,8 @@ static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_st
                                         &r->ts.best_val_acc, &r->ts.non_increase_count);
         decision[1] = r->ts.best_val_acc > prev_best;
         if (decision[1]) r->ts.best_step = r->ts.step;
-        const double now = rn_now(), elapsed = now - run_start_s;
-        const long done = r->ts.step - run_start_step;
+        const double now = rn_now(), elapsed = now - r->run_start;
+        const long done = r->ts.step - r->run_start_step;
         const double per_step = done > 0 ? elapsed / done : 0;
         const double ips = elapsed > 0 ? (double)done * cfg->batch_size / elapsed : 0;
         char eta[32];
@@ -615,9 +600,10 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     model_backward(&r->model);
     perf_stop(PERF_COMPUTE);
 
-    if (r->fault_step >= 0 && r->ts.step == r->fault_step && rank == r->fault_rank) {
+    const Hooks *h = hooks();
+    if (h->fault_step >= 0 && r->ts.step == h->fault_step && rank == h->fault_rank) {
         char msg[128];
-        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", r->fault_step);
+        snprintf(msg, sizeof msg, "injected fault at step %ld (RESNET_FAULT_STEP)", h->fault_step);
         dist_fail(1, msg);
     }
 
@@ -640,7 +626,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
     perf_stop(PERF_ALLREDUCE);
 
     const double loss = state[0] / count;
-    if (trace_steps() && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
+    if (h->trace && rank == 0) fprintf(stderr, "trace: step %ld loss %.10g\n", r->ts.step + 1, loss);
     *status = STEP_OK;
     if (!isfinite(loss)) {
         *status = STEP_NONFINITE;
@@ -677,7 +663,7 @@ static void write_report(Run *r, int exit_code, long steps, double seconds, cons
         .exit_code = exit_code, .seconds_this_run = seconds,
         .training_seconds_total = r->elapsed_before + perf_seconds(PERF_TOTAL),
         .flops_per_image = model_flops_per_image(&r->model, 1)};
-    if (report_write(&facts)) fprintf(stderr, "resnet_mpi: warning: no run report: %s\n", rn_last_error());
+    if (report_write(&facts)) rn_message("warning: no run report: %s", rn_last_error());
 }
 
 static int final_test(Run *r) {
@@ -709,9 +695,9 @@ static void report_divergence(const Run *r, StepStatus status, double loss) {
                   r->nonfinite_tensor ? r->nonfinite_tensor : "a parameter", loss);
     if (r->saved_step >= 0) snprintf(back, sizeof back, " or resume from %s (step %ld)", r->last_path, r->saved_step);
     else snprintf(back, sizeof back, " (no checkpoint was written)");
-    fprintf(stderr, "%sresnet_mpi: %s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s\n",
-            r->show_progress ? "\r\033[K" : "", what, r->ts.step + 1, r->ts.epoch + 1, r->ts.batch_in_epoch + 1,
-            back);
+    if (r->show_progress) fputs("\r\033[K", stderr);
+    rn_message("%s at step %ld (epoch %ld, batch %ld): training diverged; lower --lr%s", what, r->ts.step + 1,
+               r->ts.epoch + 1, r->ts.batch_in_epoch + 1, back);
 }
 
 /* A signal reached some rank: every rank stops at this step and the checkpoint is written. The exit code. */
@@ -719,11 +705,11 @@ static int stop_for_signal(Run *r) {
     const int rank0 = dist_rank() == 0;
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "signal");
     if (rank0 && r->show_progress) fprintf(stderr, "\r\033[K");
-    if (rank0) fprintf(stderr, "resnet_mpi: signal received: stopping at step %ld\n", r->ts.step);
-    if (trace_steps()) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
+    if (rank0) rn_message("signal received: stopping at step %ld", r->ts.step);
+    if (hooks()->trace) fprintf(stderr, "trace: rank %d stopped at step %ld\n", dist_rank(), r->ts.step);
     const int code = save_checkpoint(r, r->last_path, 0) ? EXIT_FAILED : EXIT_SIGNALLED;
     if (rank0 && code == EXIT_SIGNALLED)
-        fprintf(stderr, "resnet_mpi: checkpoint %s written; continue with --resume auto\n", r->last_path);
+        rn_message("checkpoint %s written; continue with --resume auto", r->last_path);
     return code;
 }
 
@@ -773,7 +759,7 @@ static void print_lr_plan(const Run *r) {
 static int start(Run *r, const char *resume_path) {
     Config *cfg = r->cfg;
     const int rank0 = dist_rank() == 0;
-    int code = agree_exit(read_fault_injection(&r->fault_step, &r->fault_rank) ? EXIT_USAGE : 0);
+    int code = agree_exit(hooks_read(dist_size()) ? EXIT_USAGE : 0);
     if (code) return code;
     if (resume_path && (code = agree_exit(config_merge_checkpoint(cfg, resume_path, rank0, 0)))) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
@@ -798,83 +784,80 @@ static int start(Run *r, const char *resume_path) {
     return 0;
 }
 
-int train_main(Config *cfg) {
-    Run run = {.cfg = cfg};
-    Run *r = &run;
-    const int rank0 = dist_rank() == 0;
-    char resume_path[1024];
-    const int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
-    const int start_code = start(r, resuming ? resume_path : NULL);
-    if (start_code) {
-        run_free(r);
-        return start_code;
+/* After a step: the progress line, the epoch's end, a validation or a checkpoint, and the reasons to
+ * stop. 1 when training stops here (*exit_code set when it failed or a signal came), else 0. */
+static int after_step(Run *r, StepStatus status, double loss, int *exit_code) {
+    const Config *cfg = r->cfg;
+    const long batch = ++r->ts.batch_in_epoch;
+    const int epoch_end = batch == r->steps_per_epoch;
+    if (r->show_progress && rn_now() - r->last_progress > 0.5) {
+        r->last_progress = rn_now();
+        print_progress(r, batch, loss, (r->ts.step - r->run_start_step) * (double)cfg->batch_size /
+                                           (r->last_progress - r->run_start));
     }
-    signals_startup_over();
-
-    int exit_code = EXIT_OK, stop = 0;
-    const double run_start = rn_now();
-    const long run_start_step = r->ts.step;
-    double last_progress = 0;
-    perf_start(PERF_TOTAL);
-    total_started = rn_now();
-    while (!stop && r->ts.epoch < cfg->epochs) {
-        dataset_epoch_order(r->order, r->num_train, cfg->seed, (int)r->ts.epoch);
-        while (r->ts.batch_in_epoch < r->steps_per_epoch) {
-            StepStatus status;
-            char doing[32];
-            snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
-            dist_set_activity(doing);
-            double started = rn_now();
-            const double loss = train_step(r, r->ts.batch_in_epoch, &status);
-            note_pace(r, STALL_STEP, started);
-            if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
-                report_divergence(r, status, loss);
-                exit_code = EXIT_FAILED;
-                stop = 1;
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite %s",
-                         status == STEP_NONFINITE ? "loss" : "parameters");
-                break;
-            }
-            const long batch = ++r->ts.batch_in_epoch;
-            const int epoch_end = batch == r->steps_per_epoch;
-            if (r->show_progress && rn_now() - last_progress > 0.5) {
-                last_progress = rn_now();
-                print_progress(r, batch, loss, (r->ts.step - run_start_step) * (double)cfg->batch_size /
-                                                   (last_progress - run_start));
-            }
-            const int eval_now = r->eval_every > 0 ? batch % r->eval_every == 0 : epoch_end;
-            if (epoch_end) {
-                r->ts.epoch++;
-                r->ts.batch_in_epoch = 0;
-            }
-            if (eval_now) {
-                /* the report names the epoch the batch belonged to */
-                if (epoch_end) r->ts.epoch--;
-                started = rn_now();
-                const int v = validate(r, batch, run_start, run_start_step);
-                note_pace(r, STALL_VALIDATION, started);
-                if (epoch_end) r->ts.epoch++;
-                if (v < 0) { exit_code = EXIT_FAILED; stop = 1; break; }
-                if (v > 0) { stop = 1; break; }
-            } else if (cfg->checkpoint_every > 0 && r->ts.step % cfg->checkpoint_every == 0) {
-                started = rn_now();
-                if (save_checkpoint(r, r->last_path, 1)) { exit_code = EXIT_FAILED; stop = 1; break; }
-                note_pace(r, STALL_CHECKPOINT, started);
-            }
-            if (status == STEP_SIGNAL) {
-                exit_code = stop_for_signal(r);
-                stop = 1;
-                break;
-            }
-            if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
-                stop = 1;
-                break;
-            }
-            if (epoch_end) break;
+    const int eval_now = r->eval_every > 0 ? batch % r->eval_every == 0 : epoch_end;
+    if (epoch_end) {
+        r->ts.epoch++;
+        r->ts.batch_in_epoch = 0;
+    }
+    if (eval_now) {
+        /* the report names the epoch the batch belonged to */
+        if (epoch_end) r->ts.epoch--;
+        const double started = rn_now();
+        const int v = validate(r, batch);
+        note_pace(r, STALL_VALIDATION, started);
+        if (epoch_end) r->ts.epoch++;
+        if (v < 0) *exit_code = EXIT_FAILED;
+        if (v) return 1;
+    } else if (cfg->checkpoint_every > 0 && r->ts.step % cfg->checkpoint_every == 0) {
+        const double started = rn_now();
+        if (save_checkpoint(r, r->last_path, 1)) {
+            *exit_code = EXIT_FAILED;
+            return 1;
         }
+        note_pace(r, STALL_CHECKPOINT, started);
     }
-    perf_stop(PERF_TOTAL);
+    if (status == STEP_SIGNAL) {
+        *exit_code = stop_for_signal(r);
+        return 1;
+    }
+    if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
+        snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
+        return 1;
+    }
+    return 0;
+}
+
+/* The rest of the epoch in progress. 1 when training stops in it (*exit_code as after_step's), 0 when
+ * the epoch ended. */
+static int run_epoch(Run *r, int *exit_code) {
+    dataset_epoch_order(r->order, r->num_train, r->cfg->seed, (int)r->ts.epoch);
+    while (r->ts.batch_in_epoch < r->steps_per_epoch) {
+        StepStatus status;
+        char doing[32];
+        snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
+        dist_set_activity(doing);
+        const double started = rn_now();
+        const double loss = train_step(r, r->ts.batch_in_epoch, &status);
+        note_pace(r, STALL_STEP, started);
+        if (status == STEP_NONFINITE || status == STEP_DIVERGED) {
+            report_divergence(r, status, loss);
+            snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "non-finite %s",
+                     status == STEP_NONFINITE ? "loss" : "parameters");
+            *exit_code = EXIT_FAILED;
+            return 1;
+        }
+        if (after_step(r, status, loss, exit_code)) return 1;
+        if (r->ts.batch_in_epoch == 0) break;   /* after_step began the next epoch */
+    }
+    return 0;
+}
+
+/* The end of the run on every rank: the replicas compared, the final checkpoint and test when training
+ * went well, the performance report and the run report. The exit code. */
+static int finish(Run *r, int stop, int exit_code, const char *resumed_from) {
+    const Config *cfg = r->cfg;
+    const int rank0 = dist_rank() == 0;
     dist_set_activity("end of training");
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
@@ -888,9 +871,32 @@ int train_main(Config *cfg) {
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
-                (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start,
+                (double)(r->ts.step - r->run_start_step) * cfg->batch_size, rn_now() - r->run_start,
                 model_flops_per_image(&r->model, 1));
-    write_report(r, exit_code, r->ts.step - run_start_step, rn_now() - run_start, resuming ? resume_path : NULL);
+    write_report(r, exit_code, r->ts.step - r->run_start_step, rn_now() - r->run_start, resumed_from);
+    return exit_code;
+}
+
+int train_main(Config *cfg) {
+    Run run = {.cfg = cfg};
+    Run *r = &run;
+    char resume_path[1024];
+    const int resuming = resolve_resume(cfg, resume_path, sizeof resume_path);
+    const int start_code = start(r, resuming ? resume_path : NULL);
+    if (start_code) {
+        run_free(r);
+        return start_code;
+    }
+    signals_startup_over();
+
+    int exit_code = EXIT_OK, stop = 0;
+    r->run_start = rn_now();
+    r->run_start_step = r->ts.step;
+    perf_start(PERF_TOTAL);
+    total_started = rn_now();
+    while (!stop && r->ts.epoch < cfg->epochs) stop = run_epoch(r, &exit_code);
+    perf_stop(PERF_TOTAL);
+    exit_code = finish(r, stop, exit_code, resuming ? resume_path : NULL);
     run_free(r);
     return exit_code;
 }

@@ -25,6 +25,19 @@ int rn_error(const char *fmt, ...) {
 
 const char *rn_last_error(void) { return last_error[0] ? last_error : "unknown error"; }
 
+void rn_message(const char *fmt, ...) {
+    char line[4096] = RN_PREFIX;
+    const size_t used = strlen(line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + used, sizeof line - used - 1, fmt, ap);   /* room left for the newline */
+    va_end(ap);
+    const size_t len = strlen(line);
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    fputs(line, stderr);
+}
+
 /* calloc, not aligned_alloc + memset: for large blocks glibc maps fresh zero pages and touches none of
  * them, so a large evaluation arena costs memory only as far as it is used. The pointer calloc gave
  * sits just before the aligned block, for rn_free. */

@@ -1,43 +1,20 @@
-/* HDF5 checkpoints (layout in the design's INTERFACE.md). Every HDF5 call of the program lives in
- * checkpoint.c. Writes are atomic: a temporary file in the same folder, flushed, fsync'd, renamed over
- * the old one, then the folder fsync'd. Files are built and parsed in memory, so HDF5 never opens (or
- * locks) a file on disk itself. */
+/* HDF5 checkpoints (layout in the design's INTERFACE.md): the model, the optimizer, the training state
+ * and history, and the run's settings. checkpoint.c owns the layout, h5io.c under it the HDF5 calls.
+ * Writes are atomic: a temporary file in the same folder, flushed, fsync'd, renamed over the old one,
+ * then the folder fsync'd. Files are built and parsed in memory, so HDF5 never opens (or locks) a file
+ * on disk itself. */
 #ifndef RESNET_CHECKPOINT_H
 #define RESNET_CHECKPOINT_H
 
 #include "resnet/resnet.h"
 #include "resnet/optim.h"
 #include "resnet/settings.h"
+#include "resnet/train_state.h"
 
 #define CHECKPOINT_FORMAT "resnet-mpi checkpoint"
 /* 2: every dataset checksummed (chunked + Fletcher32, scalars compact), the HDF5 1.10 file format
  * (checksums on all metadata), fixed-length strings. 1 (no checksums) is still read. */
 #define CHECKPOINT_FORMAT_VERSION 2
-
-/* Where training stands: enough to continue bit for bit. */
-typedef struct {
-    long epoch;               /* 0-based epoch in progress */
-    long step;                /* optimizer updates done */
-    long batch_in_epoch;      /* batches of `epoch` done */
-    double best_val_acc;      /* -1 before any validation */
-    long best_step;
-    double prev_val_acc;      /* -inf before any validation (the seed's prevValAccuracy) */
-    int non_increase_count;
-    double running_loss_sum;  /* losses since the last report */
-    int running_loss_count;
-    double elapsed_s;         /* training wall time so far */
-    char stop_reason[64];     /* "" while running */
-} TrainState;
-
-/* One entry per validation. */
-typedef struct {
-    int count, capacity;
-    long *step, *epoch;
-    double *train_loss, *val_acc, *time_s;
-} History;
-
-int history_append(History *h, long step, long epoch, double train_loss, double val_acc, double time_s);
-void history_free(History *h);
 
 /* Writes path atomically. settings: every setting of the run (/config attributes, numbers typed).
  * 0, or -1 with rn_error (the previous file at path is then untouched). */

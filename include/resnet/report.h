@@ -5,7 +5,7 @@
 #ifndef RESNET_REPORT_H
 #define RESNET_REPORT_H
 
-#include "resnet/checkpoint.h"
+#include "resnet/train_state.h"
 #include "resnet/config.h"
 
 #define REPORT_FORMAT "resnet-mpi report"

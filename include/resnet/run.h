@@ -1,5 +1,5 @@
 /* What every subcommand does first, below train, eval and bench: exit codes, signals, thread choice,
- * applying a checkpoint's settings, agreeing on failure, the fault-injection hooks of the tests. */
+ * applying a checkpoint's settings, agreeing on failure. (The tests' hooks are hooks.h.) */
 #ifndef RESNET_RUN_H
 #define RESNET_RUN_H
 
@@ -48,9 +48,5 @@ int stop_requested(void);
 
 /* mkdir -p. 0 or -1 with rn_error. */
 int mkdir_p(const char *path);
-
-/* The tests' fault injection, read once at start-up: RESNET_FAULT_STEP (a step; -1 when unset) and
- * RESNET_FAULT_RANK (default 0), validated. 0 or -1 with rn_error naming the variable. */
-int read_fault_injection(long *step, int *rank);
 
 #endif

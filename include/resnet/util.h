@@ -14,6 +14,12 @@
 int rn_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *rn_last_error(void);
 
+/* Every line the program writes to stderr for the user (an error, a warning, a notice) starts with
+ * RN_PREFIX; rn_message writes one: the prefix, the formatted text and a newline, in a single write so
+ * that the lines of ranks sharing a terminal do not interleave. */
+#define RN_PREFIX "resnet_mpi: "
+void rn_message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* 64-byte aligned, zero-filled; NULL (with rn_error set) when memory runs out. */
 void *rn_alloc(size_t bytes);
 void rn_free(void *p);

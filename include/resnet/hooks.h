@@ -1,0 +1,33 @@
+/* The tests' hooks into a training run: fault injection and tracing, read from the environment once, at
+ * the start of training (hooks_read), and nowhere else; nothing inside a step looks at the environment.
+ *
+ *   RESNET_FAULT_STEP=N       rank RESNET_FAULT_RANK fails at step N as an error would: one line naming
+ *                             the rank, and the job ends with exit 1 (tests/mpi_failure.sh, slurm_jobs.sh)
+ *   RESNET_FAULT_HANG_STEP=N  rank RESNET_FAULT_RANK blocks for good in the first checkpoint write at or
+ *                             after step N, as on a hung file system: the stall watchdog must end the job
+ *                             (tests/watchdog.sh)
+ *   RESNET_FAULT_RANK=R       the rank both faults strike (default 0)
+ *   RESNET_TRACE=1            per-step losses, per-rank parameter hashes and the step each rank stopped
+ *                             at, as "trace: ..." lines on stderr (tests/mpi_consistency.sh,
+ *                             mpi_failure.sh, watchdog.sh, multinode.sh)
+ *
+ * Unset or empty means off. A step that is not a whole number >= 0, or a rank outside the job, is
+ * refused (a usage error): read as 0 it would inject a fault into a real run. */
+#ifndef RESNET_HOOKS_H
+#define RESNET_HOOKS_H
+
+typedef struct {
+    long fault_step;   /* RESNET_FAULT_STEP, -1: none */
+    long hang_step;    /* RESNET_FAULT_HANG_STEP, -1: none */
+    int fault_rank;    /* RESNET_FAULT_RANK */
+    int trace;         /* RESNET_TRACE */
+} Hooks;
+
+/* Reads and checks the variables for a job of world_size ranks. 0, or -1 with rn_error naming the
+ * variable (the hooks then stay off). */
+int hooks_read(int world_size);
+
+/* What hooks_read found; every hook off before it. */
+const Hooks *hooks(void);
+
+#endif

@@ -1,0 +1,42 @@
+/* The tests' fault-injection and tracing hooks: see hooks.h. */
+#include "resnet/hooks.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "resnet/util.h"
+
+static Hooks current = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0};
+
+/* A step number from variable name: -1 when unset or empty; 0, or -1 with rn_error. */
+static int read_step(const char *name, long *step) {
+    const char *s = getenv(name);
+    *step = -1;
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    const long v = strtol(s, &end, 10);
+    if (*end || errno || v < 0 || s[0] == ' ') return rn_error("%s: '%s' is not a step number (0 or more)", name, s);
+    *step = v;
+    return 0;
+}
+
+int hooks_read(int world_size) {
+    Hooks h = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0};
+    if (read_step("RESNET_FAULT_STEP", &h.fault_step) || read_step("RESNET_FAULT_HANG_STEP", &h.hang_step)) return -1;
+    const char *rank = getenv("RESNET_FAULT_RANK");
+    if (rank && *rank) {
+        char *end;
+        errno = 0;
+        const long v = strtol(rank, &end, 10);
+        if (*end || errno || v < 0 || v >= world_size || rank[0] == ' ')
+            return rn_error("RESNET_FAULT_RANK: '%s' is not a rank of this job (0..%d)", rank, world_size - 1);
+        h.fault_rank = (int)v;
+    }
+    const char *trace = getenv("RESNET_TRACE");
+    h.trace = trace && *trace == '1';
+    current = h;
+    return 0;
+}
+
+const Hooks *hooks(void) { return &current; }
