@@ -145,11 +145,14 @@ static void md_outcome(FILE *f, const RunFacts *x) {
         fprintf(f, "| best validation accuracy | %.4f at step %ld (best.h5) |\n", x->ts->best_val_acc, x->ts->best_step);
     else
         fprintf(f, "| best validation accuracy | no validation ran |\n");
-    if (x->test_confusion)
-        fprintf(f, "| test accuracy (final model = last.h5, --bn-eval %s) | **%.4f** (%ld of %ld) |\n",
-                setting(x, "bn-eval"), (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0), confusion_sum(x, 1),
-                confusion_sum(x, 0));
-    else
+    if (x->test_confusion) {
+        const int seed = x->test_protocol && !strcmp(x->test_protocol, "seed");
+        fprintf(f, "| test accuracy (final model = last.h5, --bn-eval %s, %s) | **%.4f** (%ld of %ld) |\n",
+                setting(x, "bn-eval"), seed ? "seed protocol: augmented as in training" : "clean images",
+                (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0), confusion_sum(x, 1), confusion_sum(x, 0));
+        fprintf(f, "| test accuracy, %s | %.4f |\n", seed ? "clean images" : "seed protocol (augmented as in training)",
+                x->test_other_accuracy);
+    } else
         fprintf(f, "| test accuracy | not measured (the run did not finish) |\n");
     fprintf(f, "| exit code | %d |\n\n", x->exit_code);
 }
@@ -261,8 +264,11 @@ static void json_test(FILE *f, const RunFacts *x) {
         fputs("null", f);
         return;
     }
-    fprintf(f, "{\"split\":\"test\",\"model\":\"last.h5\",\"images\":%ld,\"correct\":%ld,\"accuracy\":%.6f,",
-            confusion_sum(x, 0), confusion_sum(x, 1), (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0));
+    const int seed = x->test_protocol && !strcmp(x->test_protocol, "seed");
+    fprintf(f, "{\"split\":\"test\",\"model\":\"last.h5\",\"images\":%ld,\"correct\":%ld,\"accuracy\":%.6f,"
+               "\"protocol\":\"%s\",\"other_protocol\":{\"protocol\":\"%s\",\"accuracy\":%.6f},",
+            confusion_sum(x, 0), confusion_sum(x, 1), (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0),
+            seed ? "seed" : "clean", seed ? "clean" : "seed", x->test_other_accuracy);
     json_key(f, "per_class");
     fputc('{', f);
     for (int t = 0; t < x->classes; t++) {

@@ -165,6 +165,7 @@ typedef struct {
     const char *nonfinite_tensor;   /* the first parameter found non-finite after an update */
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
     long *test_confusion;     /* the end-of-run test, for the report */
+    double test_other_accuracy;   /* the same under the other --eval-protocol */
     double run_start;         /* when this process's step loop began, and the step it began at */
     long run_start_step;
     double last_progress;     /* when the progress line was last drawn */
@@ -512,6 +513,12 @@ static void print_progress(Run *r, long batch, double loss, double images_per_s)
     fflush(stderr);
 }
 
+/* --eval-protocol (other: the one it is not), without test-time augmentation */
+static EvalProtocol eval_protocol(const Config *cfg, int other) {
+    const int seed = strcmp(cfg->eval_protocol, "seed") == 0;
+    return (EvalProtocol){.augment = other ? !seed : seed, .tta_flip = 0};
+}
+
 /* Validation, the report line, early stopping and checkpoints. Returns 1 when training should stop,
  * -1 on a failure every rank agrees on. Collective. */
 static int validate(Run *r, long batch_in_epoch) {
@@ -520,8 +527,8 @@ static int validate(Run *r, long batch_in_epoch) {
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
     dist_set_activity(doing);
     perf_start(PERF_VALIDATION);
-    const double acc = evaluate_records(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
-                                        cfg->bn_eval, NULL);
+    const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
+                                           cfg->bn_eval, eval_protocol(cfg, 0), NULL);
     perf_stop(PERF_VALIDATION);
     const double loss = r->ts.running_loss_count ? r->ts.running_loss_sum / r->ts.running_loss_count : 0.0;
     r->ts.running_loss_sum = 0;
@@ -659,6 +666,7 @@ static void write_report(Run *r, int exit_code, long steps, double seconds, cons
         .metrics_path = metrics_path, .resumed_from = resumed_from, .num_train = r->num_train,
         .num_val = r->num_val, .num_test = r->test_set.count, .classes = r->model.cfg.classes,
         .class_names = (const char (*)[32])r->test_set.class_names, .test_confusion = r->test_confusion,
+        .test_protocol = r->cfg->eval_protocol, .test_other_accuracy = r->test_other_accuracy,
         .steps_this_run = steps, .batch_size = r->cfg->batch_size, .ranks = dist_size(), .threads = r->threads,
         .exit_code = exit_code, .seconds_this_run = seconds,
         .training_seconds_total = r->elapsed_before + perf_seconds(PERF_TOTAL),
@@ -672,12 +680,17 @@ static int final_test(Run *r) {
     uint32_t *all = malloc(sizeof(uint32_t) * r->test_set.count);
     if (!confusion || !all) dist_fail(1, "out of memory for the test evaluation");
     for (int i = 0; i < r->test_set.count; i++) all[i] = (uint32_t)i;
-    const double acc = evaluate_records(&r->evaluator, &r->model, &r->test_set, all, r->test_set.count,
-                                        r->cfg->bn_eval, confusion);
+    const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->test_set, all, r->test_set.count,
+                                           r->cfg->bn_eval, eval_protocol(r->cfg, 0), confusion);
+    /* the other protocol beside it: clean and the seed's augmented test compare like with like */
+    r->test_other_accuracy = evaluate_records_as(&r->evaluator, &r->model, &r->test_set, all, r->test_set.count,
+                                                 r->cfg->bn_eval, eval_protocol(r->cfg, 1), NULL);
     if (dist_rank() == 0) {
         /* the report's first line is the seed's "test accuracy: 0.8578", with the counts after it */
         if (r->cfg->quiet) printf("test accuracy: %.4f\n", acc);
         else evaluate_report(stdout, confusion, k, (const char (*)[32])r->test_set.class_names, 0, "test");
+        printf("%s protocol test accuracy: %.4f\n", strcmp(r->cfg->eval_protocol, "seed") ? "seed" : "clean",
+               r->test_other_accuracy);
         fflush(stdout);
     }
     r->test_confusion = confusion;

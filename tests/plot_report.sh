@@ -45,7 +45,7 @@ assert {c["file"] for c in rep["checkpoints"]} == {"last.h5", "best.h5"}
 print("test accuracy %.6f = eval's; best validation %.4f at step %d" % (test["accuracy"], best["val_acc"], best["step"]))
 PYEOF
 acc=$(sed -n 's/.*"accuracy":\([0-9.]*\),"per_class".*/\1/p' <<<"$eval_json")
-grep -q "test accuracy (final model = last.h5, --bn-eval batch) | \*\*$(printf '%.4f' "$acc")\*\*" "$run/report.md" ||
+grep -q "test accuracy (final model = last.h5, --bn-eval batch, clean images) | \*\*$(printf '%.4f' "$acc")\*\*" "$run/report.md" ||
   fail "report.md does not show the test accuracy $acc"
 grep -q "| Ankle boot |" "$run/report.md" || fail "report.md has no confusion matrix with class names"
 pass "report: test accuracy $acc and confusion matrix equal eval's on last.h5"

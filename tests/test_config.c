@@ -516,7 +516,7 @@ static const char *const training_keys[] = {
     "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size", "epochs",
     "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
     "checkpoint-dir", "checkpoint-every", "keep", "batch-per-rank", "lr-scaling", "base-batch", "warmup-steps",
-    "warmup-epochs", NULL};
+    "warmup-epochs", "eval-protocol", NULL};
 
 static void assert_same_settings(const Settings *a, const Settings *b) {
     ck_assert_int_eq(a->count, b->count);

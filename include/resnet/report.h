@@ -20,6 +20,8 @@ typedef struct {
     int num_train, num_val, num_test, classes;
     const char (*class_names)[32];
     const long *test_confusion;     /* classes x classes (true row, predicted column); NULL: no test */
+    const char *test_protocol;      /* --eval-protocol of test_confusion (and of the validations) */
+    double test_other_accuracy;     /* the test accuracy under the other protocol */
     long steps_this_run;            /* optimizer steps this process took */
     int batch_size, ranks, threads, exit_code;
     double seconds_this_run;        /* wall time of this process's training loop and test */
