@@ -486,13 +486,29 @@ static void maybe_hang_in_write(long step) {
     for (;;) pause();   /* signals interrupt pause, not the hang */
 }
 
+/* What this rank does now, for the stall watchdog's message. RESNET_FAULT_SIGNAL_AT=WHAT (tests): rank
+ * RESNET_FAULT_RANK (default 0) sends itself SIGUSR1 as it begins WHAT, one of these names ("step 20",
+ * "validation at step 20", "checkpoint at step 20", "end of training", "final test"): a preemption at
+ * an exact moment of the run, however fast its steps. */
+static void begin_activity(const char *what) {
+    static const char *signal_at = NULL;
+    static int signal_rank = -1;
+    if (signal_rank < 0) {
+        const char *rk = getenv("RESNET_FAULT_RANK");
+        signal_at = getenv("RESNET_FAULT_SIGNAL_AT");
+        signal_rank = rk ? atoi(rk) : 0;
+    }
+    dist_set_activity(what);
+    if (signal_at && strcmp(signal_at, what) == 0 && dist_rank() == signal_rank) raise(SIGUSR1);
+}
+
 /* Rank 0 writes path (and, with --keep, a numbered hard link to it); every rank learns whether it
  * worked. Collective. */
 static int save_checkpoint(Run *r, const char *path, int snapshot) {
     int failed = 0;
     char doing[64];
     snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
-    dist_set_activity(doing);
+    begin_activity(doing);
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
     maybe_hang_in_write(r->ts.step);
@@ -519,7 +535,7 @@ static int validate(Run *r, long batch_in_epoch, double run_start_s, long run_st
     Config *cfg = r->cfg;
     char doing[64];
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
-    dist_set_activity(doing);
+    begin_activity(doing);
     perf_start(PERF_VALIDATION);
     const double acc = evaluate_records(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                         cfg->bn_eval, NULL);
@@ -711,6 +727,12 @@ static int stop_for_signal(Run *r) {
     return code;
 }
 
+/* The epochs are done or --max-steps is reached. Asked before every step, not after it: a run resumed
+ * from the checkpoint of its final step (a stop by signal there, a crash after it) takes no step more. */
+static int training_over(const Run *r) {
+    return r->ts.epoch >= r->cfg->epochs || (r->cfg->max_steps > 0 && r->ts.step >= r->cfg->max_steps);
+}
+
 /* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
 static void print_stop_line(const Run *r) {
     const TrainState *ts = &r->ts;
@@ -763,13 +785,13 @@ int train_main(Config *cfg) {
     double last_progress = 0;
     perf_start(PERF_TOTAL);
     total_started = rn_now();
-    while (!stop && r->ts.epoch < cfg->epochs) {
+    while (!stop && !training_over(r)) {
         dataset_epoch_order(r->order, r->num_train, cfg->seed, (int)r->ts.epoch);
-        while (r->ts.batch_in_epoch < r->steps_per_epoch) {
+        while (r->ts.batch_in_epoch < r->steps_per_epoch && !training_over(r)) {
             StepStatus status;
             char doing[32];
             snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
-            dist_set_activity(doing);
+            begin_activity(doing);
             double started = rn_now();
             const double loss = train_step(r, r->ts.batch_in_epoch, &status);
             note_pace(r, STALL_STEP, started);
@@ -812,31 +834,32 @@ int train_main(Config *cfg) {
                 stop = 1;
                 break;
             }
-            if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
-                snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
-                stop = 1;
-                break;
-            }
             if (epoch_end) break;
         }
     }
     perf_stop(PERF_TOTAL);
-    dist_set_activity("end of training");
+    begin_activity("end of training");
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
-    if (!stop) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "epochs");
+    if (!stop)
+        snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "%s",
+                 cfg->max_steps > 0 && r->ts.step >= cfg->max_steps ? "max-steps" : "epochs");
     if (exit_code == EXIT_OK) {
         if (save_checkpoint(r, r->last_path, 0)) exit_code = EXIT_FAILED;
     }
     if (exit_code == EXIT_OK) {
         if (rank0 && !cfg->quiet) print_stop_line(r);
-        dist_set_activity("final test");
+        begin_activity("final test");
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
                 (double)(r->ts.step - run_start_step) * cfg->batch_size, rn_now() - run_start,
                 model_flops_per_image(&r->model, 1));
     write_report(r, exit_code, r->ts.step - run_start_step, rn_now() - run_start, resuming ? resume_path : NULL);
+    /* a preemption after the last step's status reduction: the run is whole, and the log should say why
+     * a signal that a launcher or batch script reports did not stop it */
+    if (rank0 && exit_code == EXIT_OK && stop_requested())
+        fprintf(stderr, "resnet_mpi: signal received after the last step: training is complete, nothing to resume\n");
     run_free(r);
     return exit_code;
 }
