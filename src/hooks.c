@@ -2,7 +2,9 @@
 #include "resnet/hooks.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "resnet/util.h"
 
@@ -35,6 +37,10 @@ int hooks_read(int world_size) {
     }
     const char *trace = getenv("RESNET_TRACE");
     h.trace = trace && *trace == '1';
+    const char *signal_at = getenv("RESNET_FAULT_SIGNAL_AT");
+    if (signal_at && strlen(signal_at) >= sizeof h.signal_at)
+        return rn_error("RESNET_FAULT_SIGNAL_AT: '%s' is longer than any activity name", signal_at);
+    if (signal_at) snprintf(h.signal_at, sizeof h.signal_at, "%s", signal_at);
     current = h;
     return 0;
 }

@@ -486,13 +486,21 @@ static void maybe_hang_in_write(long step) {
     for (;;) pause();   /* signals interrupt pause, not the hang */
 }
 
+/* What this rank does now, for the stall watchdog's message; RESNET_FAULT_SIGNAL_AT (hooks.h) preempts
+ * the run as it begins one of these. */
+static void begin_activity(const char *what) {
+    dist_set_activity(what);
+    const Hooks *h = hooks();
+    if (h->signal_at[0] && strcmp(h->signal_at, what) == 0 && dist_rank() == h->fault_rank) raise(SIGUSR1);
+}
+
 /* Rank 0 writes path (and, with --keep, a numbered hard link to it); every rank learns whether it
  * worked. Collective. */
 static int save_checkpoint(Run *r, const char *path, int snapshot) {
     int failed = 0;
     char doing[64];
     snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
-    dist_set_activity(doing);
+    begin_activity(doing);
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
     maybe_hang_in_write(r->ts.step);
@@ -525,7 +533,7 @@ static int validate(Run *r, long batch_in_epoch) {
     Config *cfg = r->cfg;
     char doing[64];
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
-    dist_set_activity(doing);
+    begin_activity(doing);
     perf_start(PERF_VALIDATION);
     const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                            cfg->bn_eval, eval_protocol(cfg, 0), NULL);
@@ -726,6 +734,12 @@ static int stop_for_signal(Run *r) {
     return code;
 }
 
+/* The epochs are done or --max-steps is reached. Asked before every step, not after it: a run resumed
+ * from the checkpoint of its final step (a stop by signal there, a crash after it) takes no step more. */
+static int training_over(const Run *r) {
+    return r->ts.epoch >= r->cfg->epochs || (r->cfg->max_steps > 0 && r->ts.step >= r->cfg->max_steps);
+}
+
 /* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
 static void print_stop_line(const Run *r) {
     const TrainState *ts = &r->ts;
@@ -834,10 +848,8 @@ static int after_step(Run *r, StepStatus status, double loss, int *exit_code) {
         *exit_code = stop_for_signal(r);
         return 1;
     }
-    if (cfg->max_steps > 0 && r->ts.step >= cfg->max_steps) {
-        snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "max-steps");
-        return 1;
-    }
+    /* the step limit is checked before each step (training_over), so that a run resumed from its last
+     * step takes none */
     return 0;
 }
 
@@ -845,11 +857,11 @@ static int after_step(Run *r, StepStatus status, double loss, int *exit_code) {
  * the epoch ended. */
 static int run_epoch(Run *r, int *exit_code) {
     dataset_epoch_order(r->order, r->num_train, r->cfg->seed, (int)r->ts.epoch);
-    while (r->ts.batch_in_epoch < r->steps_per_epoch) {
+    while (r->ts.batch_in_epoch < r->steps_per_epoch && !training_over(r)) {
         StepStatus status;
         char doing[32];
         snprintf(doing, sizeof doing, "step %ld", r->ts.step + 1);
-        dist_set_activity(doing);
+        begin_activity(doing);
         const double started = rn_now();
         const double loss = train_step(r, r->ts.batch_in_epoch, &status);
         note_pace(r, STALL_STEP, started);
@@ -871,22 +883,28 @@ static int run_epoch(Run *r, int *exit_code) {
 static int finish(Run *r, int stop, int exit_code, const char *resumed_from) {
     const Config *cfg = r->cfg;
     const int rank0 = dist_rank() == 0;
-    dist_set_activity("end of training");
+    begin_activity("end of training");
     if (r->show_progress) fprintf(stderr, "\r\033[K");
     check_replicas(&r->model, cfg->quiet);
-    if (!stop) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "epochs");
+    if (!stop)
+        snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "%s",
+                 cfg->max_steps > 0 && r->ts.step >= cfg->max_steps ? "max-steps" : "epochs");
     if (exit_code == EXIT_OK) {
         if (save_checkpoint(r, r->last_path, 0)) exit_code = EXIT_FAILED;
     }
     if (exit_code == EXIT_OK) {
         if (rank0 && !cfg->quiet) print_stop_line(r);
-        dist_set_activity("final test");
+        begin_activity("final test");
         final_test(r);
     }
     perf_report(rank0 && !cfg->quiet ? stdout : NULL, dist_min_sum_max, dist_size(), r->threads,
                 (double)(r->ts.step - r->run_start_step) * cfg->batch_size, rn_now() - r->run_start,
                 model_flops_per_image(&r->model, 1));
     write_report(r, exit_code, r->ts.step - r->run_start_step, rn_now() - r->run_start, resumed_from);
+    /* a preemption after the last step's status reduction: the run is whole, and the log should say why
+     * a signal that a launcher or batch script reports did not stop it */
+    if (rank0 && exit_code == EXIT_OK && stop_requested())
+        rn_message("signal received after the last step: training is complete, nothing to resume");
     return exit_code;
 }
 
@@ -907,7 +925,7 @@ int train_main(Config *cfg) {
     r->run_start_step = r->ts.step;
     perf_start(PERF_TOTAL);
     total_started = rn_now();
-    while (!stop && r->ts.epoch < cfg->epochs) stop = run_epoch(r, &exit_code);
+    while (!stop && !training_over(r)) stop = run_epoch(r, &exit_code);
     perf_stop(PERF_TOTAL);
     exit_code = finish(r, stop, exit_code, resuming ? resume_path : NULL);
     run_free(r);

@@ -8,6 +8,9 @@
 #   (c) jobs/sweep.sbatch as a 2-task array, jobs/summary.sbatch after it (afterok) and jobs/eval.sbatch
 #       on (a)'s best.h5 (afterok): all COMPLETED, with a table and JSON;
 #   (d) a rank that fails (RESNET_FAULT_STEP): the job ends FAILED long before its time limit;
+#   (f) a late preemption: (a)'s run, with room for a second epoch but --max-steps at (a)'s end, gets
+#       USR1 in its last step (RESNET_FAULT_SIGNAL_AT) and a second USR1 while the script requeues it;
+#       it requeues, the resumed run takes no step more, and it ends COMPLETED with (a)'s final model;
 #   (e) shellcheck is clean on jobs/*.sbatch and scripts/*.sh.
 # The test set is cut to its first $FM_TEST images (lib.sh) (a copy in $TMP) so that each run's final test stays short.
 # shellcheck source=tests/lib.sh
@@ -103,14 +106,29 @@ A=$(mpirun_submit --job-name=a-train "${ONE_NODE[@]}" --time=10 "$JOBS/train.sba
 B=$(submit --job-name=b-preempt "${ONE_NODE[@]}" --time=10 "$JOBS/train.sbatch" "${TRAIN[@]}")
 D=$(mpirun_submit --job-name=d-fault "${ONE_NODE[@]}" --time=5 --export=ALL,RESNET_FAULT_STEP=3,RESNET_FAULT_RANK=1 \
       "$JOBS/train.sbatch" "${TRAIN[@]}")
+# (f): the scontrol that jobs/train.sbatch calls to requeue sends the script a second USR1 first, and
+# requeues only if the script survives it (as if the signal had come just before the call)
+mkdir -p "$TMP/late-bin"
+cat > "$TMP/late-bin/scontrol" <<EOF
+#!/usr/bin/env bash
+if [ "\${1:-}" = requeue ] && mkdir "$TMP/late-usr1.\${SLURM_JOB_ID:?}" 2>/dev/null; then
+  kill -USR1 "\$PPID"
+  sleep 0.5
+  kill -0 "\$PPID" 2>/dev/null || exit 1
+fi
+exec $(command -v scontrol) "\$@"
+EOF
+chmod 755 "$TMP/late-bin/scontrol"
+F=$(PATH=$TMP/late-bin:$PATH RESNET_FAULT_SIGNAL_AT="step 32" submit --job-name=f-late "${ONE_NODE[@]}" --time=10 \
+      "$JOBS/train.sbatch" "${TRAIN[@]}" --epochs 2 --max-steps 32)
 default_launcher=mpirun
 srun --mpi=list 2>&1 | grep -w pmix >/dev/null && default_launcher=srun
 SWEEP=("${FM_QUICK[@]}" --data "$data" --limit-train 512 --batch-size 64 --epochs 1 --eval-every 4)
 S=$(submit --job-name=c-sweep --array=0-1 --nodes=1 --ntasks=1 --ntasks-per-node=1 --time=10 "$JOBS/sweep.sbatch" "${SWEEP[@]}")
 M=$(submit --job-name=c-summary --dependency="afterok:$S" "$JOBS/summary.sbatch" "$S" --data "$data")
 E=$(submit --job-name=c-eval --dependency="afterok:$A" "$JOBS/eval.sbatch" "$TMP/ck/$A/best.h5" --data "$data")
-for j in A B D S M E; do [[ "${!j}" =~ ^[0-9]+$ ]] || fail "submission of $j failed: '${!j}'"; done
-echo "submitted ($(elapsed)): train $A, preempt $B, fault $D, sweep $S, summary $M, eval $E"
+for j in A B D F S M E; do [[ "${!j}" =~ ^[0-9]+$ ]] || fail "submission of $j failed: '${!j}'"; done
+echo "submitted ($(elapsed)): train $A, preempt $B, fault $D, late preempt $F, sweep $S, summary $M, eval $E"
 
 # --- (b) part 1: preempt B after its first validation --------------------------------------------------
 for ((t = 0; t < 240; t++)); do
@@ -172,6 +190,26 @@ mA=$(metrics_steps "$ckA/metrics.jsonl") mB=$(metrics_steps "$ckB/metrics.jsonl"
   job_fail "$B" "final parameters differ: '$(hash_line "$logB")' vs '$(hash_line "$logA")'"
 [ "$(test_line "$logB")" = "$(test_line "$logA")" ] || job_fail "$B" "'$(test_line "$logB")' vs '$(test_line "$logA")'"
 pass "(b) job $B ($default_launcher) stopped at step $stopped, requeued, resumed, COMPLETED ($(elapsed)): step $stepB, history $histB, same parameters and test accuracy as $A"
+
+# --- (f) the late preemption: stopped in its last step, requeued through a second USR1, finished ------
+s=$(wait_final "$F" 240)
+[ "$s" = COMPLETED ] || job_fail "$F" "state $s, expected COMPLETED"
+logF=$(log_of "$F")
+[ "$(field "$F" Restarts)" = 1 ] || job_fail "$F" "Restarts=$(field "$F" Restarts), expected 1"
+exits=$(sed -n 's/^train.sbatch: program exited with //p' "$logF" | paste -sd, -)
+[ "$exits" = 75,0 ] || job_fail "$F" "program exits '$exits', expected 75 (stopped) then 0"
+grep -q "signal received: stopping at step 32$" "$logF" || job_fail "$F" "no stop in the last step (32)"
+grep -q "received SIGUSR1 after the program ended" "$logF" && grep -q "requeueing job $F" "$logF" ||
+  job_fail "$F" "the second USR1 was not survived and noted, or no requeue"
+grep -q "^stopped: max-steps after 32 steps" "$logF" || job_fail "$F" "the resumed run did not end at step 32"
+ckF=$TMP/ck/$F
+stepF=$(h5_step "$ckF/last.h5")
+[ "$stepF" = "$stepA" ] || job_fail "$F" "final step $stepF, uninterrupted run $stepA"
+[ "$(h5_history "$ckF/last.h5")" = "$(h5_history "$ckA/last.h5")" ] || job_fail "$F" "/history/step differs from $A's"
+[ "$(hash_line "$logF")" = "$(hash_line "$logA")" ] ||
+  job_fail "$F" "final parameters differ: '$(hash_line "$logF")' vs '$(hash_line "$logA")'"
+[ "$(test_line "$logF")" = "$(test_line "$logA")" ] || job_fail "$F" "'$(test_line "$logF")' vs '$(test_line "$logA")'"
+pass "(f) job $F: USR1 in its last step and again during the requeue: exits $exits, requeued, resumed without a step more, COMPLETED at step $stepF with $A's parameters and test accuracy ($(elapsed))"
 
 # --- (c) the array, its summary and the eval job -------------------------------------------------------
 s=$(wait_final "$S" 180)

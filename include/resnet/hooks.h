@@ -6,7 +6,12 @@
  *   RESNET_FAULT_HANG_STEP=N  rank RESNET_FAULT_RANK blocks for good in the first checkpoint write at or
  *                             after step N, as on a hung file system: the stall watchdog must end the job
  *                             (tests/watchdog.sh)
- *   RESNET_FAULT_RANK=R       the rank both faults strike (default 0)
+ *   RESNET_FAULT_SIGNAL_AT=WHAT  rank RESNET_FAULT_RANK sends itself SIGUSR1 as it begins WHAT, one of
+ *                             the watchdog's activity names ("step 20", "validation at step 20",
+ *                             "checkpoint at step 20", "end of training", "final test"): a preemption
+ *                             at an exact moment, however fast the steps (tests/preempt_late.sh,
+ *                             slurm_jobs.sh); a name that never comes never fires
+ *   RESNET_FAULT_RANK=R       the rank the faults strike (default 0)
  *   RESNET_TRACE=1            per-step losses, per-rank parameter hashes and the step each rank stopped
  *                             at, as "trace: ..." lines on stderr (tests/mpi_consistency.sh,
  *                             mpi_failure.sh, watchdog.sh, multinode.sh)
@@ -21,6 +26,7 @@ typedef struct {
     long hang_step;    /* RESNET_FAULT_HANG_STEP, -1: none */
     int fault_rank;    /* RESNET_FAULT_RANK */
     int trace;         /* RESNET_TRACE */
+    char signal_at[64];   /* RESNET_FAULT_SIGNAL_AT, "": none */
 } Hooks;
 
 /* Reads and checks the variables for a job of world_size ranks. 0, or -1 with rn_error naming the
