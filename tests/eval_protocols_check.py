@@ -17,20 +17,16 @@ import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "scripts"))
+sys.path.insert(0, here)
 import plot  # noqa: E402
-import seed_model  # noqa: E402
+from torch_export_check import load_exported  # noqa: E402
 
 EVAL_AUG_SEED, EVAL_AUG_EPOCH = 0x6576616C, -1
 
 
 def main():
     pt, data_dir, n, results = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.load(open(sys.argv[4]))
-    saved = torch.load(pt)
-    cfg = saved["config"]
-    model = seed_model.build(cfg["arch"], int(cfg["depth"]), int(cfg["in-channels"]), int(cfg["classes"]),
-                             int(cfg["image-size"]))
-    model.load_state_dict(saved["model_state_dict"], strict=True)
-    model.eval()
+    model, _ = load_exported(pt)
     images = plot.idx_item(os.path.join(data_dir, "t10k-images-idx3-ubyte"), 16, 0, n * 784).reshape(n, 1, 28, 28)
     labels = plot.idx_item(os.path.join(data_dir, "t10k-labels-idx1-ubyte"), 8, 0, n).astype(np.int64)
     clean = images.astype(np.float32) / np.float32(255.0)

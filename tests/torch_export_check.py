@@ -26,15 +26,21 @@ def read_fixture(path):
     return out
 
 
-def main():
-    pt, fixture = sys.argv[1], sys.argv[2]
+def load_exported(pt):
+    """(model, config) from torch_export.py's OUT.pt, strict=True, in eval mode (as the seed evaluates:
+    batch statistics for its BNs, running statistics for the paper's)."""
     saved = torch.load(pt)
     cfg = saved["config"]
     model = seed_model.build(cfg["arch"], int(cfg["depth"]), int(cfg["in-channels"]), int(cfg["classes"]),
                              int(cfg["image-size"]))
     model.load_state_dict(saved["model_state_dict"], strict=True)
-    # the seed evaluates in eval mode: batch statistics for its BNs, running statistics for the paper's
     model.eval()
+    return model, cfg
+
+
+def main():
+    pt, fixture = sys.argv[1], sys.argv[2]
+    model, cfg = load_exported(pt)
     data = read_fixture(fixture)
     with torch.no_grad():
         logits = model(torch.from_numpy(data["images"].copy())).numpy()
