@@ -1,10 +1,12 @@
 /* Convolution over C,N,H,W activations.
  *
- * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct AVX-512
+ * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct SIMD
  * kernels (below, "direct convolution"): forward, input gradient and weight gradient each read the
- * activations in place, with no im2col matrix and no GEMM. Everything else (and every shape on CPUs
- * without AVX-512) takes the general path: im2col + one BLIS GEMM per chunk of images. With
- * channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
+ * activations in place, with no im2col matrix and no GEMM. They are written once over a small ISA layer
+ * and built for AVX-512 (16 floats a vector) or, on CPUs without it, AVX2 + FMA (8 floats), whichever
+ * the compiler targets (-march=native): a compile-time choice, made per build. Everything else (and
+ * every shape on CPUs with neither) takes the general path: im2col + one BLIS GEMM per chunk of
+ * images. With channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
  * (K = cin*k*k), and the output rows of the chunk sit at column offset n0*ho*wo of Y[cout][n*ho*wo]:
  * the GEMM writes them in place through BLIS's general strides, so no reshuffling follows. Chunks bound
  * the scratch (col, and dcol in backward) to a few MiB that stay in cache between im2col and GEMM. */
@@ -110,6 +112,14 @@ static void select_blis_kernels(void) {
 
 const char *compute_kernel_name(void) { return bli_arch_string(bli_arch_query_id()); }
 
+const char *conv_direct_isa(void) {
+#if HAVE_DIRECT
+    return VW == 16 ? "avx512" : "avx2";
+#else
+    return NULL;
+#endif
+}
+
 void compute_set_threads(int threads) {
     static int kernels_chosen = 0;
     if (!kernels_chosen) {
@@ -128,15 +138,15 @@ int conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k
 
 static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad == 0; }
 
-/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512) ---------------
+/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512 or AVX2) -------
  *
  * Stride 1: for 3x3 / stride 1 / pad 1 the output has the input's extent, so over C,N,H,W activations
  * every channel is one contiguous row of P = n*h*w pixels, and output pixel p reads input pixel
  * p + (kh-1)*w + (kw-1) of every input channel, provided that pixel lies in the same image inside the
- * frame. The kernels run along the flattened pixel row in 16-float vectors and handle the padding (and
+ * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
- * zero, and AVX-512 masked loads do not fault on masked-off lanes, so vectors at the row ends may point
- * before or after the array. No im2col, no col2im.
+ * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
+ * vectors at the row ends may point before or after the array. No im2col, no col2im.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -144,8 +154,8 @@ static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad
  * shift (dy, dx) in {-1, 0}^2 on one plane and the same kernels apply. 3x3 / pad 1 uses all 4 planes,
  * 1x1 / pad 0 only the even/even one. The split costs one pass over x, far less than im2col's 9.
  *
- * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, 16) / 16
- * vectors (one image's ho*wo / 16 when ho*wo is a multiple of 16: 32x32, 16x16, 8x8, 28x28) holds all of
+ * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, VW) / VW
+ * vectors (one image's ho*wo / VW when ho*wo is a multiple of VW: 32x32, 16x16, 8x8, 28x28) holds all of
  * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SUB rows repeating the first ones, so that the
  * weight-gradient kernel reads DW_SUB consecutive rows without wrapping).
  *
@@ -181,7 +191,7 @@ static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad
 #define DW_SUB 32             /* pixel vectors per dW sub-block (see direct_dw_task) */
 #endif
 #ifndef DW_GROUP
-#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked accumulators = 24 KiB */
+#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked zmm accumulators = 24 KiB */
 #endif
 #ifndef DW_CHUNK_FLOATS
 #define DW_CHUNK_FLOATS (512 * 1024)   /* dW pixel chunk: its rows of all channels, in floats (2 MiB) */
@@ -219,7 +229,7 @@ static size_t dw_chunk_vecs(ConvShape s) {
 }
 
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
- * masks [period + DW_SUB][9] uint16 | dW accumulators [cout][cin][k*k] double | dW chunk sums
+ * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
  * [chunk][cout][cin][k*k] | packed weights | planes. */
 typedef struct { size_t masks, acc, part, packed, planes, total; } DirectLayout;
 
@@ -373,11 +383,13 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
 
 /* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
  *
- * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm). Per input
- * channel and tap it loads DC_PV input vectors and broadcasts DC_COB weights for DC_COB * DC_PV FMAs,
- * so the loop is FMA-bound. Weights are packed as [cout block][cin][tap][DC_COB] so the broadcasts walk
- * memory sequentially. Used for the forward pass and, with the weights transposed and the shifts negated,
- * for the input gradient (dx[ci][p] = sum_co sum_t W[co][ci][t] dY[co][p - off(t)]). */
+ * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
+ * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
+ * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
+ * limited by the masked loads and the mask vectors they take from memory). Weights are packed as
+ * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
+ * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
+ * W[co][ci][t] dY[co][p - off(t)]). */
 typedef struct {
     const float *src;        /* input channel ci starts at src + ci * src_cs */
     float *dst;              /* output channel co starts at dst + co * dst_cs */
@@ -468,20 +480,20 @@ static vmask tail_mask(size_t P) {
     return vmask_from_bits(rem ? (1u << rem) - 1 : VMASK_BITS_ALL);
 }
 
-/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above).
- * A reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm
- * accumulators, each summing 16 pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted X
- * vectors for 24 FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
+/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above). A
+ * reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm or 12
+ * ymm accumulators, each summing VW pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted
+ * X vectors for 3 * DW_COB FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
  *
- * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x
- * a group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would
- * put 8 of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors:
- * it packs the sub-block's 8 dY rows vector-interleaved into an L1 buffer (16 KiB; one pointer for all
- * rows, which keeps the kernel loop free of register spills) and runs all its triples over it, parking
- * each triple's 24 accumulators in memory between sub-blocks. Parking does not round, so every lane sums
- * its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed tree)
- * into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends on
- * which thread runs which item. */
+ * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x a
+ * group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would put 8
+ * of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors: it packs
+ * the sub-block's DW_COB dY rows vector-interleaved into an L1 buffer (16 KiB with AVX-512, 4 with AVX2; one
+ * pointer for all rows, which keeps the kernel loop free of register spills) and runs all its triples over
+ * it, parking each triple's accumulators in memory between sub-blocks. Parking does not round, so every lane
+ * sums its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed
+ * tree) into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends
+ * on which thread runs which item. */
 typedef struct {
     const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
     const mask_entry *masks; /* [period][9] */
@@ -548,8 +560,8 @@ static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec pa
         const size_t o = vb - 1 - va;
         mask_entry last[3];
         for (int k = 0; k < 3; k++) mask_entry_put(&last[k], VMASK_AND(VMASK_AT(mr[k] + o * 9), d->tail));
-        dw_span(part, blk + o * DW_COB * VW, xr[0] + o * VW, xr[1] + o * VW, xr[2] + o * VW, &last[0], &last[1],
-                &last[2], 1);
+        dw_span(part, blk + o * DW_COB * VW, xr[0] + o * VW, xr[1] + o * VW, xr[2] + o * VW, &last[0],
+                &last[1], &last[2], 1);
     }
 }
 
