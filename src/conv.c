@@ -1,10 +1,12 @@
 /* Convolution over C,N,H,W activations.
  *
- * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct AVX-512
+ * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct SIMD
  * kernels (below, "direct convolution"): forward, input gradient and weight gradient each read the
- * activations in place, with no im2col matrix and no GEMM. Everything else (and every shape on CPUs
- * without AVX-512) takes the general path: im2col + one BLIS GEMM per chunk of images. With
- * channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
+ * activations in place, with no im2col matrix and no GEMM. They are written once over a small ISA layer
+ * and built for AVX-512 (16 floats a vector) or, on CPUs without it, AVX2 + FMA (8 floats), whichever
+ * the compiler targets (-march=native): a compile-time choice, made per build. Everything else (and
+ * every shape on CPUs with neither) takes the general path: im2col + one BLIS GEMM per chunk of
+ * images. With channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
  * (K = cin*k*k), and the output rows of the chunk sit at column offset n0*ho*wo of Y[cout][n*ho*wo]:
  * the GEMM writes them in place through BLIS's general strides, so no reshuffling follows. Chunks bound
  * the scratch (col, and dcol in backward) to a few MiB that stay in cache between im2col and GEMM. */
@@ -16,11 +18,77 @@
 #include <string.h>
 #include <omp.h>
 #include <blis.h>
+
+/* The ISA layer of the direct kernels: everything below that names an instruction set goes through these
+ * few types, macros and helpers, so the kernels are written once for any vector width VW (and an
+ * ISA-specific copy for run-time dispatch would only need this block per target).
+ *   vec         VW floats                 vmask       the lanes a masked load or store touches
+ *   mask_entry  one entry of the mask table (build_masks); VMASK_AT reads it as a vmask
+ * AVX-512: lane masks are __mmask16 bit masks and masked loads/stores take them directly. AVX2 has no
+ * mask registers: a lane mask is an integer vector (all ones in the lanes to touch) for vmaskmovps,
+ * which does not fault on masked-off lanes either; the table stores masks expanded, ready to load. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define HAVE_DIRECT 1
+#define VW 16
+typedef __m512 vec;
+typedef __mmask16 vmask;
+typedef uint16_t mask_entry;
+#define MASK_TABLE_FLOATS(entries) ((size_t)round_up((entries), 32) / 2)
+#define VMASK_BITS_ALL 0xFFFFu
+#define VMASK_ALL ((__mmask16)0xFFFF)
+#define VMASK_AT(entry) (*(entry))
+#define VMASK_AND(a, b) ((a) & (b))
+#define VEC_ZERO() _mm512_setzero_ps()
+#define VEC_SET1(f) _mm512_set1_ps(f)
+#define VEC_ADD(a, b) _mm512_add_ps(a, b)
+#define VEC_FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VEC_LOAD(p) _mm512_load_ps(p)                  /* aligned */
+#define VEC_STORE(p, v) _mm512_store_ps(p, v)          /* aligned */
+#define VEC_MASKZ_LOADU(m, p) _mm512_maskz_loadu_ps(m, p)
+#define VEC_STORE_LANES(p, last, tail, v) _mm512_mask_storeu_ps(p, (last) ? (tail) : VMASK_ALL, v)
+#define VEC_REDUCE_ADD(v) _mm512_reduce_add_ps(v)
+static inline vmask vmask_from_bits(unsigned bits) { return (__mmask16)bits; }
+static inline void mask_entry_put(mask_entry *e, vmask m) { *e = m; }
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HAVE_DIRECT 1
+#define VW 8
+typedef __m256 vec;
+typedef __m256i vmask;
+typedef __m256i mask_entry;
+#define MASK_TABLE_FLOATS(entries) ((size_t)(entries) * 8)
+#define VMASK_BITS_ALL 0xFFu
+#define VMASK_ALL _mm256_set1_epi32(-1)
+#define VMASK_AT(entry) _mm256_loadu_si256(entry)
+#define VMASK_AND(a, b) _mm256_and_si256(a, b)
+#define VEC_ZERO() _mm256_setzero_ps()
+#define VEC_SET1(f) _mm256_set1_ps(f)
+#define VEC_ADD(a, b) _mm256_add_ps(a, b)
+#define VEC_FMADD(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VEC_LOAD(p) _mm256_load_ps(p)
+#define VEC_STORE(p, v) _mm256_store_ps(p, v)
+#define VEC_MASKZ_LOADU(m, p) _mm256_maskload_ps(p, m)
+/* a plain store where all lanes are valid: masked stores are slow on AMD (microcoded before Zen 4) */
+#define VEC_STORE_LANES(p, last, tail, v) \
+    do { if (last) _mm256_maskstore_ps(p, tail, v); else _mm256_storeu_ps(p, v); } while (0)
+#define VEC_REDUCE_ADD(v) vec_reduce_add(v)
+static inline vmask vmask_from_bits(unsigned bits) {
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane_bit), lane_bit);
+}
+static inline void mask_entry_put(mask_entry *e, vmask m) { _mm256_storeu_si256(e, m); }
+/* a fixed tree: halves, then pairs, then the last two lanes */
+static inline float vec_reduce_add(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
 #else
 #define HAVE_DIRECT 0
+#define VW 16
+#define MASK_TABLE_FLOATS(entries) ((size_t)round_up((entries), 32) / 2)
 #endif
 
 /* Floats of im2col per chunk: large enough for long GEMM rows, small enough to stay in L2/L3. */
@@ -44,6 +112,14 @@ static void select_blis_kernels(void) {
 
 const char *compute_kernel_name(void) { return bli_arch_string(bli_arch_query_id()); }
 
+const char *conv_direct_isa(void) {
+#if HAVE_DIRECT
+    return VW == 16 ? "avx512" : "avx2";
+#else
+    return NULL;
+#endif
+}
+
 void compute_set_threads(int threads) {
     static int kernels_chosen = 0;
     if (!kernels_chosen) {
@@ -62,15 +138,15 @@ int conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k
 
 static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad == 0; }
 
-/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512) ---------------
+/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512 or AVX2) -------
  *
  * Stride 1: for 3x3 / stride 1 / pad 1 the output has the input's extent, so over C,N,H,W activations
  * every channel is one contiguous row of P = n*h*w pixels, and output pixel p reads input pixel
  * p + (kh-1)*w + (kw-1) of every input channel, provided that pixel lies in the same image inside the
- * frame. The kernels run along the flattened pixel row in 16-float vectors and handle the padding (and
+ * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
- * zero, and AVX-512 masked loads do not fault on masked-off lanes, so vectors at the row ends may point
- * before or after the array. No im2col, no col2im.
+ * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
+ * vectors at the row ends may point before or after the array. No im2col, no col2im.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -78,28 +154,44 @@ static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad
  * shift (dy, dx) in {-1, 0}^2 on one plane and the same kernels apply. 3x3 / pad 1 uses all 4 planes,
  * 1x1 / pad 0 only the even/even one. The split costs one pass over x, far less than im2col's 9.
  *
- * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, 16) / 16
- * vectors (one image's ho*wo / 16 when ho*wo is a multiple of 16: 32x32, 16x16, 8x8, 28x28) holds all of
+ * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, VW) / VW
+ * vectors (one image's ho*wo / VW when ho*wo is a multiple of VW: 32x32, 16x16, 8x8, 28x28) holds all of
  * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SUB rows repeating the first ones, so that the
  * weight-gradient kernel reads DW_SUB consecutive rows without wrapping).
  *
  * Every output value (y, dx, dW) is summed by one thread in a fixed order, so the results do not depend
  * on the thread count. */
 
-/* register tiles and blocking (see direct_tile, direct_dw_task); may be set with -D when tuning */
+/* register tiles and blocking (see direct_tile, direct_dw_task); may be set with -D when tuning. The
+ * tiles fill the register file. AVX-512 (32 zmm): 8 x 3 accumulators for both kernels. AVX2 (16 ymm): the
+ * dW kernel takes 4 x 3 (+ 3 X vectors + 1 dY vector = 16), the forward / input-gradient kernel 6 x 2
+ * (+ 2 inputs + 1 broadcast weight, one register left for the lane masks, which vmaskmovps takes from a
+ * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
+ * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
+#if VW == 16
+#define DC_COB_DEFAULT 8
+#define DC_PV_DEFAULT 3
+#define DW_COB_DEFAULT 8
+#else
+#define DC_COB_DEFAULT 6
+#define DC_PV_DEFAULT 2
+#define DW_COB_DEFAULT 4
+#endif
 #ifndef DC_COB
-#define DC_COB 8
+#define DC_COB DC_COB_DEFAULT
 #endif
 #ifndef DC_PV
-#define DC_PV 3
+#define DC_PV DC_PV_DEFAULT
 #endif
-#define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels */
-#define DW_COB 8
+#define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels with AVX-512, 128 with AVX2 */
+#ifndef DW_COB
+#define DW_COB DW_COB_DEFAULT
+#endif
 #ifndef DW_SUB
 #define DW_SUB 32             /* pixel vectors per dW sub-block (see direct_dw_task) */
 #endif
 #ifndef DW_GROUP
-#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked accumulators = 24 KiB */
+#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked zmm accumulators = 24 KiB */
 #endif
 #ifndef DW_CHUNK_FLOATS
 #define DW_CHUNK_FLOATS (512 * 1024)   /* dW pixel chunk: its rows of all channels, in floats (2 MiB) */
@@ -132,23 +224,23 @@ static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
 /* Pixel vectors per dW chunk: the chunk's rows of every input and output channel fit in
  * DW_CHUNK_FLOATS floats. */
 static size_t dw_chunk_vecs(ConvShape s) {
-    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(s.cin * (s.k > 1 ? 2 : 1) + s.cout) / 16;
+    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(s.cin * (s.k > 1 ? 2 : 1) + s.cout) / VW;
     return v < DW_SUB ? DW_SUB : v;
 }
 
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
- * masks [period + DW_SUB][9] uint16 | dW accumulators [cout][cin][k*k] double | dW chunk sums
+ * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
  * [chunk][cout][cin][k*k] | packed weights | planes. */
 typedef struct { size_t masks, acc, part, packed, planes, total; } DirectLayout;
 
 static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
-    const int period = ho * wo / gcd_int(ho * wo, 16), cmax = s.cin > s.cout ? s.cin : s.cout;
+    const int period = ho * wo / gcd_int(ho * wo, VW), cmax = s.cin > s.cout ? s.cin : s.cout;
     DirectLayout l;
     l.masks = 0;
-    l.acc = l.masks + (size_t)round_up((period + DW_SUB) * 9, 32) / 2;
+    l.acc = l.masks + MASK_TABLE_FLOATS((period + DW_SUB) * 9);
     l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
-    const size_t nv = ((size_t)direct_chunk_images(s, n, ho, wo) * ho * wo + 15) / 16,
+    const size_t nv = ((size_t)direct_chunk_images(s, n, ho, wo) * ho * wo + VW - 1) / VW,
                  chunk_vecs = dw_chunk_vecs(s);
     l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
     l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
@@ -172,7 +264,7 @@ static Geometry make_geometry(ConvShape s, int h, int w) {
     Geometry geo;
     geo.ho = conv_out_size(h, s.k, s.stride, s.pad);
     geo.wo = conv_out_size(w, s.k, s.stride, s.pad);
-    geo.period = geo.ho * geo.wo / gcd_int(geo.ho * geo.wo, 16);
+    geo.period = geo.ho * geo.wo / gcd_int(geo.ho * geo.wo, VW);
     geo.G = direct_planes(s);
     geo.ntap = 0;
     for (int g = 0; g < geo.G; g++)
@@ -193,17 +285,17 @@ static Geometry make_geometry(ConvShape s, int h, int w) {
 /* masks[u][(dy+1)*3 + (dx+1)]: lanes l of pixel vector u (mod period) whose pixel, shifted by (dy, dx),
  * stays inside the ho x wo frame of its own image. The table holds period + DW_SUB rows, so DW_SUB
  * consecutive vectors from any start below period read their rows without wrapping. */
-static void build_masks(uint16_t *masks, int ho, int wo, int period) {
+static void build_masks(mask_entry *masks, int ho, int wo, int period) {
     const int hw = ho * wo;
     for (int u = 0; u < period + DW_SUB; u++)
         for (int t = 0; t < 9; t++) {
             const int dy = t / 3 - 1, dx = t % 3 - 1;
             unsigned mk = 0;
-            for (int l = 0; l < 16; l++) {
-                const int r = (u * 16 + l) % hw, y = r / wo + dy, x = r % wo + dx;
+            for (int l = 0; l < VW; l++) {
+                const int r = (u * VW + l) % hw, y = r / wo + dy, x = r % wo + dx;
                 if (y >= 0 && y < ho && x >= 0 && x < wo) mk |= 1u << l;
             }
-            masks[u * 9 + t] = (uint16_t)mk;
+            mask_entry_put(&masks[u * 9 + t], vmask_from_bits(mk));
         }
 }
 
@@ -291,20 +383,22 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
 
 /* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
  *
- * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm). Per input
- * channel and tap it loads DC_PV input vectors and broadcasts DC_COB weights for DC_COB * DC_PV FMAs,
- * so the loop is FMA-bound. Weights are packed as [cout block][cin][tap][DC_COB] so the broadcasts walk
- * memory sequentially. Used for the forward pass and, with the weights transposed and the shifts negated,
- * for the input gradient (dx[ci][p] = sum_co sum_t W[co][ci][t] dY[co][p - off(t)]). */
+ * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
+ * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
+ * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
+ * limited by the masked loads and the mask vectors they take from memory). Weights are packed as
+ * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
+ * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
+ * W[co][ci][t] dY[co][p - off(t)]). */
 typedef struct {
     const float *src;        /* input channel ci starts at src + ci * src_cs */
     float *dst;              /* output channel co starts at dst + co * dst_cs */
     const float *wp;         /* [ceil(cout / DC_COB)][cin][ntap][DC_COB] */
     const float *bias;       /* [cout] or NULL */
-    const uint16_t *masks;   /* [period][9] */
+    const mask_entry *masks; /* [period][9] */
     size_t src_cs, dst_cs, nv;
     int cin, cout, period, ntap;
-    __mmask16 tail;          /* valid lanes of vector nv - 1 */
+    vmask tail;              /* valid lanes of vector nv - 1 */
     ptrdiff_t off[9];
     int mk[9];
 } Direct;
@@ -314,31 +408,31 @@ typedef struct {
  * the tap loop unrolls. */
 static inline __attribute__((always_inline)) void direct_tile(const Direct *d, int cb, size_t v0, int pv,
                                                               int ntap) {
-    __mmask16 m[DC_PV][9];
+    vmask m[DC_PV][9];
     size_t u = v0 % (size_t)d->period;
     for (int j = 0; j < pv; j++) {
-        const __mmask16 tail = v0 + j == d->nv - 1 ? d->tail : (__mmask16)0xFFFF;
-        for (int t = 0; t < ntap; t++) m[j][t] = d->masks[u * 9 + d->mk[t]] & tail;
+        const vmask tail = v0 + j == d->nv - 1 ? d->tail : VMASK_ALL;
+        for (int t = 0; t < ntap; t++) m[j][t] = VMASK_AND(VMASK_AT(d->masks + (u * 9 + d->mk[t])), tail);
         if (++u == (size_t)d->period) u = 0;
     }
-    __m512 acc[DC_COB][DC_PV];
+    vec acc[DC_COB][DC_PV];
     #pragma GCC unroll 16
     for (int c = 0; c < DC_COB; c++)
         #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++) acc[c][j] = _mm512_setzero_ps();
+        for (int j = 0; j < pv; j++) acc[c][j] = VEC_ZERO();
     const float *wc = d->wp + (size_t)cb * d->cin * ntap * DC_COB;
-    const float *xs = d->src + v0 * 16;
+    const float *xs = d->src + v0 * VW;
     for (int ci = 0; ci < d->cin; ci++, xs += d->src_cs, wc += ntap * DC_COB) {
         #pragma GCC unroll 9
         for (int t = 0; t < ntap; t++) {
-            __m512 in[DC_PV];
+            vec in[DC_PV];
             #pragma GCC unroll 16
-            for (int j = 0; j < pv; j++) in[j] = _mm512_maskz_loadu_ps(m[j][t], xs + 16 * j + d->off[t]);
+            for (int j = 0; j < pv; j++) in[j] = VEC_MASKZ_LOADU(m[j][t], xs + VW * j + d->off[t]);
             #pragma GCC unroll 16
             for (int c = 0; c < DC_COB; c++) {
-                const __m512 wv = _mm512_set1_ps(wc[t * DC_COB + c]);
+                const vec wv = VEC_SET1(wc[t * DC_COB + c]);
                 #pragma GCC unroll 16
-                for (int j = 0; j < pv; j++) acc[c][j] = _mm512_fmadd_ps(wv, in[j], acc[c][j]);
+                for (int j = 0; j < pv; j++) acc[c][j] = VEC_FMADD(wv, in[j], acc[c][j]);
             }
         }
     }
@@ -347,12 +441,12 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
     for (int c = 0; c < DC_COB; c++) {
         if (c >= nco) break;
         const int co = cb * DC_COB + c;
-        float *out = d->dst + (size_t)co * d->dst_cs + v0 * 16;
-        const __m512 b = _mm512_set1_ps(d->bias ? d->bias[co] : 0.0f);
+        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
+        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
-            const __m512 r = d->bias ? _mm512_add_ps(acc[c][j], b) : acc[c][j];
-            _mm512_mask_storeu_ps(out + 16 * j, v0 + j == d->nv - 1 ? d->tail : (__mmask16)0xFFFF, r);
+            const vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            VEC_STORE_LANES(out + VW * j, v0 + j == d->nv - 1, d->tail, r);
         }
     }
 }
@@ -381,64 +475,64 @@ static void direct_run(const Direct *d) {
     }
 }
 
-static __mmask16 tail_mask(size_t P) {
-    const unsigned rem = (unsigned)(P % 16);
-    return (__mmask16)(rem ? (1u << rem) - 1 : 0xFFFFu);
+static vmask tail_mask(size_t P) {
+    const unsigned rem = (unsigned)(P % VW);
+    return vmask_from_bits(rem ? (1u << rem) - 1 : VMASK_BITS_ALL);
 }
 
-/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above).
- * A reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm
- * accumulators, each summing 16 pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted X
- * vectors for 24 FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
+/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above). A
+ * reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm or 12
+ * ymm accumulators, each summing VW pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted
+ * X vectors for 3 * DW_COB FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
  *
- * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x
- * a group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would
- * put 8 of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors:
- * it packs the sub-block's 8 dY rows vector-interleaved into an L1 buffer (16 KiB; one pointer for all
- * rows, which keeps the kernel loop free of register spills) and runs all its triples over it, parking
- * each triple's 24 accumulators in memory between sub-blocks. Parking does not round, so every lane sums
- * its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed tree)
- * into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends on
- * which thread runs which item. */
+ * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x a
+ * group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would put 8
+ * of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors: it packs
+ * the sub-block's DW_COB dY rows vector-interleaved into an L1 buffer (16 KiB with AVX-512, 4 with AVX2; one
+ * pointer for all rows, which keeps the kernel loop free of register spills) and runs all its triples over
+ * it, parking each triple's accumulators in memory between sub-blocks. Parking does not round, so every lane
+ * sums its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed
+ * tree) into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends
+ * on which thread runs which item. */
 typedef struct {
     const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
-    const uint16_t *masks;   /* [period][9] */
+    const mask_entry *masks; /* [period][9] */
     double *acc;             /* [cout][cin][kk] */
     float *part;             /* [chunk][cout][cin][kk]: each chunk's sums */
     size_t dy_cs, x_cs, nv, chunk_vecs;
     int cin, cout, kk, period, ntap;
-    __mmask16 tail;
+    vmask tail;
     ptrdiff_t off[9];
     int mk[9], widx[9];
 } DirectDw;
 
 /* part[c][k] += sum over nv pixel vectors of dY * X, lane by lane: dY from the packed sub-block blk
- * ([vector][DW_COB][16]), X from rows xr[k] with lane masks read from mr[k] (one row of 9 per vector, the
- * rows running on without wrapping, see build_masks) and ANDed with tail. The kernel's inner loop: one
- * pointer for all 8 dY rows, so the 24 accumulators, 3 X vectors and the dY vector stay in registers. Kept
+ * ([vector][DW_COB][VW]), X from rows xr[k] with lane masks read from mr[k] (one row of 9 per vector, the
+ * rows running on without wrapping, see build_masks). The kernel's inner loop: one pointer for all DW_COB
+ * dY rows, so the 3 * DW_COB accumulators, 3 X vectors and the dY vector stay in registers (the batch's
+ * tail is ANDed into the masks by the caller: on AVX2 a tail vector would take a 17th ymm register). Kept
  * out of line so the register allocator sees it alone. */
-static __attribute__((noinline)) void dw_span(__m512 part[DW_COB][3], const float *blk, const float *xr0,
-                                              const float *xr1, const float *xr2, const uint16_t *mr0,
-                                              const uint16_t *mr1, const uint16_t *mr2, unsigned tail,
-                                              size_t nv) {
-    __m512 acc[DW_COB][3];
+static __attribute__((noinline)) void dw_span(vec part[DW_COB][3], const float *blk, const float *xr0,
+                                              const float *xr1, const float *xr2, const mask_entry *mr0,
+                                              const mask_entry *mr1, const mask_entry *mr2, size_t nv) {
+    vec acc[DW_COB][3];
     #pragma GCC unroll 16
     for (int c = 0; c < DW_COB; c++)
         #pragma GCC unroll 16
         for (int k = 0; k < 3; k++) acc[c][k] = part[c][k];
-    for (size_t p = 0, u = 0; p < nv * 16; p += 16, u += 9, blk += DW_COB * 16) {
-        const __m512 x0 = _mm512_maskz_loadu_ps((__mmask16)(mr0[u] & tail), xr0 + p);
-        const __m512 x1 = _mm512_maskz_loadu_ps((__mmask16)(mr1[u] & tail), xr1 + p);
-        const __m512 x2 = _mm512_maskz_loadu_ps((__mmask16)(mr2[u] & tail), xr2 + p);
+    for (size_t p = 0, u = 0; p < nv * VW; p += VW, u += 9, blk += DW_COB * VW) {
+        const vec x0 = VEC_MASKZ_LOADU(VMASK_AT(mr0 + u), xr0 + p);
+        const vec x1 = VEC_MASKZ_LOADU(VMASK_AT(mr1 + u), xr1 + p);
+        const vec x2 = VEC_MASKZ_LOADU(VMASK_AT(mr2 + u), xr2 + p);
         #pragma GCC unroll 16
         for (int c = 0; c < DW_COB; c++) {
-            __m512 g = _mm512_load_ps(blk + c * 16);
+            vec g = VEC_LOAD(blk + c * VW);
             /* keep g in a register: GCC would otherwise fold this load into each of the 3 FMAs below as a
              * memory operand, 27 loads per 24 FMAs instead of 11 */
             __asm__("" : "+v"(g));
-            acc[c][0] = _mm512_fmadd_ps(g, x0, acc[c][0]);
-            acc[c][1] = _mm512_fmadd_ps(g, x1, acc[c][1]);
-            acc[c][2] = _mm512_fmadd_ps(g, x2, acc[c][2]);
+            acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
+            acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
+            acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
         }
     }
     #pragma GCC unroll 16
@@ -449,23 +543,25 @@ static __attribute__((noinline)) void dw_span(__m512 part[DW_COB][3], const floa
 
 /* part[c][k] += sum over pixel vectors va .. vb (at most DW_SUB) of dY (packed in blk) * (column col0 + k
  * of X), lane by lane. A column past the last one repeats the last (its sums are stored nowhere). */
-static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, __m512 part[DW_COB][3], size_t va,
+static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec part[DW_COB][3], size_t va,
                            size_t vb) {
     const float *xr[3];
-    const uint16_t *mr[3];
+    const mask_entry *mr[3];
     const size_t u = va % (size_t)d->period;
     for (int k = 0; k < 3; k++) {
         const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
         const int ci = col / d->ntap, t = col % d->ntap;
-        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + va * 16;
+        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + va * VW;
         mr[k] = d->masks + u * 9 + d->mk[t];
     }
-    const size_t vfull = vb < d->nv - 1 ? vb : d->nv - 1;   /* vectors before vfull have all 16 lanes */
-    if (va < vfull) dw_span(part, blk, xr[0], xr[1], xr[2], mr[0], mr[1], mr[2], 0xFFFF, vfull - va);
+    const size_t vfull = vb < d->nv - 1 ? vb : d->nv - 1;   /* vectors before vfull have all VW lanes */
+    if (va < vfull) dw_span(part, blk, xr[0], xr[1], xr[2], mr[0], mr[1], mr[2], vfull - va);
     if (vb == d->nv) {   /* the batch's last vector, lanes past P masked off */
         const size_t o = vb - 1 - va;
-        dw_span(part, blk + o * DW_COB * 16, xr[0] + o * 16, xr[1] + o * 16, xr[2] + o * 16, mr[0] + o * 9,
-                mr[1] + o * 9, mr[2] + o * 9, d->tail, 1);
+        mask_entry last[3];
+        for (int k = 0; k < 3; k++) mask_entry_put(&last[k], VMASK_AND(VMASK_AT(mr[k] + o * 9), d->tail));
+        dw_span(part, blk + o * DW_COB * VW, xr[0] + o * VW, xr[1] + o * VW, xr[2] + o * VW, &last[0],
+                &last[1], &last[2], 1);
     }
 }
 
@@ -477,18 +573,17 @@ static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t c
     const float *dyr[DW_COB];
     const int nco = d->cout - cb * DW_COB < DW_COB ? d->cout - cb * DW_COB : DW_COB;
     for (int c = 0; c < DW_COB; c++) dyr[c] = d->dy + (size_t)(cb * DW_COB + c) * d->dy_cs;
-    _Alignas(64) float blk[DW_SUB][DW_COB][16];
-    __m512 part[DW_GROUP][DW_COB][3];
+    _Alignas(64) float blk[DW_SUB][DW_COB][VW];
+    vec part[DW_GROUP][DW_COB][3];
     for (int i = 0; i < tr1 - tr0; i++)
         for (int c = 0; c < DW_COB; c++)
-            for (int k = 0; k < 3; k++) part[i][c][k] = _mm512_setzero_ps();
+            for (int k = 0; k < 3; k++) part[i][c][k] = VEC_ZERO();
     for (size_t sa = va; sa < vb; sa += DW_SUB) {
         const size_t sb = sa + DW_SUB < vb ? sa + DW_SUB : vb;
         for (size_t v = sa; v < sb; v++) {
-            const __mmask16 lanes = v == d->nv - 1 ? d->tail : (__mmask16)0xFFFF;
+            const vmask lanes = v == d->nv - 1 ? d->tail : VMASK_ALL;
             for (int c = 0; c < DW_COB; c++)
-                _mm512_store_ps(blk[v - sa][c], c < nco ? _mm512_maskz_loadu_ps(lanes, dyr[c] + v * 16)
-                                                        : _mm512_setzero_ps());
+                VEC_STORE(blk[v - sa][c], c < nco ? VEC_MASKZ_LOADU(lanes, dyr[c] + v * VW) : VEC_ZERO());
         }
         for (int tr = tr0; tr < tr1; tr++) direct_dw_tile(d, &blk[0][0][0], tr * 3, part[tr - tr0], sa, sb);
     }
@@ -500,7 +595,7 @@ static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t c
             const int ci = col / d->ntap, t = col % d->ntap;
             for (int c = 0; c < nco; c++)
                 out[((size_t)(cb * DW_COB + c) * d->cin + ci) * d->kk + d->widx[t]] =
-                    _mm512_reduce_add_ps(part[tr - tr0][c][k]);
+                    VEC_REDUCE_ADD(part[tr - tr0][c][k]);
         }
 }
 
@@ -534,7 +629,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
                            int w, ConvShape s, float *scratch) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
-    uint16_t *masks = (uint16_t *)(scratch + lay.masks);
+    mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
     const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
     build_masks(masks, geo.ho, geo.wo, geo.period);
@@ -565,7 +660,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.wp = wp;
         d.bias = bias;
         d.masks = masks;
-        d.nv = (P + 15) / 16;
+        d.nv = (P + VW - 1) / VW;
         d.cin = s.cin;
         d.cout = s.cout;
         d.period = geo.period;
@@ -612,7 +707,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
                             int n, int h, int w, ConvShape s, float *scratch) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
-    uint16_t *masks = (uint16_t *)(scratch + lay.masks);
+    mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     double *acc = (double *)(scratch + lay.acc);
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
     const int kk = s.k * s.k;
@@ -641,7 +736,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
         dw.masks = masks;
         dw.acc = acc;
         dw.part = scratch + lay.part;
-        dw.nv = (P + 15) / 16;
+        dw.nv = (P + VW - 1) / VW;
         dw.chunk_vecs = dw_chunk_vecs(s);
         dw.cin = s.cin;
         dw.cout = s.cout;
@@ -671,7 +766,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
             }
             d.wp = wp + plane_wp[g];
             d.masks = masks;
-            d.nv = (P + 15) / 16;
+            d.nv = (P + VW - 1) / VW;
             d.cin = s.cout;
             d.cout = s.cin;
             d.period = geo.period;

@@ -1112,6 +1112,42 @@ START_TEST(threads_conv_close) {
 }
 END_TEST
 
+/* The direct kernels sum every output value on one thread in a fixed order, so on a build that has them
+ * the shapes they take give bitwise the same y, dx and dW on 1 and 2 threads (3x3 at stride 1 and 2, 1x1
+ * at stride 2, a batch whose pixel count is not a multiple of the vector width, and channel counts that
+ * leave the register tiles partly empty); the im2col + GEMM path is only close (threads_conv_close). */
+START_TEST(threads_conv_direct_bitwise) {
+    ck_assert_msg(conv_direct_isa() != NULL, "this build has no direct kernels: the test should not be registered");
+    static const int cases[][8] = {   /* cin, cout, k, stride, pad, n, h, w */
+        {16, 16, 3, 1, 1, 5, 16, 16}, {7, 10, 3, 1, 1, 3, 9, 7}, {16, 32, 3, 2, 1, 4, 16, 16},
+        {5, 11, 3, 2, 1, 3, 9, 11}, {16, 32, 1, 2, 0, 4, 16, 16}, {6, 9, 1, 2, 0, 3, 7, 9},
+    };
+    TRng rng = {802};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int *q = cases[c];
+        const ConvShape s = {q[0], q[1], q[2], q[3], q[4]};
+        const int n = q[5], h = q[6], w = q[7], ho = conv_out_size(h, s.k, s.stride, s.pad),
+                  wo = conv_out_size(w, s.k, s.stride, s.pad);
+        const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * s.k * s.k,
+                     ny = (size_t)s.cout * n * ho * wo;
+        float *x = rand_array(nx, -1, 1, &rng), *wt = rand_array(nw, -0.3, 0.3, &rng);
+        float *dy = rand_array(ny, -1, 1, &rng), *scr = falloc(conv_scratch_floats(s, n, h, w));
+        float *out[2];
+        for (int t = 0; t < 2; t++) {
+            compute_set_threads(t + 1);
+            out[t] = falloc(ny + nx + nw);
+            memset(out[t], 0, sizeof(float) * (ny + nx + nw));   /* dW accumulates */
+            conv_forward(out[t], x, wt, NULL, n, h, w, s, scr);
+            conv_backward(out[t] + ny, out[t] + ny + nx, NULL, dy, x, wt, n, h, w, s, scr);
+        }
+        ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (ny + nx + nw)) == 0,
+                      "case %zu: direct conv differs on 1 and 2 threads", c);
+        for (int t = 0; t < 2; t++) rn_free(out[t]);
+        rn_free(x); rn_free(wt); rn_free(dy); rn_free(scr);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 Suite *test_suite(void) {
@@ -1144,6 +1180,7 @@ Suite *test_suite(void) {
     tcase_set_timeout(thr, 120);
     tcase_add_test(thr, threads_layers_bitwise);
     tcase_add_test(thr, threads_conv_close);
+    if (conv_direct_isa()) tcase_add_test(thr, threads_conv_direct_bitwise);
     suite_add_tcase(s, thr);
     return s;
 }

@@ -28,5 +28,8 @@ void compute_set_threads(int threads);
 int compute_threads(void);
 /* The BLIS kernel set in use ("skx", "zen3", "haswell", "generic"). */
 const char *compute_kernel_name(void);
+/* The instruction set of this build's direct convolution kernels ("avx512", "avx2"), or NULL where it has
+ * none and every convolution takes im2col + GEMM. */
+const char *conv_direct_isa(void);
 
 #endif
