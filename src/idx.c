@@ -237,6 +237,17 @@ static int idx_read(Source *fi, Source *fl, ImageSet *out) {
     return rc;
 }
 
+/* src[0] images, src[1] labels, both opened when rc is 0: read them into out, then close and free them
+ * (out is left empty on failure). rc, or idx_read's result. */
+static int read_and_close(Source *src, int rc, ImageSet *out) {
+    if (rc == 0) rc = idx_read(&src[0], &src[1], out);
+    source_close(&src[0]);
+    source_close(&src[1]);
+    free(src);
+    if (rc != 0) imageset_free(out);
+    return rc;
+}
+
 int idx_load(const char *images_path, const char *labels_path, ImageSet *out) {
     memset(out, 0, sizeof *out);
     /* on the heap: each source holds a 64 KiB buffer, too much for a small thread stack */
@@ -244,12 +255,7 @@ int idx_load(const char *images_path, const char *labels_path, ImageSet *out) {
     if (!src) return rn_error("%s: out of memory", images_path);
     int rc = source_open(&src[0], images_path);
     if (rc == 0) rc = source_open(&src[1], labels_path);
-    if (rc == 0) rc = idx_read(&src[0], &src[1], out);
-    source_close(&src[0]);
-    source_close(&src[1]);
-    free(src);
-    if (rc != 0) imageset_free(out);
-    return rc;
+    return read_and_close(src, rc, out);
 }
 
 int idx_parse(const char *images_name, const uint8_t *images, size_t images_size, const char *labels_name,
@@ -259,12 +265,7 @@ int idx_parse(const char *images_name, const uint8_t *images, size_t images_size
     if (!src) return rn_error("%s: out of memory", images_name);
     int rc = source_memory(&src[0], images_name, images, images_size);
     if (rc == 0) rc = source_memory(&src[1], labels_name, labels, labels_size);
-    if (rc == 0) rc = idx_read(&src[0], &src[1], out);
-    source_close(&src[0]);
-    source_close(&src[1]);
-    free(src);
-    if (rc != 0) imageset_free(out);
-    return rc;
+    return read_and_close(src, rc, out);
 }
 
 /* The official names end in .gz; a folder someone gunzipped by hand holds the bare names. When neither is
