@@ -29,16 +29,23 @@ variant() { rm -rf "${TMP:?}/$1"; cp -r "$SMALL" "$TMP/$1"; echo "$TMP/$1"; }   
 
 # check NP CODE TEXT CMD...: CMD on NP ranks must exit CODE within LIMIT seconds, and stderr must hold exactly
 # one error line (warnings aside; under mpirun also Open MPI's own report) that contains TEXT.
-check() {
-  local np=$1 want=$2 text=$3
-  shift 3
+# run_limited NP CMD...: CMD on NP ranks under the time limit, stdout and stderr into $TMP/out and
+# $TMP/err; fails the test when it hangs, else sets the caller's (local) code to its exit code
+run_limited() {
+  local np=$1
+  shift
   local launch=()
   [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np")
   set +e
   timeout -k 5 "$LIMIT" "${launch[@]}" "$@" > "$TMP/out" 2> "$TMP/err"
-  local code=$?
+  code=$?
   set -e
   [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || fail "hung for $LIMIT s on $np rank(s): $*"
+}
+check() {
+  local np=$1 want=$2 text=$3 code
+  shift 3
+  run_limited "$np" "$@"
   [ "$code" -eq "$want" ] || fail "exit $code (wanted $want) on $np rank(s): $* -- $(cat "$TMP/err")"
   grep -v '^resnet_mpi: warning:' "$TMP/err" | grep '^resnet_mpi: ' > "$TMP/msg" || true
   [ "$(wc -l < "$TMP/msg")" -eq 1 ] || fail "not one error line on $np rank(s): $* -- $(cat "$TMP/err")"
@@ -279,15 +286,9 @@ outcome_cases() {
 }
 # check_ok NP TEXT CMD...: CMD must exit 0 within LIMIT seconds with TEXT on stdout
 check_ok() {
-  local np=$1 text=$2
+  local np=$1 text=$2 code
   shift 2
-  local launch=()
-  [ "$np" -gt 1 ] && launch=("${MPIRUN[@]}" -np "$np")
-  set +e
-  timeout -k 5 "$LIMIT" "${launch[@]}" "$@" > "$TMP/out" 2> "$TMP/err"
-  local code=$?
-  set -e
-  [ "$code" -ne 124 ] && [ "$code" -ne 137 ] || fail "hung for $LIMIT s on $np rank(s): $*"
+  run_limited "$np" "$@"
   [ "$code" -eq 0 ] || fail "exit $code on $np rank(s): $* -- $(cat "$TMP/err")"
   grep -qF -- "$text" "$TMP/out" || fail "no '$text' on $np rank(s): $* -- $(cat "$TMP/out")"
   cases=$((cases + 1))
