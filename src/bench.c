@@ -80,8 +80,7 @@ static void timed_steps(const Config *cfg, Model *model, Optimizer *opt, const f
         model_backward(model);
         perf_stop(PERF_COMPUTE);
         perf_start(PERF_ALLREDUCE);   /* with --bucket-mb: the part of the reduction the backward did not hide */
-        if (model->grads_final) dist_buckets_wait();
-        else dist_allreduce_sum_float(model->grads, model->num_params);
+        gradient_reduction_finish(model);
         perf_stop(PERF_ALLREDUCE);
         perf_start(PERF_OPTIMIZER);
         optim_step(opt, model->params, model->grads, lr);
@@ -116,17 +115,11 @@ int bench_main(Config *cfg) {
                  !(images = rn_alloc(sizeof(float) * pixels * n)) || !(labels = rn_alloc(sizeof(int) * n));
     if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) model.train_reducer = (StatReducer){dist_stat_sum, NULL};
-    if (cfg->bucket_mb > 0) {
-        dist_buckets_init(model.grads, model.num_params, (size_t)((double)cfg->bucket_mb * (1 << 20) / sizeof(float)));
-        model.grads_final = dist_buckets_ready;
-    }
+    gradient_reduction_setup(&model, cfg->bucket_mb);
     synthetic_images(images, labels, n, cfg->seed + (uint64_t)rank);
 
-    /* the cores' FMA peak, every rank at once (as they will compute), summed over ranks */
-    dist_barrier();
-    const double rank_peak = peak_fma_gflops(threads);
-    double peak = rank_peak;
-    dist_allreduce_sum_double(&peak, 1);
+    double rank_peak;
+    const double peak = measure_peak(threads, &rank_peak);
 
     timed_steps(cfg, &model, &opt, images, labels, n, oc.lr);
     PerfSummary train;

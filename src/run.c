@@ -13,6 +13,7 @@
 #include "resnet/checkpoint.h"
 #include "resnet/conv.h"
 #include "resnet/dist.h"
+#include "resnet/peak.h"
 #include "resnet/util.h"
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -201,4 +202,24 @@ void note_data_from_checkpoint(const Config *cfg, const char *checkpoint) {
     snprintf(why, sizeof why, "%s", rn_last_error());
     rn_error("%s (the data folder %s was taken from %s's /config; give --data DIR to use another)", why,
              cfg->data_dir, checkpoint);
+}
+
+double measure_peak(int threads, double *rank_peak) {
+    dist_barrier();
+    const double mine = peak_fma_gflops(threads);
+    double all = mine;
+    dist_allreduce_sum_double(&all, 1);
+    if (rank_peak) *rank_peak = mine;
+    return all;
+}
+
+void gradient_reduction_setup(Model *m, float bucket_mb) {
+    if (bucket_mb <= 0) return;
+    dist_buckets_init(m->grads, m->num_params, (size_t)((double)bucket_mb * (1 << 20) / sizeof(float)));
+    m->grads_final = dist_buckets_ready;   /* each finished part starts its allreduce */
+}
+
+void gradient_reduction_finish(Model *m) {
+    if (m->grads_final) dist_buckets_wait();
+    else dist_allreduce_sum_float(m->grads, m->num_params);
 }

@@ -25,7 +25,6 @@
 #include "resnet/metrics.h"
 #include "resnet/optim.h"
 #include "resnet/run.h"
-#include "resnet/peak.h"
 #include "resnet/perf.h"
 #include "resnet/report.h"
 #include "resnet/resnet.h"
@@ -325,10 +324,7 @@ static int setup_model(Run *r) {
     if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) r->model.train_reducer = (StatReducer){dist_stat_sum, NULL};
     r->model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
-    if (cfg->bucket_mb > 0) {
-        dist_buckets_init(r->model.grads, r->model.num_params, (size_t)((double)cfg->bucket_mb * (1 << 20) / sizeof(float)));
-        r->model.grads_final = dist_buckets_ready;   /* each finished part starts its allreduce */
-    }
+    gradient_reduction_setup(&r->model, cfg->bucket_mb);
     return 0;
 }
 
@@ -624,8 +620,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
 
     /* what is left of the reduction once the backward is done: with buckets, only the exposed part */
     perf_start(PERF_ALLREDUCE);
-    if (r->model.grads_final) dist_buckets_wait();
-    else dist_allreduce_sum_float(r->model.grads, r->model.num_params);
+    gradient_reduction_finish(&r->model);
     perf_stop(PERF_ALLREDUCE);
     /* The update comes before the status reduction, so that the finite check of its result travels in
      * that reduction and every rank reaches the same verdict without another collective. A step that
@@ -793,10 +788,9 @@ static int start(Run *r, const char *resume_path) {
     if ((code = resolve_global_batch(cfg, rank0, resume_path != NULL))) return code;
     if ((code = agree_exit(rank0 && check_output_paths(cfg) ? EXIT_USAGE : 0))) return code;
     r->threads = choose_threads(cfg->threads, cfg->quiet);
-    /* the cores' FMA peak (~0.1 s, every rank at once), for the share the performance report prints */
-    double peak = peak_fma_gflops(r->threads);
-    dist_allreduce_sum_double(&peak, 1);
-    perf_set_peak(peak);
+    /* the cores' FMA peak (~0.1 s), for the share the performance report prints: not measured when
+     * --quiet leaves the report out (every rank knows, so the collective stays on all or none) */
+    if (!cfg->quiet) perf_set_peak(measure_peak(r->threads, NULL));
     perf_reset();
     if ((code = setup(r, resume_path))) return code;
     if (rank0 && !cfg->quiet) {

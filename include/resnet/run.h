@@ -5,6 +5,7 @@
 
 #include "resnet/config.h"
 #include "resnet/imageset.h"
+#include "resnet/resnet.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1
@@ -40,6 +41,16 @@ void note_data_from_checkpoint(const Config *cfg, const char *checkpoint);
 
 /* Sets and returns the compute threads of this rank (0: the node's cores over its ranks). */
 int choose_threads(int requested, int quiet);
+
+/* The FMA peak (peak.c) of `threads` threads on every rank at once, as they will compute: returns the
+ * sum over ranks, and this rank's own in *rank_peak unless NULL. Collective. */
+double measure_peak(int threads, double *rank_peak);
+
+/* The gradient's reduction over ranks, as train and bench both step. bucket_mb > 0 (--bucket-mb): in
+ * buckets started during model_backward (Model.grads_final); 0: one allreduce after it. finish: what is
+ * left once the backward is done (with buckets, the part the backward did not hide). Collective. */
+void gradient_reduction_setup(Model *m, float bucket_mb);
+void gradient_reduction_finish(Model *m);
 
 /* The step loop has started: from now on a signal sets the flag stop_requested() reads, and the loop
  * stops every rank at the same step. */
