@@ -29,6 +29,9 @@ steps and general:
   eval_logits_batch, eval_logits_batch_images   batch-statistics evaluation (the seed's model.eval())
                         of eval_images and of the training images
   paper: eval_logits_running   model.eval() (running statistics) on eval_images
+  reference/<bn>.reference      --bn-eval reference: mean and biased variance of every application of
+                        the BN over the training images (batch statistics), [applications, 2, channels]
+  eval_logits_reference eval_images with every BN application normalized by those statistics
 steps: Adam (lr 1e-3, weight decay 1e-4), one fresh forward/backward per step on the same batch:
   step1/*, step3/*      parameters after 1 and 3 updates
   logits_step2          logits of the second forward (at the step-1 parameters)
@@ -222,6 +225,59 @@ def add_running(w, prefix, model):
         w.add(prefix + name, buf)
 
 
+def measure_reference(model, images):
+    """--bn-eval reference: the mean and biased variance of every BN application's input in a
+    batch-statistics forward over `images`, per module in call order ([applications, 2, channels]: the
+    seed's block BN is applied twice)."""
+    seen = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            def hook(module, inputs, name=name):
+                x = inputs[0]
+                seen.setdefault(name, []).append(torch.stack([x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)]))
+            hooks.append(mod.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    return {name: torch.stack(calls) for name, calls in seen.items()}
+
+
+def forward_with_reference(model, reference, images):
+    """Every BN application normalizes with its reference statistics (PyTorch's eval-mode batch_norm)."""
+    originals, calls = {}, {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            def fixed(x, mod=mod, name=name):
+                k = calls.get(name, 0)
+                calls[name] = k + 1
+                stats = reference[name][k]
+                return F.batch_norm(x, stats[0], stats[1], mod.weight, mod.bias, False, 0.0, mod.eps)
+            originals[name] = mod.forward
+            mod.forward = fixed
+    with torch.no_grad():
+        logits = model(images)
+    for name, mod in model.named_modules():
+        if name in originals:
+            del mod.forward   # back to the class's forward
+    return logits
+
+
+def add_reference_evaluations(w, model, images, eval_images):
+    """Reference statistics measured over the training images, and the evaluation of eval_images with them
+    (reference/<bn>.reference, eval_logits_reference)."""
+    was_training = model.training
+    measured = copy.deepcopy(model).train()   # batch statistics; the paper's running averages untouched
+    if not any(getattr(m, "track_running_stats", False) for m in measured.modules()):
+        measured.eval()                       # the seed's BNs use batch statistics in eval() too
+    reference = measure_reference(measured, images)
+    for name, stats in reference.items():
+        w.add(f"reference/{name}.reference", stats)
+    w.add("eval_logits_reference", forward_with_reference(copy.deepcopy(model), reference, eval_images))
+    model.train(was_training)
+
+
 def add_evaluations(w, arch, model, images, eval_images):
     with torch.no_grad():
         if arch == "seed":
@@ -237,6 +293,7 @@ def add_evaluations(w, arch, model, images, eval_images):
             model.eval()
             w.add("eval_logits_running", model(eval_images))
     model.train()
+    add_reference_evaluations(w, model, images, eval_images)
 
 
 def model_case(arch, depth, seed, kind, in_channels=3, image_size=32, classes=10, batch=BATCH):

@@ -132,6 +132,15 @@ static void write_model(H5ioWriter *w, hid_t fid, const Model *m) {
     h5io_group_close(g);
 }
 
+/* /reference: the reference BN statistics, when measured for these parameters (--bn-eval reference) */
+static void write_reference(H5ioWriter *w, hid_t fid, const Model *m) {
+    if (!m->reference_valid) return;
+    hid_t g = h5io_group_create(w, fid, "reference", "/reference", 0);
+    for (int i = 0; i < m->num_reference_tensors; i++)
+        write_tensor(w, g, "/reference", &m->reference_info[i], m->reference);
+    h5io_group_close(g);
+}
+
 static void write_optimizer(H5ioWriter *w, hid_t fid, const Model *m, const Optimizer *opt) {
     hid_t g = h5io_group_create(w, fid, "optimizer", "/optimizer", 0);
     const OptimConfig *c = &opt->cfg;
@@ -255,6 +264,7 @@ static void write_contents(H5ioWriter *w, hid_t fid, void *data) {
     for (int i = 0; c->settings && i < c->settings->count; i++) write_setting(w, g, &c->settings->items[i]);
     h5io_group_close(g);
     write_model(w, fid, c->m);
+    write_reference(w, fid, c->m);
     if (c->opt) write_optimizer(w, fid, c->m, c->opt);
     if (c->ts) write_train(w, fid, c->ts);
     if (c->h) write_history(w, fid, c->h);
@@ -416,6 +426,36 @@ static void read_model(H5ioReader *r, hid_t fid, const Model *m, float *params, 
     h5io_group_close(g);
 }
 
+static int extra_reference(H5ioReader *r, const char *name, void *data) {
+    if (model_find_reference(data, name)) return 0;
+    h5io_fail(r, "/reference/%.200s is not a BN statistic of this model", name);
+    return 1;
+}
+
+/* /reference, when the file has it: every BN module's [applications, 2, channels] mean and variance, the
+ * variances at least 0. *valid: whether the file had them. */
+static void read_reference(H5ioReader *r, hid_t fid, const Model *m, float *reference, int *valid) {
+    *valid = 0;
+    if (r->failed || !h5io_has_link(fid, "reference")) return;
+    hid_t g = h5io_group_open(r, fid, "/", "reference");
+    if (g < 0) return;
+    for (int i = 0; i < m->num_reference_tensors && !r->failed; i++) {
+        const TensorInfo *ti = &m->reference_info[i];
+        read_tensor(r, g, "/reference", ti, reference);
+        const int apps = ti->shape[0], c = ti->shape[2];
+        for (int a = 0; a < apps && !r->failed; a++)
+            for (int ch = 0; ch < c; ch++)
+                if (reference[ti->offset + (size_t)(2 * a + 1) * c + ch] < 0) {
+                    h5io_fail(r, "/reference/%s holds a negative variance (application %d, channel %d)", ti->name,
+                              a, ch);
+                    break;
+                }
+    }
+    h5io_each_link(r, g, "/reference", extra_reference, (void *)m);
+    h5io_group_close(g);
+    *valid = !r->failed;
+}
+
 /* Range checks of single values read from /train and /optimizer: a file edited by hand or written by a
  * broken program is refused by the attribute's name rather than steering the step loop off its tables. */
 static void check_i64(H5ioReader *r, const char *where, const char *name, int64_t v, int64_t lo, int64_t hi) {
@@ -570,15 +610,18 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
 
     float *params = malloc(sizeof(float) * (m->num_params ? m->num_params : 1));
     float *buffers = malloc(sizeof(float) * (m->num_buffer_floats ? m->num_buffer_floats : 1));
+    float *reference = malloc(sizeof(float) * m->num_reference_floats);
+    int reference_valid = 0;
     const size_t state_floats = opt ? optim_state_floats(opt) : 0;
     float *state = malloc(sizeof(float) * (state_floats ? state_floats : 1));
     int64_t tracked = m->bn_batches_tracked;
     long step = 0;
     TrainState train;
     History history = {0};
-    if (!params || !buffers || !state) h5io_fail(&r, "out of memory");
+    if (!params || !buffers || !reference || !state) h5io_fail(&r, "out of memory");
 
     read_model(&r, fid, m, params, buffers, &tracked);
+    read_reference(&r, fid, m, reference, &reference_valid);
     if (opt) read_optimizer(&r, fid, m, opt, state, &step);
     if (ts) read_train(&r, fid, &train);
     if (h) read_history(&r, fid, &history);
@@ -592,6 +635,8 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
         memcpy(m->params, params, sizeof(float) * m->num_params);
         if (m->num_buffer_floats) memcpy(m->buffers, buffers, sizeof(float) * m->num_buffer_floats);
         m->bn_batches_tracked = tracked;
+        if (reference_valid) memcpy(m->reference, reference, sizeof(float) * m->num_reference_floats);
+        m->reference_valid = reference_valid;
         if (opt) {
             if (state_floats) memcpy(opt->state, state, sizeof(float) * state_floats);
             opt->step = step;
@@ -606,6 +651,7 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
     }
     free(params);
     free(buffers);
+    free(reference);
     free(state);
     return r.failed ? -1 : 0;
 }

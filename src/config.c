@@ -91,7 +91,7 @@ static const char *const early_stop_names[] = {"seed", "best", "off", NULL};    
 static const char *const eval_protocol_names[] = {"clean", "seed", NULL};
 static const char *const tta_names[] = {"none", "flip", NULL};
 static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};   /* LrScaling order */
-static const char *const bn_eval_names[] = {"batch", "running", NULL};          /* from BN_EVAL_BATCH */
+static const char *const bn_eval_names[] = {"batch", "running", "reference", NULL};          /* from BN_EVAL_BATCH */
 static const char *const progress_names[] = {"auto", "always", "never", NULL};  /* ProgressMode order */
 static const char *const split_names[] = {"test", "val", NULL};
 
@@ -158,7 +158,9 @@ static const SettingDef table[] = {
     {"patience", F(patience), INT, 1, INT_MAX, NULL, ALL | SAVED, "5", NULL, G_OPTIM, "N",
      "checks without improvement tolerated before stopping (default 5)"},
     {"bn-eval", F(bn_eval), ENUM, BN_EVAL_BATCH, 0, bn_eval_names, ALL | SAVED, "batch", "running", G_OPTIM, "MODE",
-     "batch (statistics of the evaluated set) | running (paper arch only)\n(default batch)"},
+     "batch (statistics of the evaluated set) | running (paper arch only) |\nreference (statistics measured over --bn-sample augmented training images\nat every validation and checkpoint, saved in it) (default batch)"},
+    {"bn-sample", F(bn_sample), INT, 1, 1000000, NULL, ALL | SAVED, "2048", NULL, G_OPTIM, "N",
+     "--bn-eval reference: training images the statistics are measured over\n(default 2048; at most the training records)"},
     {"sync-bn", F(sync_bn), FLAG, 0, 0, NULL, ALL | SAVED, NULL, NULL, G_OPTIM, NULL,
      "batch statistics over the global batch, not each rank's slice"},
     {"seed", F(seed), U64, 0, 0, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",

@@ -12,6 +12,35 @@
 #include "resnet/run.h"
 #include "resnet/util.h"
 
+/* --bn-eval reference on a checkpoint without /reference (one written under another --bn-eval): the
+ * statistics are measured now, as training measures them, over the run's training sample (its data
+ * set, split and --bn-sample). Collective: 0, or -1 when every rank failed to load the training set. */
+static int measure_missing_reference(const Config *cfg, Model *model) {
+    ImageSet train = {0};
+    uint32_t *train_records = NULL, *val_records = NULL;
+    int num_train = 0, num_val = 0, failed = 0;
+    Evaluator ev = {0};
+    if (dataset_load(cfg->dataset, cfg->data_dir, 1, &train) ||
+        dataset_split(train.count, cfg->val_size, cfg->split_seed, &train_records, &num_train, &val_records, &num_val))
+        failed = 1;
+    if (!failed && cfg->limit_train > 0 && cfg->limit_train < num_train) num_train = (int)cfg->limit_train;
+    const int sample = cfg->bn_sample < num_train ? cfg->bn_sample : num_train;
+    if (!failed && evaluator_init(&ev, model, sample)) failed = 1;
+    if (!agree_failure(failed)) {
+        evaluate_measure_reference(&ev, model, &train, train_records, sample);
+        if (dist_rank() == 0 && !cfg->json)
+            printf("reference BN statistics: not in the checkpoint, measured now over %d augmented training images\n",
+                   sample);
+    } else {
+        failed = 1;
+    }
+    evaluator_free(&ev);
+    imageset_free(&train);
+    free(train_records);
+    free(val_records);
+    return failed ? -1 : 0;
+}
+
 int eval_main(Config *cfg) {
     const int rank0 = dist_rank() == 0;
     if (!cfg->checkpoint[0]) {
@@ -51,6 +80,10 @@ int eval_main(Config *cfg) {
     if (model_init(&model, &mc, cfg->seed)) failed = 1;
     else if (checkpoint_read(cfg->checkpoint, &model, NULL, NULL, NULL) || evaluator_init(&ev, &model, n)) failed = 1;
     failed = agree_failure(failed);
+    model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+    if (!failed && cfg->bn_eval == BN_EVAL_REFERENCE && !model.reference_valid &&
+        measure_missing_reference(cfg, &model))
+        failed = 1;
     if (!failed) {
         model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
         const int k = set.classes;

@@ -52,6 +52,15 @@ static void mirror_images(float *images, int count, int channels, int size) {
     }
 }
 
+void evaluate_measure_reference(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n) {
+    int lo, count;
+    dist_slice(n, &lo, &count);
+    if (count > ev->capacity) dist_fail(1, "the reference BN sample exceeds the evaluator (a program error)");
+    dataset_fill_batch(set, records + lo, count, ev->images, ev->labels, 1, REFERENCE_AUG_SEED,
+                       REFERENCE_AUG_EPOCH);
+    model_measure_reference(m, ev->images, count);
+}
+
 double evaluate_records(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                         BnMode mode, long *confusion) {
     return evaluate_records_as(ev, m, set, records, n, mode, (EvalProtocol){0, 0}, confusion);

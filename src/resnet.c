@@ -30,6 +30,7 @@ typedef struct {
     ConvShape conv1, conv2, proj;
     size_t conv1_w, conv2_w, proj_w;
     BnParams bn1, bn2, proj_bn;  /* seed: bn2 is bn1 (one module used twice) */
+    size_t ref1, ref2, ref_proj; /* each application's reference mean (the variance follows it) */
     int has_proj;                /* seed: 1x1 conv + BN shortcut */
     int option_a;                /* paper: subsample + zero channels */
     size_t param_lo;             /* the block's first parameter: its own run from here to the next block */
@@ -67,6 +68,7 @@ struct ModelPlan {
     ConvShape stem;
     size_t stem_w, stem_b;       /* stem_b: (size_t)-1 when there is no bias */
     BnParams stem_bn;
+    size_t stem_ref;
     size_t fc_w, fc_b;
     int features;                /* channels into the classifier */
     int final_size;
@@ -100,9 +102,9 @@ static size_t add_tensor(TensorInfo *table, int *count, size_t *total, const cha
 }
 
 typedef struct {
-    TensorInfo *params, *buffers;
-    int num_params, num_buffers;
-    size_t param_floats, buffer_floats;
+    TensorInfo *params, *buffers, *refs;
+    int num_params, num_buffers, num_refs;
+    size_t param_floats, buffer_floats, ref_floats;
 } Tables;
 
 static size_t param(Tables *t, const char *name, int ndim, int d0, int d1, int d2, int d3) {
@@ -125,6 +127,15 @@ static BnParams bn_params(Tables *t, const char *prefix, int channels, int runni
         bn.running_var = add_tensor(t->buffers, &t->num_buffers, &t->buffer_floats, name, 1, shape);
     }
     return bn;
+}
+
+/* "<prefix>.reference" [applications, 2, channels]: returns the first application's mean; application k's
+ * mean is at + 2 * k * channels, its variance at + (2 * k + 1) * channels. */
+static size_t reference_slots(Tables *t, const char *prefix, int channels, int applications) {
+    char name[160];
+    snprintf(name, sizeof name, "%s.reference", prefix);
+    int shape[3] = {applications, 2, channels};
+    return add_tensor(t->refs, &t->num_refs, &t->ref_floats, name, 3, shape);
 }
 
 static size_t conv_param(Tables *t, const char *name, ConvShape s) {
@@ -152,6 +163,7 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
     p->stem_w = conv_param(t, "conv1.weight", p->stem);
     p->stem_b = seed ? param(t, "conv1.bias", 1, 16, 0, 0, 0) : NO_OFFSET;
     p->stem_bn = bn_params(t, "bn1", 16, running);
+    p->stem_ref = reference_slots(t, "bn1", 16, 1);
     int cin = 16, size = cfg->image_size;
     for (int s = 0; s < STAGES; s++) {
         const int cout = 16 << s;
@@ -173,6 +185,8 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
                 snprintf(name, sizeof name, "%s.bn", prefix);
                 b->bn1 = bn_params(t, name, cout, 0);
                 b->bn2 = b->bn1;
+                b->ref1 = reference_slots(t, name, cout, 2);
+                b->ref2 = b->ref1 + 2 * (size_t)cout;
                 snprintf(name, sizeof name, "%s.conv1.weight", prefix);
                 b->conv1_w = conv_param(t, name, b->conv1);
                 snprintf(name, sizeof name, "%s.conv2.weight", prefix);
@@ -183,6 +197,7 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
                     b->proj_w = conv_param(t, name, b->proj);
                     snprintf(name, sizeof name, "%s.downsample.1", prefix);
                     b->proj_bn = bn_params(t, name, cout, 0);
+                    b->ref_proj = reference_slots(t, name, cout, 1);
                 }
             } else {
                 b->option_a = b->stride != 1 || cin != cout;
@@ -190,10 +205,12 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
                 b->conv1_w = conv_param(t, name, b->conv1);
                 snprintf(name, sizeof name, "%s.bn1", prefix);
                 b->bn1 = bn_params(t, name, cout, running);
+                b->ref1 = reference_slots(t, name, cout, 1);
                 snprintf(name, sizeof name, "%s.conv2.weight", prefix);
                 b->conv2_w = conv_param(t, name, b->conv2);
                 snprintf(name, sizeof name, "%s.bn2", prefix);
                 b->bn2 = bn_params(t, name, cout, running);
+                b->ref2 = reference_slots(t, name, cout, 1);
             }
             cin = cout;
             size = b->h_out;
@@ -207,8 +224,8 @@ static void build_plan(ModelPlan *p, Tables *t, const ModelConfig *cfg) {
 
 size_t model_count_params(const ModelConfig *cfg) {
     if (valid_config(cfg)) return 0;
-    static _Thread_local TensorInfo params[MAX_TENSORS], buffers[MAX_TENSORS];
-    Tables t = {.params = params, .buffers = buffers};
+    static _Thread_local TensorInfo params[MAX_TENSORS], buffers[MAX_TENSORS], refs[MAX_TENSORS];
+    Tables t = {.params = params, .buffers = buffers, .refs = refs};
     ModelPlan p = {0};
     p.blocks = calloc((size_t)(cfg->depth - 2) / 2, sizeof *p.blocks);
     if (!p.blocks) return 0;
@@ -272,11 +289,12 @@ int model_init(Model *m, const ModelConfig *cfg, uint64_t seed) {
     m->cfg = *cfg;
     TensorInfo *params = calloc(MAX_TENSORS, sizeof *params);
     TensorInfo *buffers = calloc(MAX_TENSORS, sizeof *buffers);
+    TensorInfo *refs = calloc(MAX_TENSORS, sizeof *refs);
     ModelPlan *p = calloc(1, sizeof *p);
-    if (!params || !buffers || !p) goto oom;
+    if (!params || !buffers || !refs || !p) goto oom;
     p->blocks = calloc((size_t)(cfg->depth - 2) / 2, sizeof *p->blocks);
     if (!p->blocks) goto oom;
-    Tables t = {.params = params, .buffers = buffers};
+    Tables t = {.params = params, .buffers = buffers, .refs = refs};
     build_plan(p, &t, cfg);
     m->plan = p;
     m->param_info = params;
@@ -285,18 +303,24 @@ int model_init(Model *m, const ModelConfig *cfg, uint64_t seed) {
     m->buffer_info = buffers;
     m->num_buffer_tensors = t.num_buffers;
     m->num_buffer_floats = t.buffer_floats;
+    m->reference_info = refs;
+    m->num_reference_tensors = t.num_refs;
+    m->num_reference_floats = t.ref_floats;
     m->params = rn_alloc(sizeof(float) * m->num_params);
     m->grads = rn_alloc(sizeof(float) * m->num_params);
     m->buffers = rn_alloc(sizeof(float) * (m->num_buffer_floats ? m->num_buffer_floats : 1));
-    if (!m->params || !m->grads || !m->buffers) {
+    m->reference = rn_alloc(sizeof(float) * m->num_reference_floats);
+    if (!m->params || !m->grads || !m->buffers || !m->reference) {
         model_free(m);
         return -1;
     }
+    memset(m->reference, 0, sizeof(float) * m->num_reference_floats);
     init_params(m, seed);
     return 0;
 oom:
     free(params);
     free(buffers);
+    free(refs);
     if (p) free(p->blocks);
     free(p);
     return rn_error("out of memory building the model");
@@ -318,6 +342,8 @@ void model_free(Model *m) {
     }
     free(m->param_info);
     free(m->buffer_info);
+    free(m->reference_info);
+    rn_free(m->reference);
     rn_free(m->params);
     rn_free(m->grads);
     rn_free(m->buffers);
@@ -332,6 +358,10 @@ static const TensorInfo *find(const TensorInfo *table, int count, const char *na
 
 const TensorInfo *model_find_param(const Model *m, const char *name) {
     return find(m->param_info, m->num_param_tensors, name);
+}
+
+const TensorInfo *model_find_reference(const Model *m, const char *name) {
+    return find(m->reference_info, m->num_reference_tensors, name);
 }
 
 const TensorInfo *model_find_buffer(const Model *m, const char *name) {
@@ -501,18 +531,22 @@ static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const 
 typedef struct {
     Model *m;
     BnMode mode;
+    int capture;   /* BN_EVAL_BATCH: keep every application's statistics as the reference */
     long count;    /* n * h * w of the current tensor */
 } Pass;
 
-/* One BN application: batch statistics (training, or the whole evaluated set) or running statistics.
- * stats holds mean, rstd, var of this application for backward. */
-static void bn_apply_now(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
+/* One BN application: batch statistics (training, or the whole evaluated set), running statistics or the
+ * reference statistics at offset ref. stats holds mean, rstd, var of this application for backward. */
+static void bn_apply_now(Pass *ps, float *y, const float *x, BnParams bn, float *stats, size_t ref, int relu,
+                         long m_count) {
     Model *m = ps->m;
     const float *gamma = m->params + bn.gamma, *beta = m->params + bn.beta;
     const int c = bn.channels;
-    if (ps->mode == BN_EVAL_RUNNING) {
-        batchnorm_forward_fixed(y, x, gamma, beta, m->buffers + bn.running_mean, m->buffers + bn.running_var,
-                                c, m_count, relu);
+    if (ps->mode == BN_EVAL_RUNNING || ps->mode == BN_EVAL_REFERENCE) {
+        const int running = ps->mode == BN_EVAL_RUNNING;
+        const float *mean = running ? m->buffers + bn.running_mean : m->reference + ref;
+        const float *var = running ? m->buffers + bn.running_var : m->reference + ref + c;
+        batchnorm_forward_fixed(y, x, gamma, beta, mean, var, c, m_count, relu);
         return;
     }
     const StatReducer *red = ps->mode == BN_TRAIN ? &m->train_reducer : &m->eval_reducer;
@@ -521,10 +555,15 @@ static void bn_apply_now(Pass *ps, float *y, const float *x, BnParams bn, float 
     if (ps->mode == BN_TRAIN && bn.running_mean != NO_OFFSET)
         batchnorm_update_running(m->buffers + bn.running_mean, m->buffers + bn.running_var, stats, stats + 2 * c,
                                  c, total);
+    if (ps->capture) {
+        memcpy(m->reference + ref, stats, sizeof(float) * c);
+        memcpy(m->reference + ref + c, stats + 2 * c, sizeof(float) * c);
+    }
 }
 
-static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *stats, int relu, long m_count) {
-    PROFILED("batchnorm (+relu) forward", 0, bn_apply_now(ps, y, x, bn, stats, relu, m_count));
+static void bn_apply(Pass *ps, float *y, const float *x, BnParams bn, float *stats, size_t ref, int relu,
+                     long m_count) {
+    PROFILED("batchnorm (+relu) forward", 0, bn_apply_now(ps, y, x, bn, stats, ref, relu, m_count));
 }
 
 static void add_into(float *y, const float *x, size_t count) {
@@ -539,21 +578,21 @@ static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
     const size_t out_size = (size_t)b->cout * out_count;
     const int c = b->cout;
     conv_fwd(ba->c1, ba->x, P + b->conv1_w, NULL, n, b->h_in, b->conv1, scratch);
-    bn_apply(ps, ba->a1, ba->c1, b->bn1, ba->stats, 1, out_count);
+    bn_apply(ps, ba->a1, ba->c1, b->bn1, ba->stats, b->ref1, 1, out_count);
     conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
     if (m->cfg.arch == ARCH_SEED) {
         /* out = relu(bn(c2 + shortcut)), the block's BN applied a second time */
         if (b->has_proj) {
             conv_fwd(ba->d, ba->x, P + b->proj_w, NULL, n, b->h_in, b->proj, scratch);
-            bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, 0, out_count);
+            bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, b->ref_proj, 0, out_count);
             add_into(ba->c2, ba->db, out_size);
         } else {
             add_into(ba->c2, ba->x, out_size);
         }
-        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 1, out_count);
+        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, b->ref2, 1, out_count);
     } else {
         /* out = relu(bn2(c2) + shortcut) */
-        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, 0, out_count);
+        bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, b->ref2, 0, out_count);
         if (b->option_a) {
             PROFILED("add / relu / shortcut", 0,
                      shortcut_a_forward(ba->d, ba->x, b->cin, b->cout, n, b->h_in, b->h_in, b->stride));
@@ -565,7 +604,7 @@ static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
     }
 }
 
-void model_forward(Model *m, const float *images, int n, BnMode mode) {
+static void forward_pass(Model *m, const float *images, int n, BnMode mode, int capture) {
     ModelPlan *p = m->plan;
     Arena *a = NULL;
     if (mode == BN_TRAIN || p->eval.capacity < n) a = &p->train;
@@ -576,11 +615,11 @@ void model_forward(Model *m, const float *images, int n, BnMode mode) {
         abort();
     }
     const int S = m->cfg.image_size, hw = S * S;
-    Pass ps = {.m = m, .mode = mode};
+    Pass ps = {.m = m, .mode = mode, .capture = capture};
     PROFILED("input layout", 0, nchw_to_cnhw(a->x0, images, n, m->cfg.in_channels, hw));
     conv_fwd(a->c0, a->x0, m->params + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->params + p->stem_b, n, S,
              p->stem, p->conv_scratch);
-    bn_apply(&ps, a->a0, a->c0, p->stem_bn, a->stem_stats, 1, (long)n * hw);
+    bn_apply(&ps, a->a0, a->c0, p->stem_bn, a->stem_stats, p->stem_ref, 1, (long)n * hw);
     for (int i = 0; i < p->num_blocks; i++) block_forward(&ps, &p->blocks[i], &a->blocks[i], n);
     const BlockActs *last = &a->blocks[p->num_blocks - 1];
     PROFILED("pool + linear + loss", 0, {
@@ -594,6 +633,19 @@ void model_forward(Model *m, const float *images, int n, BnMode mode) {
     m->dlogits = a->dlogits;
     p->last = a;
     p->last_mode = mode;
+}
+
+void model_forward(Model *m, const float *images, int n, BnMode mode) {
+    if (mode == BN_EVAL_REFERENCE && !m->reference_valid) {
+        rn_message("model_forward: reference BN statistics were not measured");   /* a programming error */
+        abort();
+    }
+    forward_pass(m, images, n, mode, 0);
+}
+
+void model_measure_reference(Model *m, const float *images, int n) {
+    forward_pass(m, images, n, BN_EVAL_BATCH, 1);
+    m->reference_valid = 1;
 }
 
 double model_loss(Model *m, const int *labels, int n, double denom) {

@@ -168,6 +168,7 @@ typedef struct {
     double run_start;         /* when this process's step loop began, and the step it began at */
     long run_start_step;
     double last_progress;     /* when the progress line was last drawn */
+    long reference_step;      /* the step the model's reference BN statistics were measured at; -1: none */
 } Run;
 
 static void run_free(Run *r) {
@@ -306,6 +307,19 @@ static int setup_data(Run *r, const char *resume_path) {
 }
 
 /* Model, optimizer, evaluator and batch buffers. Collective: 0 or EXIT_FAILED on every rank. */
+/* --bn-sample, at most the training records */
+static int reference_sample(const Run *r) {
+    return r->cfg->bn_sample < r->num_train ? r->cfg->bn_sample : r->num_train;
+}
+
+/* With --bn-eval reference, the reference statistics of the current parameters, measured unless they
+ * already are (a validation and its checkpoints share one measurement). Collective. */
+static void refresh_reference(Run *r) {
+    if (r->cfg->bn_eval != BN_EVAL_REFERENCE || (r->model.reference_valid && r->reference_step == r->ts.step)) return;
+    evaluate_measure_reference(&r->evaluator, &r->model, &r->train_set, r->train_records, reference_sample(r));
+    r->reference_step = r->ts.step;
+}
+
 static int setup_model(Run *r) {
     Config *cfg = r->cfg;
     ModelConfig mc = config_model(cfg, r->train_set.channels, r->train_set.size, r->train_set.classes);
@@ -314,6 +328,7 @@ static int setup_model(Run *r) {
     const int local_max = (cfg->batch_size + dist_size() - 1) / dist_size();
     const size_t pixels = (size_t)r->train_set.channels * r->train_set.size * r->train_set.size;
     int eval_max = r->num_val > r->test_set.count ? r->num_val : r->test_set.count;
+    if (cfg->bn_eval == BN_EVAL_REFERENCE && reference_sample(r) > eval_max) eval_max = reference_sample(r);
     int failed = 0;
     if (model_init(&r->model, &mc, cfg->seed) || model_reserve(&r->model, local_max, 1) ||
         optim_init(&r->opt, &oc, r->model.num_params) || evaluator_init(&r->evaluator, &r->model, eval_max) ||
@@ -378,6 +393,9 @@ static int setup_resume(Run *r, const char *resume_path) {
     if (resume_path) map_resume_position(r, file_batch_size);
     /* replicas start identical even if some rank's initialisation or file read differed */
     dist_bcast(r->model.params, sizeof(float) * r->model.num_params, 0);
+    dist_bcast(&r->model.reference_valid, sizeof r->model.reference_valid, 0);
+    if (r->model.reference_valid) dist_bcast(r->model.reference, sizeof(float) * r->model.num_reference_floats, 0);
+    r->reference_step = r->model.reference_valid ? r->ts.step : -1;
     return 0;
 }
 
@@ -497,6 +515,7 @@ static int save_checkpoint(Run *r, const char *path, int snapshot) {
     char doing[64];
     snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
     begin_activity(doing);
+    refresh_reference(r);   /* before the I/O timer: it is a forward pass */
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
     maybe_hang_in_write(r->ts.step);
@@ -531,6 +550,7 @@ static int validate(Run *r, long batch_in_epoch) {
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
     begin_activity(doing);
     perf_start(PERF_VALIDATION);
+    refresh_reference(r);
     const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                            cfg->bn_eval, eval_protocol(cfg, 0), NULL);
     perf_stop(PERF_VALIDATION);
@@ -683,6 +703,7 @@ static int final_test(Run *r) {
     uint32_t *all = malloc(sizeof(uint32_t) * r->test_set.count);
     if (!confusion || !all) dist_fail(1, "out of memory for the test evaluation");
     for (int i = 0; i < r->test_set.count; i++) all[i] = (uint32_t)i;
+    refresh_reference(r);
     const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->test_set, all, r->test_set.count,
                                            r->cfg->bn_eval, eval_protocol(r->cfg, 0), confusion);
     /* the other protocol beside it: clean and the seed's augmented test compare like with like */

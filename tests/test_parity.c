@@ -434,6 +434,34 @@ START_TEST(adam_steps_match_torch) {
 }
 END_TEST
 
+/* --bn-eval reference: the statistics measured over the training batch are PyTorch's (mean and biased
+ * variance of every BN application's input, the seed's block BN twice), the evaluation with them gives
+ * PyTorch's logits, and an image's logits do not depend on what else is in the batch. */
+static void expect_reference(Case *c, const float *eval_images, int n_eval) {
+    model_measure_reference(&c->m, c->images, c->batch);
+    ck_assert_int_eq(c->m.reference_valid, 1);
+    for (int i = 0; i < c->m.num_reference_tensors; i++) {
+        const TensorInfo *t = &c->m.reference_info[i];
+        const FixtureTensor *f = need(c, "reference/", t->name, 0);
+        ck_assert_uint_eq(f->numel, t->numel);
+        ck_assert_int_eq(f->dims[0], t->shape[0]);
+        double err = rel_error(c->m.reference + t->offset, f->data, t->numel);
+        report(c, "reference stats", t->name, err, TOL);
+        ck_assert_msg(err <= TOL, "%s: reference statistics %s: relative error %.3g", c->file, t->name, err);
+    }
+    model_forward(&c->m, eval_images, n_eval, BN_EVAL_REFERENCE);
+    expect_close(c, "reference-statistics evaluation", c->m.logits, "eval_logits_reference", TOL);
+    const int k = c->m.cfg.classes;
+    float *batch_logits = malloc(sizeof(float) * (size_t)n_eval * k);
+    memcpy(batch_logits, c->m.logits, sizeof(float) * (size_t)n_eval * k);
+    const size_t pixels = (size_t)c->m.cfg.in_channels * c->m.cfg.image_size * c->m.cfg.image_size;
+    const int one = n_eval - 1;   /* the last image alone */
+    model_forward(&c->m, eval_images + one * pixels, 1, BN_EVAL_REFERENCE);
+    double err = rel_error(c->m.logits, batch_logits + (size_t)one * k, (size_t)k);
+    ck_assert_msg(err <= 1e-6, "%s: an image's reference evaluation depends on its batch: %.3g", c->file, err);
+    free(batch_logits);
+}
+
 /* Evaluation with batch statistics (and, paper, running statistics) of the fixture's evaluated model:
  * the step-3 weights for the step cases, the initial weights after one training forward otherwise. */
 START_TEST(evaluation_matches_torch) {
@@ -474,6 +502,7 @@ START_TEST(evaluation_matches_torch) {
                       "%s: a running-statistics evaluation changed the running statistics", c.file);
     }
     free(before);
+    expect_reference(&c, eval_images, n_eval);
     case_close(&c);
 }
 END_TEST

@@ -45,7 +45,8 @@ typedef struct {
     int eval_every;           /* batches within an epoch; 0: at the end of each epoch */
     EarlyStopRule early_stop;
     int patience;
-    BnMode bn_eval;           /* BN_EVAL_BATCH or BN_EVAL_RUNNING */
+    BnMode bn_eval;           /* BN_EVAL_BATCH, BN_EVAL_RUNNING or BN_EVAL_REFERENCE */
+    int bn_sample;            /* images the reference statistics are measured over */
     int sync_bn;
     uint64_t seed;
     /* machine */

@@ -32,6 +32,17 @@ typedef struct { int augment, tta_flip; } EvalProtocol;
 #define EVAL_AUG_SEED 0x6576616cu   /* "eval" */
 #define EVAL_AUG_EPOCH (-1)         /* no training epoch has it */
 
+/* The fixed sample the reference BN statistics are measured over (--bn-eval reference): the first
+ * sample_size records of the training list (the split's random order), each augmented as in training
+ * from its own fixed draw (REFERENCE_AUG_SEED, REFERENCE_AUG_EPOCH, its record number). */
+#define REFERENCE_AUG_SEED 0x626e7266u   /* "bnrf" */
+#define REFERENCE_AUG_EPOCH (-2)
+
+/* Measures the model's reference BN statistics over records[0..n) of set, augmented as above, spread over
+ * ranks with the result of one pass over the whole sample (model_measure_reference). n must fit the
+ * evaluator (evaluator_init's max_set). Collective. */
+void evaluate_measure_reference(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n);
+
 /* evaluate_records under a protocol. */
 double evaluate_records_as(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                            BnMode mode, EvalProtocol protocol, long *confusion);

@@ -31,7 +31,8 @@ typedef struct {
 typedef enum {
     BN_TRAIN = 0,     /* batch statistics, activations kept for backward, running stats updated */
     BN_EVAL_BATCH,    /* statistics of the whole evaluated set (the seed's track_running_stats=False) */
-    BN_EVAL_RUNNING   /* running mean / variance (paper arch) */
+    BN_EVAL_RUNNING,  /* running mean / variance (paper arch) */
+    BN_EVAL_REFERENCE /* the reference statistics measured by model_measure_reference (either arch) */
 } BnMode;
 
 typedef struct ModelPlan ModelPlan;   /* the layer list and arena layout, private to resnet.c */
@@ -53,6 +54,17 @@ typedef struct {
     size_t num_buffer_floats;
     float *buffers;
     int64_t bn_batches_tracked;   /* num_batches_tracked, the same for every BN */
+
+    /* Reference BN statistics: the mean and biased variance every BN application saw over a fixed
+     * sample of augmented training images (model_measure_reference), so that an evaluation normalizes
+     * with the statistics of the images training normalized with, whatever else is in the batch. One
+     * tensor per BN module, "<module>.reference" [applications, 2 (mean, var), channels]: the seed's
+     * block BN is applied twice. reference_valid: measured (or read) for the current parameters. */
+    int num_reference_tensors;
+    TensorInfo *reference_info;
+    size_t num_reference_floats;
+    float *reference;
+    int reference_valid;
 
     /* Sum BN statistics over ranks; sum == NULL: this process alone. train_reducer is sync-BN;
      * eval_reducer makes a batch-statistics evaluation spread over ranks equal one over the whole set. */
@@ -91,6 +103,12 @@ int model_reserve(Model *m, int max_batch, int training);
 /* images [n, in_channels, image_size, image_size], values in [0, 1]. Leaves logits [n, classes] in
  * m->logits. BN_TRAIN needs a training arena; the eval modes run on either. */
 void model_forward(Model *m, const float *images, int n, BnMode mode);
+
+/* A forward in BN_EVAL_BATCH mode over images [n, ...] (n may be a rank's slice of the sample: with the
+ * eval_reducer the statistics are the whole sample's) that keeps each BN application's statistics as the
+ * model's reference (m->reference, reference_valid = 1). Collective when eval_reducer is set. */
+void model_measure_reference(Model *m, const float *images, int n);
+const TensorInfo *model_find_reference(const Model *m, const char *name);
 
 /* Cross-entropy of the last forward against labels: returns the sum of the n per-sample losses and
  * writes m->dlogits = (softmax - onehot) / denom. */
