@@ -226,6 +226,27 @@ def build(arch, depth=20, in_channels=3, classes=10, image_size=32):
     raise ValueError(f"unknown architecture {arch!r} (seed, paper)")
 
 
+def use_reference(model, reference):
+    """resnet-mpi's --bn-eval reference in PyTorch: every BN application normalizes with fixed statistics,
+    reference[module name] = tensor [applications, 2 (mean, biased var), channels] in call order (the seed's
+    block BN is applied twice), as F.batch_norm in eval mode does with running statistics. Works on the
+    model in place (any train/eval mode); torch_export.py saves the statistics as 'reference_stats'."""
+    calls = {}
+    model.register_forward_pre_hook(lambda module, inputs: calls.clear())
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            if name not in reference:
+                raise ValueError(f"no reference statistics for {name}")
+
+            def fixed(x, mod=mod, name=name):
+                k = calls.get(name, 0)
+                calls[name] = k + 1
+                stats = reference[name][k].to(x.dtype)
+                return F.batch_norm(x, stats[0], stats[1], mod.weight, mod.bias, False, 0.0, mod.eps)
+            mod.forward = fixed
+    return model
+
+
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 

@@ -8,6 +8,9 @@ By default OUT.pt follows the seed notebook's own saving convention, a dict with
   'optimizer_state_dict'  torch.optim's state_dict for the checkpoint's optimizer (Adam, AdamW or SGD)
                           over model.parameters(), when the checkpoint has optimizer state
   'config'                the checkpoint's /config settings (arch, depth, lr, ... as numbers/strings)
+  'reference_stats'       when the checkpoint has /reference (--bn-eval reference): {BN module name:
+                          tensor [applications, 2 (mean, var), channels]}; evaluate as the C program does
+                          with seed_model.use_reference(model, saved['reference_stats'])
 so the seed's loading code works unchanged:
     model = seed_model.build(cfg['arch'], cfg['depth'], cfg['in-channels'], cfg['classes'], cfg['image-size'])
     model.load_state_dict(torch.load('OUT.pt')['model_state_dict'])
@@ -93,6 +96,23 @@ def read_checkpoint(path):
                 if sub in g:
                     optimizer["state"][sub] = {n: np.array(d[()]) for n, d in g[sub].items()}
     return config, tensors, optimizer
+
+
+def read_reference(path):
+    """{BN module name: numpy array [applications, 2, channels]} of /reference, or None."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        if "reference" not in f:
+            return None
+        suffix = ".reference"
+        out = {}
+        for name, ds in f["reference"].items():
+            if not name.endswith(suffix) or not isinstance(ds, h5py.Dataset) or ds.ndim != 3 or ds.shape[1] != 2:
+                raise ExportError(f"{path}: /reference/{name} is not a [applications, 2, channels] statistic")
+            out[name[:-len(suffix)]] = np.array(ds[()])
+        return out
 
 
 def build_model(config, path):
@@ -190,6 +210,12 @@ def export(checkpoint, out, state_dict_only=False, with_optimizer=True):
         payload = {"model_state_dict": sd, "config": config}
         if with_optimizer and optimizer is not None:
             payload["optimizer_state_dict"] = optimizer_state_dict(model, optimizer, checkpoint)
+        reference = read_reference(checkpoint)
+        if reference is not None:
+            bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+            if set(reference) != bns:
+                raise ExportError(f"{checkpoint}: /reference does not name this model's BN modules")
+            payload["reference_stats"] = {k: torch.from_numpy(v.astype("float32")) for k, v in reference.items()}
     # a temporary file renamed into place: a failed export never leaves half a file at OUT
     folder = os.path.dirname(os.path.abspath(out))
     try:

@@ -1,6 +1,6 @@
 /* Test helper for torch_export.sh: loads a checkpoint, runs a fixed batch through it and writes the
  * images and logits in the fixture format (tests/fixture.h) for the PyTorch side to compare.
- * usage: export_logits CHECKPOINT OUT.bin MODE   (MODE: batch | running) */
+ * usage: export_logits CHECKPOINT OUT.bin MODE   (MODE: batch | running | reference) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +36,7 @@ static int setting_int(const Settings *s, const char *key) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: export_logits CHECKPOINT OUT.bin batch|running\n");
+        fprintf(stderr, "usage: export_logits CHECKPOINT OUT.bin batch|running|reference\n");
         return 2;
     }
     Settings s;
@@ -57,7 +57,14 @@ int main(int argc, char **argv) {
     Rng rng;
     rng_init(&rng, 7, 7);
     for (int i = 0; i < n * pixels; i++) images[i] = (float)rng_uniform(&rng);
-    model_forward(&m, images, n, strcmp(argv[3], "running") == 0 ? BN_EVAL_RUNNING : BN_EVAL_BATCH);
+    const BnMode mode = strcmp(argv[3], "running") == 0     ? BN_EVAL_RUNNING
+                        : strcmp(argv[3], "reference") == 0 ? BN_EVAL_REFERENCE
+                                                            : BN_EVAL_BATCH;
+    if (mode == BN_EVAL_REFERENCE && !m.reference_valid) {
+        fprintf(stderr, "export_logits: %s has no /reference\n", argv[1]);
+        return 1;
+    }
+    model_forward(&m, images, n, mode);
     FILE *f = fopen(argv[2], "wb");
     if (!f) {
         perror(argv[2]);

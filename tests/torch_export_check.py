@@ -35,6 +35,8 @@ def load_exported(pt):
                              int(cfg["image-size"]))
     model.load_state_dict(saved["model_state_dict"], strict=True)
     model.eval()
+    if cfg.get("bn-eval") == "reference":
+        seed_model.use_reference(model, saved["reference_stats"])
     return model, cfg
 
 
