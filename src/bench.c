@@ -29,10 +29,26 @@ static void synthetic_images(float *images, int *labels, int n, uint64_t seed) {
     for (int i = 0; i < n; i++) labels[i] = (int)rng_below(&rng, BENCH_CLASSES);
 }
 
+/* One step's split in milliseconds, for scripts/bench-overlap.sh. The allreduce phase is the part of the
+ * reduction the backward did not hide (all of it without buckets) plus the wait for slower ranks; its
+ * least over ranks comes closest to the exposed communication alone, since the last rank to finish its
+ * backward waits for nobody. */
+static void print_step_split(const Config *cfg, const PerfSummary *train, int buckets) {
+    const double ms = 1000.0 / cfg->steps;
+    const PerfStat *allreduce = &train->phase[PERF_ALLREDUCE];
+    char how[96] = "in one allreduce after the backward";
+    if (buckets > 0) snprintf(how, sizeof how, "in %d bucket(s) of --bucket-mb %g during the backward", buckets,
+                              (double)cfg->bucket_mb);
+    printf("step: %.2f ms; compute %.2f, allreduce %.2f, optimizer %.2f ms (mean over ranks); allreduce least "
+           "%.2f, most %.2f ms over ranks; gradient reduced %s\n", ms * train->phase[PERF_TOTAL].max,
+           ms * train->phase[PERF_COMPUTE].mean, ms * allreduce->mean, ms * train->phase[PERF_OPTIMIZER].mean,
+           ms * allreduce->min, ms * allreduce->max, how);
+}
+
 /* The lines scripts/bench-vs-torch.sh reads (train:, eval:, peak memory:), then the phases over ranks.
  * train: the summary after the timed steps; all: after the evaluation too (its peak memory). */
 static void report(const Config *cfg, const Model *model, const PerfSummary *train, const PerfSummary *all,
-                   int threads, int eval_images, int eval_rounds, double peak_gflops) {
+                   int threads, int eval_images, int eval_rounds, double peak_gflops, int buckets) {
     const double elapsed = train->phase[PERF_TOTAL].max, B = cfg->batch_size;
     const double train_ips = B * cfg->steps / elapsed;
     const double eval_ips = eval_images > 0 ? (double)eval_images * eval_rounds / all->phase[PERF_VALIDATION].max : 0;
@@ -45,6 +61,7 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
            train_ips, 1000.0 * elapsed / cfg->steps, train_ips * model_flops_per_image(model, 1) * 1e-9,
            100.0 * train->phase[PERF_COMPUTE].mean / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].mean / elapsed,
            100.0 * train->phase[PERF_OPTIMIZER].mean / elapsed);
+    print_step_split(cfg, train, buckets);
     const double train_gflops = train_ips * model_flops_per_image(model, 1) * 1e-9;
     const double eval_gflops = eval_ips * model_flops_per_image(model, 0) * 1e-9;
     printf("peak: %.1f GFLOP/s measured FMA peak of the %d rank(s) x %d thread(s) (%s); train %.1f%%, eval %.1f%% of it\n",
@@ -115,7 +132,7 @@ int bench_main(Config *cfg) {
                  !(images = rn_alloc(sizeof(float) * pixels * n)) || !(labels = rn_alloc(sizeof(int) * n));
     if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) model.train_reducer = (StatReducer){dist_stat_sum, NULL};
-    gradient_reduction_setup(&model, cfg->bucket_mb);
+    const int buckets = gradient_reduction_setup(&model, cfg->bucket_mb);
     synthetic_images(images, labels, n, cfg->seed + (uint64_t)rank);
 
     double rank_peak;
@@ -146,7 +163,7 @@ int bench_main(Config *cfg) {
     PerfSummary all;
     perf_summarize(&all, dist_min_sum_max, P);
     if (rank0) {
-        report(cfg, &model, &train, &all, threads, eval_n, rounds, peak);
+        report(cfg, &model, &train, &all, threads, eval_n, rounds, peak, buckets);
         if (cfg->profile) perf_profile_report(stdout, cfg->steps, rank_peak);
         fflush(stdout);
     }

@@ -213,10 +213,11 @@ double measure_peak(int threads, double *rank_peak) {
     return all;
 }
 
-void gradient_reduction_setup(Model *m, float bucket_mb) {
-    if (bucket_mb <= 0) return;
-    dist_buckets_init(m->grads, m->num_params, (size_t)((double)bucket_mb * (1 << 20) / sizeof(float)));
+int gradient_reduction_setup(Model *m, float bucket_mb) {
+    if (bucket_mb <= 0) return 0;
+    const int num = dist_buckets_init(m->grads, m->num_params, (size_t)((double)bucket_mb * (1 << 20) / sizeof(float)));
     m->grads_final = dist_buckets_ready;   /* each finished part starts its allreduce */
+    return num;
 }
 
 void gradient_reduction_finish(Model *m) {

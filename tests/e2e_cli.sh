@@ -59,4 +59,7 @@ pass "bad checkpoints: exit 1, one line; a good one evaluates (--json)"
 expect 0 "$BIN" bench --batch-size 16 --steps 2 --warmup 1 --threads 1 --eval-images 200
 grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval: .* over 200 images" "$TMP/out" && grep -q "peak memory" "$TMP/out" &&
   grep -Eq "^peak: [1-9][0-9.]* GFLOP/s measured FMA peak of the 1 rank\(s\) x 1 thread\(s\) \((avx512|avx2|scalar)\); train [0-9.]+%" "$TMP/out" || fail "bench: $(cat "$TMP/out")"
+# the step split on 1 rank: nothing to reduce, so no allreduce time; compute and optimizer fill the step
+grep -Eq "^step: [0-9.]+ ms; compute [1-9][0-9.]*, allreduce 0\.00, optimizer [0-9.]+ ms \(mean over ranks\); allreduce least 0\.00, most 0\.00 ms over ranks; gradient reduced in one allreduce after the backward$" "$TMP/out" ||
+  fail "bench: no step split: $(cat "$TMP/out")"
 pass "bench: $(grep '^train:' "$TMP/out")"

@@ -61,3 +61,24 @@ for np in 2 3; do
     fail "$np ranks, --bucket-mb: replicas differ: $(grep 'replica parameters' "$TMP/buckets$np.out")"
 done
 pass "--bucket-mb 0.05 (overlapped, 6 buckets) = one allreduce after the backward, bitwise on 2 and 3 ranks; replicas identical"
+
+# bench's per-step split with and without buckets on 2 ranks (scripts/bench-overlap.sh reads this line):
+# the bucket count is the gradient's 271,818 floats over 0.05 MiB = 13,107 floats, rounded up (21); the
+# phases, means over ranks, add up to no more than the step (the slowest rank's, barrier to barrier);
+# the allreduce's least over ranks <= its mean <= its most
+step_re='^step: ([0-9.]+) ms; compute ([0-9.]+), allreduce ([0-9.]+), optimizer ([0-9.]+) ms \(mean over ranks\); allreduce least ([0-9.]+), most ([0-9.]+) ms over ranks; gradient reduced (.*)$'
+for bucket in 0 0.05; do
+  mpi 2 bench --threads 1 --batch-size 16 --steps 2 --warmup 1 --eval-images 0 --bucket-mb "$bucket" \
+    > "$TMP/bench$bucket.out" 2>&1 || fail "bench --bucket-mb $bucket: $(tail -3 "$TMP/bench$bucket.out")"
+  line=$(grep '^step: ' "$TMP/bench$bucket.out") || fail "bench --bucket-mb $bucket: no step line: $(cat "$TMP/bench$bucket.out")"
+  [[ "$line" =~ $step_re ]] || fail "bench --bucket-mb $bucket: step line not as expected: $line"
+  how=${BASH_REMATCH[7]}
+  want="in one allreduce after the backward"
+  [ "$bucket" = 0 ] || want="in 21 bucket(s) of --bucket-mb 0.05 during the backward"
+  [ "$how" = "$want" ] || fail "bench --bucket-mb $bucket: '$how', not '$want'"
+  awk -v s="${BASH_REMATCH[1]}" -v c="${BASH_REMATCH[2]}" -v a="${BASH_REMATCH[3]}" -v o="${BASH_REMATCH[4]}" \
+      -v lo="${BASH_REMATCH[5]}" -v hi="${BASH_REMATCH[6]}" \
+      'BEGIN { exit !(s > 0 && c > 0 && c + a + o <= s * 1.001 + 0.02 && lo <= a + 0.005 && a <= hi + 0.005) }' ||
+    fail "bench --bucket-mb $bucket: phases do not fit the step: $line"
+done
+pass "bench's step split on 2 ranks, one allreduce and 21 buckets: $(grep '^step: ' "$TMP/bench0.05.out")"

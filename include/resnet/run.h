@@ -48,8 +48,9 @@ double measure_peak(int threads, double *rank_peak);
 
 /* The gradient's reduction over ranks, as train and bench both step. bucket_mb > 0 (--bucket-mb): in
  * buckets started during model_backward (Model.grads_final); 0: one allreduce after it. finish: what is
- * left once the backward is done (with buckets, the part the backward did not hide). Collective. */
-void gradient_reduction_setup(Model *m, float bucket_mb);
+ * left once the backward is done (with buckets, the part the backward did not hide). Collective.
+ * setup returns the number of buckets (0: one allreduce after the backward). */
+int gradient_reduction_setup(Model *m, float bucket_mb);
 void gradient_reduction_finish(Model *m);
 
 /* The step loop has started: from now on a signal sets the flag stop_requested() reads, and the loop
