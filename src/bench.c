@@ -110,6 +110,8 @@ static void timed_steps(const Config *cfg, Model *model, Optimizer *opt, const f
 
 int bench_main(Config *cfg) {
     const int P = dist_size(), rank = dist_rank(), rank0 = rank == 0;
+    const int kernels_code = choose_kernels();
+    if (kernels_code) return kernels_code;
     const int threads = choose_threads(cfg->threads, 0);
     const int B = cfg->batch_size;
     if (B < P) {

@@ -1,15 +1,14 @@
-/* Convolution over C,N,H,W activations.
+/* Convolution over C,N,H,W activations: the choice of kernels, and the general path.
  *
- * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through direct SIMD
- * kernels (below, "direct convolution"): forward, input gradient and weight gradient each read the
- * activations in place, with no im2col matrix and no GEMM. They are written once over a small ISA layer
- * and built for AVX-512 (16 floats a vector) or, on CPUs without it, AVX2 + FMA (8 floats), whichever
- * the compiler targets (-march=native): a compile-time choice, made per build. Everything else (and
- * every shape on CPUs with neither) takes the general path: im2col + one BLIS GEMM per chunk of
- * images. With channel-major activations the im2col matrix of a chunk of nc images is col[K][nc*ho*wo]
- * (K = cin*k*k), and the output rows of the chunk sit at column offset n0*ho*wo of Y[cout][n*ho*wo]:
- * the GEMM writes them in place through BLIS's general strides, so no reshuffling follows. Chunks bound
- * the scratch (col, and dcol in backward) to a few MiB that stay in cache between im2col and GEMM. */
+ * The shapes ResNet-20 runs (3x3 / pad 1 at stride 1 or 2, 1x1 / stride 2) go through the direct SIMD
+ * kernels of conv_direct.c, built once for AVX-512 and once for AVX2 + FMA in every x86-64 binary; which
+ * of them runs is chosen once, at start-up, from what the CPU supports (conv_select_isa), so one build
+ * serves every node type of a cluster. Everything else (and every shape on CPUs with neither) takes the
+ * general path: im2col + one BLIS GEMM per chunk of images. With channel-major activations the im2col
+ * matrix of a chunk of nc images is col[K][nc*ho*wo] (K = cin*k*k), and the output rows of the chunk sit
+ * at column offset n0*ho*wo of Y[cout][n*ho*wo]: the GEMM writes them in place through BLIS's general
+ * strides, so no reshuffling follows. Chunks bound the scratch (col, and dcol in backward) to a few MiB
+ * that stay in cache between im2col and GEMM. */
 #include "resnet/conv.h"
 
 #include <stdint.h>
@@ -19,80 +18,8 @@
 #include <omp.h>
 #include <blis.h>
 
-/* The ISA layer of the direct kernels: everything below that names an instruction set goes through these
- * few types, macros and helpers, so the kernels are written once for any vector width VW (and an
- * ISA-specific copy for run-time dispatch would only need this block per target).
- *   vec         VW floats                 vmask       the lanes a masked load or store touches
- *   mask_entry  one entry of the mask table (build_masks); VMASK_AT reads it as a vmask
- * AVX-512: lane masks are __mmask16 bit masks and masked loads/stores take them directly. AVX2 has no
- * mask registers: a lane mask is an integer vector (all ones in the lanes to touch) for vmaskmovps,
- * which does not fault on masked-off lanes either; the table stores masks expanded, ready to load. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define HAVE_DIRECT 1
-#define VW 16
-typedef __m512 vec;
-typedef __mmask16 vmask;
-typedef uint16_t mask_entry;
-#define MASK_TABLE_FLOATS(entries) ((size_t)round_up((entries), 32) / 2)
-#define VMASK_BITS_ALL 0xFFFFu
-#define VMASK_ALL ((__mmask16)0xFFFF)
-#define VMASK_AT(entry) (*(entry))
-#define VMASK_AND(a, b) ((a) & (b))
-#define VEC_ZERO() _mm512_setzero_ps()
-#define VEC_SET1(f) _mm512_set1_ps(f)
-#define VEC_ADD(a, b) _mm512_add_ps(a, b)
-#define VEC_FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VEC_LOAD(p) _mm512_load_ps(p)                  /* aligned */
-#define VEC_STORE(p, v) _mm512_store_ps(p, v)          /* aligned */
-#define VEC_MASKZ_LOADU(m, p) _mm512_maskz_loadu_ps(m, p)
-#define VEC_STORE_LANES(p, last, tail, v) _mm512_mask_storeu_ps(p, (last) ? (tail) : VMASK_ALL, v)
-#define VEC_REDUCE_ADD(v) _mm512_reduce_add_ps(v)
-static inline vmask vmask_from_bits(unsigned bits) { return (__mmask16)bits; }
-static inline void mask_entry_put(mask_entry *e, vmask m) { *e = m; }
-#elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define HAVE_DIRECT 1
-#define VW 8
-typedef __m256 vec;
-typedef __m256i vmask;
-typedef __m256i mask_entry;
-#define MASK_TABLE_FLOATS(entries) ((size_t)(entries) * 8)
-#define VMASK_BITS_ALL 0xFFu
-#define VMASK_ALL _mm256_set1_epi32(-1)
-#define VMASK_AT(entry) _mm256_loadu_si256(entry)
-#define VMASK_AND(a, b) _mm256_and_si256(a, b)
-#define VEC_ZERO() _mm256_setzero_ps()
-#define VEC_SET1(f) _mm256_set1_ps(f)
-#define VEC_ADD(a, b) _mm256_add_ps(a, b)
-#define VEC_FMADD(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define VEC_LOAD(p) _mm256_load_ps(p)
-#define VEC_STORE(p, v) _mm256_store_ps(p, v)
-#define VEC_MASKZ_LOADU(m, p) _mm256_maskload_ps(p, m)
-/* a plain store where all lanes are valid: masked stores are slow on AMD (microcoded before Zen 4) */
-#define VEC_STORE_LANES(p, last, tail, v) \
-    do { if (last) _mm256_maskstore_ps(p, tail, v); else _mm256_storeu_ps(p, v); } while (0)
-#define VEC_REDUCE_ADD(v) vec_reduce_add(v)
-static inline vmask vmask_from_bits(unsigned bits) {
-    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane_bit), lane_bit);
-}
-static inline void mask_entry_put(mask_entry *e, vmask m) { _mm256_storeu_si256(e, m); }
-/* a fixed tree: halves, then pairs, then the last two lanes */
-static inline float vec_reduce_add(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-#else
-#define HAVE_DIRECT 0
-#define VW 16
-#define MASK_TABLE_FLOATS(entries) ((size_t)round_up((entries), 32) / 2)
-#endif
-
-/* Floats of im2col per chunk: large enough for long GEMM rows, small enough to stay in L2/L3. */
-#define COL_BUDGET_FLOATS (1u << 20)
+#include "resnet/conv_direct.h"
+#include "resnet/util.h"
 
 static int threads_in_use = 1;
 
@@ -112,13 +39,77 @@ static void select_blis_kernels(void) {
 
 const char *compute_kernel_name(void) { return bli_arch_string(bli_arch_query_id()); }
 
-const char *conv_direct_isa(void) {
-#if HAVE_DIRECT
-    return VW == 16 ? "avx512" : "avx2";
-#else
-    return NULL;
-#endif
+/* ---- the kernel paths, fastest first -------------------------------------------------------------------
+ * The CPU features each path's object was compiled for (meson.build), asked of the CPU before the object
+ * runs: a binary built on one node never executes an instruction another node lacks (no SIGILL). */
+#if defined(__x86_64__)
+static int cpu_runs_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+
+static int cpu_runs_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+
+static int cpu_runs_anything(void) { return 1; }
+
+typedef struct {
+    const char *isa;                    /* the RESNET_ISA name */
+    const ConvDirectKernels *kernels;   /* NULL: im2col + BLIS for every shape */
+    int (*cpu_runs)(void);
+    const char *needs;                  /* the features, for the refusal */
+} KernelPath;
+
+static const KernelPath paths[] = {
+#if defined(__x86_64__)
+    {"avx512", &CONV_DIRECT_TABLE(avx512), cpu_runs_avx512, "AVX-512 F, BW, VL and DQ"},
+    {"avx2", &CONV_DIRECT_TABLE(avx2), cpu_runs_avx2, "AVX2 and FMA"},
+#endif
+    {"generic", NULL, cpu_runs_anything, "nothing"},
+};
+#define NPATHS (sizeof paths / sizeof paths[0])
+
+static const KernelPath *chosen;   /* NULL until conv_select_isa, or the first convolution, chooses */
+
+/* the paths the CPU runs ("avx2, generic"), or all of this build's (every path != 0) */
+static const char *path_names(int every_path) {
+    static char names[64];
+    names[0] = '\0';
+    for (size_t i = 0; i < NPATHS; i++)
+        if (every_path || paths[i].cpu_runs())
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "",
+                     paths[i].isa);
+    return names;
+}
+
+int conv_select_isa(const char *isa) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+#endif
+    const KernelPath *path = NULL;
+    for (size_t i = 0; i < NPATHS && !path; i++)
+        if (isa && *isa ? strcmp(paths[i].isa, isa) == 0 : paths[i].cpu_runs()) path = &paths[i];
+    if (!path) return rn_error("'%s' is not a kernel path of this build (%s)", isa, path_names(1));
+    if (!path->cpu_runs())
+        return rn_error("this CPU lacks %s, which the %s kernels need (it runs %s)", path->needs, path->isa,
+                        path_names(0));
+    chosen = path;
+    return 0;
+}
+
+static const ConvDirectKernels *direct_kernels(void) {
+    if (!chosen) conv_select_isa(NULL);   /* the fastest the CPU runs: cannot fail */
+    return chosen->kernels;
+}
+
+const char *conv_direct_isa(void) {
+    const ConvDirectKernels *k = direct_kernels();
+    return k ? k->isa : NULL;
+}
+
+/* the direct kernels for this shape, or NULL for im2col + BLIS */
+static const ConvDirectKernels *direct_for(ConvShape s) { return conv_direct_takes(s) ? direct_kernels() : NULL; }
 
 void compute_set_threads(int threads) {
     static int kernels_chosen = 0;
@@ -134,674 +125,24 @@ void compute_set_threads(int threads) {
 
 int compute_threads(void) { return threads_in_use; }
 
-int conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
-
 static int is_pointwise(ConvShape s) { return s.k == 1 && s.stride == 1 && s.pad == 0; }
-
-/* ---- direct convolution for 3x3 / pad 1 (stride 1 or 2) and 1x1 / stride 2 (AVX-512 or AVX2) -------
- *
- * Stride 1: for 3x3 / stride 1 / pad 1 the output has the input's extent, so over C,N,H,W activations
- * every channel is one contiguous row of P = n*h*w pixels, and output pixel p reads input pixel
- * p + (kh-1)*w + (kw-1) of every input channel, provided that pixel lies in the same image inside the
- * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
- * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
- * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
- * vectors at the row ends may point before or after the array. No im2col, no col2im.
- *
- * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
- * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
- * oy + dy of plane row parity rp = ky & 1, dy = (ky - rp) / 2, so every tap becomes a stride-1 tap with
- * shift (dy, dx) in {-1, 0}^2 on one plane and the same kernels apply. 3x3 / pad 1 uses all 4 planes,
- * 1x1 / pad 0 only the even/even one. The split costs one pass over x, far less than im2col's 9.
- *
- * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, VW) / VW
- * vectors (one image's ho*wo / VW when ho*wo is a multiple of VW: 32x32, 16x16, 8x8, 28x28) holds all of
- * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SUB rows repeating the first ones, so that the
- * weight-gradient kernel reads DW_SUB consecutive rows without wrapping).
- *
- * Every output value (y, dx, dW) is summed by one thread in a fixed order, so the results do not depend
- * on the thread count. */
-
-/* register tiles and blocking (see direct_tile, direct_dw_task); may be set with -D when tuning. The
- * tiles fill the register file. AVX-512 (32 zmm): 8 x 3 accumulators for both kernels. AVX2 (16 ymm): the
- * dW kernel takes 4 x 3 (+ 3 X vectors + 1 dY vector = 16), the forward / input-gradient kernel 6 x 2
- * (+ 2 inputs + 1 broadcast weight, one register left for the lane masks, which vmaskmovps takes from a
- * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
- * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
-#if VW == 16
-#define DC_COB_DEFAULT 8
-#define DC_PV_DEFAULT 3
-#define DW_COB_DEFAULT 8
-#else
-#define DC_COB_DEFAULT 6
-#define DC_PV_DEFAULT 2
-#define DW_COB_DEFAULT 4
-#endif
-#ifndef DC_COB
-#define DC_COB DC_COB_DEFAULT
-#endif
-#ifndef DC_PV
-#define DC_PV DC_PV_DEFAULT
-#endif
-#define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels with AVX-512, 128 with AVX2 */
-#ifndef DW_COB
-#define DW_COB DW_COB_DEFAULT
-#endif
-#ifndef DW_SUB
-#define DW_SUB 32             /* pixel vectors per dW sub-block (see direct_dw_task) */
-#endif
-#ifndef DW_GROUP
-#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked zmm accumulators = 24 KiB */
-#endif
-#ifndef DW_CHUNK_FLOATS
-#define DW_CHUNK_FLOATS (512 * 1024)   /* dW pixel chunk: its rows of all channels, in floats (2 MiB) */
-#endif
-
-/* shapes the direct kernels take */
-static int use_direct(ConvShape s) {
-    return HAVE_DIRECT && ((s.k == 3 && s.pad == 1 && (s.stride == 1 || s.stride == 2)) ||
-                           (s.k == 1 && s.pad == 0 && s.stride == 2));
-}
-
-static int gcd_int(int a, int b) {
-    while (b) { int t = a % b; a = b; b = t; }
-    return a;
-}
-
-static int round_up(int a, int b) { return (a + b - 1) / b * b; }
-
-/* planes per input channel: 1 for stride 1 (x itself) and 1x1 / stride 2 (even/even), else 4 */
-static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
-
-/* Images per chunk of the stride-2 plane buffer, bounded like im2col's chunks. */
-static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
-    if (s.stride == 1) return n;
-    const size_t per_image = (size_t)s.cin * direct_planes(s) * ho * wo;
-    int nc = (int)(COL_BUDGET_FLOATS / per_image);
-    return nc < 1 ? 1 : nc > n ? n : nc;
-}
-
-/* Pixel vectors per dW chunk: the chunk's rows of every input and output channel fit in
- * DW_CHUNK_FLOATS floats. */
-static size_t dw_chunk_vecs(ConvShape s) {
-    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(s.cin * (s.k > 1 ? 2 : 1) + s.cout) / VW;
-    return v < DW_SUB ? DW_SUB : v;
-}
-
-/* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
- * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
- * [chunk][cout][cin][k*k] | packed weights | planes. */
-typedef struct { size_t masks, acc, part, packed, planes, total; } DirectLayout;
-
-static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
-    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
-    const int period = ho * wo / gcd_int(ho * wo, VW), cmax = s.cin > s.cout ? s.cin : s.cout;
-    DirectLayout l;
-    l.masks = 0;
-    l.acc = l.masks + MASK_TABLE_FLOATS((period + DW_SUB) * 9);
-    l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
-    const size_t nv = ((size_t)direct_chunk_images(s, n, ho, wo) * ho * wo + VW - 1) / VW,
-                 chunk_vecs = dw_chunk_vecs(s);
-    l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
-    l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
-    l.total = l.planes;
-    if (s.stride == 2)
-        l.total += (size_t)s.cin * direct_planes(s) * direct_chunk_images(s, n, ho, wo) * ho * wo;
-    return l;
-}
-
-#if HAVE_DIRECT
-/* One tap: plane g of the input channel, shift (dy, dx) on the plane grid, weight index kh*k + kw. */
-typedef struct { int g, dy, dx, widx; } Tap;
-
-typedef struct {
-    int G, ntap;     /* planes per input channel, taps (sorted by plane) */
-    int ho, wo, period;
-    Tap tap[9];
-} Geometry;
-
-static Geometry make_geometry(ConvShape s, int h, int w) {
-    Geometry geo;
-    geo.ho = conv_out_size(h, s.k, s.stride, s.pad);
-    geo.wo = conv_out_size(w, s.k, s.stride, s.pad);
-    geo.period = geo.ho * geo.wo / gcd_int(geo.ho * geo.wo, VW);
-    geo.G = direct_planes(s);
-    geo.ntap = 0;
-    for (int g = 0; g < geo.G; g++)
-        for (int kh = 0; kh < s.k; kh++)
-            for (int kw = 0; kw < s.k; kw++) {
-                const int ky = kh - s.pad, kx = kw - s.pad;
-                Tap t = {0, ky, kx, kh * s.k + kw};
-                if (s.stride == 2) {
-                    const int rp = ky & 1, cp = kx & 1;
-                    if (rp * 2 + cp != g) continue;
-                    t = (Tap){g, (ky - rp) / 2, (kx - cp) / 2, kh * s.k + kw};
-                }
-                geo.tap[geo.ntap++] = t;
-            }
-    return geo;
-}
-
-/* masks[u][(dy+1)*3 + (dx+1)]: lanes l of pixel vector u (mod period) whose pixel, shifted by (dy, dx),
- * stays inside the ho x wo frame of its own image. The table holds period + DW_SUB rows, so DW_SUB
- * consecutive vectors from any start below period read their rows without wrapping. */
-static void build_masks(mask_entry *masks, int ho, int wo, int period) {
-    const int hw = ho * wo;
-    for (int u = 0; u < period + DW_SUB; u++)
-        for (int t = 0; t < 9; t++) {
-            const int dy = t / 3 - 1, dx = t % 3 - 1;
-            unsigned mk = 0;
-            for (int l = 0; l < VW; l++) {
-                const int r = (u * VW + l) % hw, y = r / wo + dy, x = r % wo + dx;
-                if (y >= 0 && y < ho && x >= 0 && x < wo) mk |= 1u << l;
-            }
-            mask_entry_put(&masks[u * 9 + t], vmask_from_bits(mk));
-        }
-}
-
-/* planes[ci][g][i][a][b] = x[ci][n0 + i][2a + rp][2b + cp] (g = 2 rp + cp), zero past the edge. */
-static void split_planes(float *planes, const float *x, int cin, int G, int n, int h, int w, int n0, int nc,
-                         int ho, int wo) {
-    const size_t hw = (size_t)h * w, ohw = (size_t)ho * wo;
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int i = 0; i < nc; i++) {
-            const float *src = x + ((size_t)ci * n + n0 + i) * hw;
-            float *pl = planes + ((size_t)ci * G * nc + i) * ohw;
-            const size_t pcs = (size_t)nc * ohw;   /* plane stride */
-            if (h % 2 == 0 && w % 2 == 0) {
-                /* even extents, no edge: a plain deinterleave that the compiler vectorises */
-                for (int a = 0; a < ho; a++)
-                    for (int rp = 0; rp < (G == 4 ? 2 : 1); rp++) {
-                        const float *row = src + (size_t)(2 * a + rp) * w;
-                        float *e = pl + (size_t)(rp * 2) * pcs + (size_t)a * wo, *o = e + pcs;
-                        if (G == 4)
-                            for (int b = 0; b < wo; b++) {
-                                e[b] = row[2 * b];
-                                o[b] = row[2 * b + 1];
-                            }
-                        else
-                            for (int b = 0; b < wo; b++) e[b] = row[2 * b];
-                    }
-                continue;
-            }
-            for (int g = 0; g < G; g++) {
-                const int rp = g >> 1, cp = g & 1;
-                float *dst = planes + ((size_t)(ci * G + g) * nc + i) * ohw;
-                for (int a = 0; a < ho; a++) {
-                    const int iy = 2 * a + rp;
-                    for (int b = 0; b < wo; b++) {
-                        const int ix = 2 * b + cp;
-                        dst[a * wo + b] = iy < h && ix < w ? src[(size_t)iy * w + ix] : 0.0f;
-                    }
-                }
-            }
-        }
-}
-
-/* The inverse for gradients: dx[ci][n0 + i][iy][ix] = plane (iy & 1, ix & 1) at (iy / 2, ix / 2), zero for
- * the pixels no tap reads (1x1 / stride 2 reads only even/even). */
-static void merge_planes(float *dx, const float *planes, int cin, int G, int n, int h, int w, int n0, int nc,
-                         int ho, int wo) {
-    const size_t hw = (size_t)h * w, ohw = (size_t)ho * wo;
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int i = 0; i < nc; i++) {
-            float *dst = dx + ((size_t)ci * n + n0 + i) * hw;
-            const float *pl = planes + ((size_t)ci * G * nc + i) * ohw;
-            const size_t pcs = (size_t)nc * ohw;   /* plane stride */
-            if (h % 2 == 0 && w % 2 == 0) {
-                /* even extents: a plain interleave that the compiler vectorises */
-                for (int a = 0; a < ho; a++)
-                    for (int rp = 0; rp < 2; rp++) {
-                        float *row = dst + (size_t)(2 * a + rp) * w;
-                        const float *e = pl + (size_t)(rp * 2) * pcs + (size_t)a * wo, *o = e + pcs;
-                        if (G == 4)
-                            for (int b = 0; b < wo; b++) {
-                                row[2 * b] = e[b];
-                                row[2 * b + 1] = o[b];
-                            }
-                        else if (rp == 0)
-                            for (int b = 0; b < wo; b++) {
-                                row[2 * b] = e[b];
-                                row[2 * b + 1] = 0.0f;
-                            }
-                        else
-                            for (int b = 0; b < w; b++) row[b] = 0.0f;
-                    }
-                continue;
-            }
-            for (int iy = 0; iy < h; iy++)
-                for (int ix = 0; ix < w; ix++) {
-                    const int g = (iy & 1) * 2 + (ix & 1);
-                    dst[(size_t)iy * w + ix] =
-                        g < G ? planes[((size_t)(ci * G + g) * nc + i) * ohw + (size_t)(iy >> 1) * wo + (ix >> 1)]
-                              : 0.0f;
-                }
-        }
-}
-
-/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
- *
- * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
- * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
- * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
- * limited by the masked loads and the mask vectors they take from memory). Weights are packed as
- * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
- * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
- * W[co][ci][t] dY[co][p - off(t)]). */
-typedef struct {
-    const float *src;        /* input channel ci starts at src + ci * src_cs */
-    float *dst;              /* output channel co starts at dst + co * dst_cs */
-    const float *wp;         /* [ceil(cout / DC_COB)][cin][ntap][DC_COB] */
-    const float *bias;       /* [cout] or NULL */
-    const mask_entry *masks; /* [period][9] */
-    size_t src_cs, dst_cs, nv;
-    int cin, cout, period, ntap;
-    vmask tail;              /* valid lanes of vector nv - 1 */
-    ptrdiff_t off[9];
-    int mk[9];
-} Direct;
-
-/* One register tile: output channels cb*DC_COB .. +DC_COB, pixel vectors v0 .. v0+pv. pv (DC_PV or 1) and,
- * for stride 1, ntap (9) are compile-time constants at the call sites, so acc[][] lives in registers and
- * the tap loop unrolls. */
-static inline __attribute__((always_inline)) void direct_tile(const Direct *d, int cb, size_t v0, int pv,
-                                                              int ntap) {
-    vmask m[DC_PV][9];
-    size_t u = v0 % (size_t)d->period;
-    for (int j = 0; j < pv; j++) {
-        const vmask tail = v0 + j == d->nv - 1 ? d->tail : VMASK_ALL;
-        for (int t = 0; t < ntap; t++) m[j][t] = VMASK_AND(VMASK_AT(d->masks + (u * 9 + d->mk[t])), tail);
-        if (++u == (size_t)d->period) u = 0;
-    }
-    vec acc[DC_COB][DC_PV];
-    #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++)
-        #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++) acc[c][j] = VEC_ZERO();
-    const float *wc = d->wp + (size_t)cb * d->cin * ntap * DC_COB;
-    const float *xs = d->src + v0 * VW;
-    for (int ci = 0; ci < d->cin; ci++, xs += d->src_cs, wc += ntap * DC_COB) {
-        #pragma GCC unroll 9
-        for (int t = 0; t < ntap; t++) {
-            vec in[DC_PV];
-            #pragma GCC unroll 16
-            for (int j = 0; j < pv; j++) in[j] = VEC_MASKZ_LOADU(m[j][t], xs + VW * j + d->off[t]);
-            #pragma GCC unroll 16
-            for (int c = 0; c < DC_COB; c++) {
-                const vec wv = VEC_SET1(wc[t * DC_COB + c]);
-                #pragma GCC unroll 16
-                for (int j = 0; j < pv; j++) acc[c][j] = VEC_FMADD(wv, in[j], acc[c][j]);
-            }
-        }
-    }
-    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
-    #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++) {
-        if (c >= nco) break;
-        const int co = cb * DC_COB + c;
-        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
-        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
-        #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++) {
-            const vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            VEC_STORE_LANES(out + VW * j, v0 + j == d->nv - 1, d->tail, r);
-        }
-    }
-}
-
-static void direct_run(const Direct *d) {
-    const int ncb = (d->cout + DC_COB - 1) / DC_COB;
-    /* work items of DC_TILES_PER_TASK tiles, fewer for small batches so each thread gets several; the
-     * grouping does not change any sum, so results stay thread-count independent */
-    size_t task_vecs = (size_t)DC_PV * DC_TILES_PER_TASK;
-    while (task_vecs > DC_PV && (d->nv + task_vecs - 1) / task_vecs < 4 * (size_t)threads_in_use)
-        task_vecs -= DC_PV;
-    const size_t ntasks = (d->nv + task_vecs - 1) / task_vecs;
-    #pragma omp parallel for schedule(static)
-    for (size_t task = 0; task < ntasks; task++) {
-        const size_t va = task * task_vecs, vb = va + task_vecs < d->nv ? va + task_vecs : d->nv;
-        for (int cb = 0; cb < ncb; cb++) {
-            size_t v = va;
-            if (d->ntap == 9) {
-                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 9);
-                for (; v < vb; v++) direct_tile(d, cb, v, 1, 9);
-            } else {
-                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, d->ntap);
-                for (; v < vb; v++) direct_tile(d, cb, v, 1, d->ntap);
-            }
-        }
-    }
-}
-
-static vmask tail_mask(size_t P) {
-    const unsigned rem = (unsigned)(P % VW);
-    return vmask_from_bits(rem ? (1u << rem) - 1 : VMASK_BITS_ALL);
-}
-
-/* Weight gradient, direct:  dW[co][ci][t] += sum_p dY[co][p] * X_ci[p + off(t)]  (masked as above). A
- * reduction over all pixels; the register tile is DW_COB output channels x 3 (ci, tap) columns (24 zmm or 12
- * ymm accumulators, each summing VW pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted
- * X vectors for 3 * DW_COB FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
- *
- * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x a
- * group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would put 8
- * of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors: it packs
- * the sub-block's DW_COB dY rows vector-interleaved into an L1 buffer (16 KiB with AVX-512, 4 with AVX2; one
- * pointer for all rows, which keeps the kernel loop free of register spills) and runs all its triples over
- * it, parking each triple's accumulators in memory between sub-blocks. Parking does not round, so every lane
- * sums its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed
- * tree) into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends
- * on which thread runs which item. */
-typedef struct {
-    const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
-    const mask_entry *masks; /* [period][9] */
-    double *acc;             /* [cout][cin][kk] */
-    float *part;             /* [chunk][cout][cin][kk]: each chunk's sums */
-    size_t dy_cs, x_cs, nv, chunk_vecs;
-    int cin, cout, kk, period, ntap;
-    vmask tail;
-    ptrdiff_t off[9];
-    int mk[9], widx[9];
-} DirectDw;
-
-/* part[c][k] += sum over nv pixel vectors of dY * X, lane by lane: dY from the packed sub-block blk
- * ([vector][DW_COB][VW]), X from rows xr[k] with lane masks read from mr[k] (one row of 9 per vector, the
- * rows running on without wrapping, see build_masks). The kernel's inner loop: one pointer for all DW_COB
- * dY rows, so the 3 * DW_COB accumulators, 3 X vectors and the dY vector stay in registers (the batch's
- * tail is ANDed into the masks by the caller: on AVX2 a tail vector would take a 17th ymm register). Kept
- * out of line so the register allocator sees it alone. */
-static __attribute__((noinline)) void dw_span(vec part[DW_COB][3], const float *blk, const float *xr0,
-                                              const float *xr1, const float *xr2, const mask_entry *mr0,
-                                              const mask_entry *mr1, const mask_entry *mr2, size_t nv) {
-    vec acc[DW_COB][3];
-    #pragma GCC unroll 16
-    for (int c = 0; c < DW_COB; c++)
-        #pragma GCC unroll 16
-        for (int k = 0; k < 3; k++) acc[c][k] = part[c][k];
-    for (size_t p = 0, u = 0; p < nv * VW; p += VW, u += 9, blk += DW_COB * VW) {
-        const vec x0 = VEC_MASKZ_LOADU(VMASK_AT(mr0 + u), xr0 + p);
-        const vec x1 = VEC_MASKZ_LOADU(VMASK_AT(mr1 + u), xr1 + p);
-        const vec x2 = VEC_MASKZ_LOADU(VMASK_AT(mr2 + u), xr2 + p);
-        #pragma GCC unroll 16
-        for (int c = 0; c < DW_COB; c++) {
-            vec g = VEC_LOAD(blk + c * VW);
-            /* keep g in a register: GCC would otherwise fold this load into each of the 3 FMAs below as a
-             * memory operand, 27 loads per 24 FMAs instead of 11 */
-            __asm__("" : "+v"(g));
-            acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
-            acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
-            acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
-        }
-    }
-    #pragma GCC unroll 16
-    for (int c = 0; c < DW_COB; c++)
-        #pragma GCC unroll 16
-        for (int k = 0; k < 3; k++) part[c][k] = acc[c][k];
-}
-
-/* part[c][k] += sum over pixel vectors va .. vb (at most DW_SUB) of dY (packed in blk) * (column col0 + k
- * of X), lane by lane. A column past the last one repeats the last (its sums are stored nowhere). */
-static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec part[DW_COB][3], size_t va,
-                           size_t vb) {
-    const float *xr[3];
-    const mask_entry *mr[3];
-    const size_t u = va % (size_t)d->period;
-    for (int k = 0; k < 3; k++) {
-        const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
-        const int ci = col / d->ntap, t = col % d->ntap;
-        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + va * VW;
-        mr[k] = d->masks + u * 9 + d->mk[t];
-    }
-    const size_t vfull = vb < d->nv - 1 ? vb : d->nv - 1;   /* vectors before vfull have all VW lanes */
-    if (va < vfull) dw_span(part, blk, xr[0], xr[1], xr[2], mr[0], mr[1], mr[2], vfull - va);
-    if (vb == d->nv) {   /* the batch's last vector, lanes past P masked off */
-        const size_t o = vb - 1 - va;
-        mask_entry last[3];
-        for (int k = 0; k < 3; k++) mask_entry_put(&last[k], VMASK_AND(VMASK_AT(mr[k] + o * 9), d->tail));
-        dw_span(part, blk + o * DW_COB * VW, xr[0] + o * VW, xr[1] + o * VW, xr[2] + o * VW, &last[0],
-                &last[1], &last[2], 1);
-    }
-}
-
-/* One work item: co block cb, column triples tr0 .. tr1 (at most DW_GROUP), pixel vectors va .. vb. Per
- * sub-block the item packs its DW_COB dY rows vector-interleaved (lanes past P zero) into blk, then runs
- * every triple over it. */
-static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t chunk) {
-    const size_t va = chunk * d->chunk_vecs, vb = va + d->chunk_vecs < d->nv ? va + d->chunk_vecs : d->nv;
-    const float *dyr[DW_COB];
-    const int nco = d->cout - cb * DW_COB < DW_COB ? d->cout - cb * DW_COB : DW_COB;
-    for (int c = 0; c < DW_COB; c++) dyr[c] = d->dy + (size_t)(cb * DW_COB + c) * d->dy_cs;
-    _Alignas(64) float blk[DW_SUB][DW_COB][VW];
-    vec part[DW_GROUP][DW_COB][3];
-    for (int i = 0; i < tr1 - tr0; i++)
-        for (int c = 0; c < DW_COB; c++)
-            for (int k = 0; k < 3; k++) part[i][c][k] = VEC_ZERO();
-    for (size_t sa = va; sa < vb; sa += DW_SUB) {
-        const size_t sb = sa + DW_SUB < vb ? sa + DW_SUB : vb;
-        for (size_t v = sa; v < sb; v++) {
-            const vmask lanes = v == d->nv - 1 ? d->tail : VMASK_ALL;
-            for (int c = 0; c < DW_COB; c++)
-                VEC_STORE(blk[v - sa][c], c < nco ? VEC_MASKZ_LOADU(lanes, dyr[c] + v * VW) : VEC_ZERO());
-        }
-        for (int tr = tr0; tr < tr1; tr++) direct_dw_tile(d, &blk[0][0][0], tr * 3, part[tr - tr0], sa, sb);
-    }
-    float *out = d->part + chunk * (size_t)d->cout * d->cin * d->kk;
-    for (int tr = tr0; tr < tr1; tr++)
-        for (int k = 0; k < 3; k++) {
-            const int col = tr * 3 + k;
-            if (col >= d->cin * d->ntap) break;
-            const int ci = col / d->ntap, t = col % d->ntap;
-            for (int c = 0; c < nco; c++)
-                out[((size_t)(cb * DW_COB + c) * d->cin + ci) * d->kk + d->widx[t]] =
-                    VEC_REDUCE_ADD(part[tr - tr0][c][k]);
-        }
-}
-
-/* Work items are (chunk, co block, group of column triples), each writing its own partial sums, so they
- * run in any order on any thread (dynamic schedule: no barrier per chunk, and a thread the machine slows
- * down does not hold the other back); then the chunks' partial sums are folded into the double buffer in
- * chunk order. */
-static void direct_dw_run(const DirectDw *d) {
-    const int ncb = (d->cout + DW_COB - 1) / DW_COB, ntriples = (d->cin * d->ntap + 2) / 3,
-              ngroups = (ntriples + DW_GROUP - 1) / DW_GROUP, nitems = ncb * ngroups;
-    const int nchunks = (int)((d->nv + d->chunk_vecs - 1) / d->chunk_vecs);
-    const size_t nw = (size_t)d->cout * d->cin * d->kk;
-    #pragma omp parallel
-    {
-        #pragma omp for schedule(dynamic)
-        for (int w = 0; w < nchunks * nitems; w++) {
-            const int item = w % nitems, grp = item % ngroups;
-            direct_dw_task(d, item / ngroups, grp * ntriples / ngroups, (grp + 1) * ntriples / ngroups,
-                           (size_t)(w / nitems));
-        }
-        #pragma omp for schedule(static)
-        for (size_t i = 0; i < nw; i++) {
-            double sum = d->acc[i];
-            for (int c = 0; c < nchunks; c++) sum += d->part[(size_t)c * nw + i];
-            d->acc[i] = sum;
-        }
-    }
-}
-
-static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                           int w, ConvShape s, float *scratch) {
-    const Geometry geo = make_geometry(s, h, w);
-    const DirectLayout lay = direct_layout(s, n, h, w);
-    mask_entry *masks = (mask_entry *)(scratch + lay.masks);
-    float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
-    const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
-    build_masks(masks, geo.ho, geo.wo, geo.period);
-    for (int cb = 0; cb < ncb; cb++)
-        for (int ci = 0; ci < s.cin; ci++)
-            for (int t = 0; t < geo.ntap; t++)
-                for (int c = 0; c < DC_COB; c++) {
-                    const int co = cb * DC_COB + c;
-                    wp[(((size_t)cb * s.cin + ci) * geo.ntap + t) * DC_COB + c] =
-                        co < s.cout ? weight[((size_t)co * s.cin + ci) * kk + geo.tap[t].widx] : 0.0f;
-                }
-    const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
-    const int nc_max = direct_chunk_images(s, n, geo.ho, geo.wo);
-    for (int n0 = 0; n0 < n; n0 += nc_max) {
-        const int nc = n - n0 < nc_max ? n - n0 : nc_max;
-        const size_t P = (size_t)nc * ohw;
-        Direct d = {0};
-        if (s.stride == 1) {
-            d.src = x + n0 * hw;
-            d.src_cs = (size_t)n * hw;
-        } else {
-            split_planes(planes, x, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
-            d.src = planes;
-            d.src_cs = (size_t)geo.G * P;
-        }
-        d.dst = y + n0 * ohw;
-        d.dst_cs = (size_t)n * ohw;
-        d.wp = wp;
-        d.bias = bias;
-        d.masks = masks;
-        d.nv = (P + VW - 1) / VW;
-        d.cin = s.cin;
-        d.cout = s.cout;
-        d.period = geo.period;
-        d.ntap = geo.ntap;
-        d.tail = tail_mask(P);
-        for (int t = 0; t < geo.ntap; t++) {
-            const Tap tp = geo.tap[t];
-            d.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
-            d.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
-        }
-        direct_run(&d);
-    }
-}
-
-/* The input gradient's weights, one block per plane g: [g][ci block][co][taps of plane g][DC_COB]. The
- * taps run in reverse, so that the negated shifts (read offsets) ascend as in the forward pass: measured,
- * descending offsets made the 16->16 32x32 input gradient nearly twice as slow as the forward pass.
- * plane_wp[g]: where plane g's block starts in wp; plane_t0[g] .. plane_t0[g + 1]: its taps. */
-static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s, const Geometry *geo,
-                                    size_t plane_wp[4], int plane_t0[5]) {
-    const int kk = s.k * s.k, ncb = (s.cin + DC_COB - 1) / DC_COB;
-    size_t at = 0;
-    for (int g = 0; g < geo->G; g++) {
-        int t0 = plane_t0[g], t1 = t0;
-        while (t1 < geo->ntap && geo->tap[t1].g == g) t1++;
-        plane_t0[g + 1] = t1;
-        plane_wp[g] = at;
-        const int nt = t1 - t0;
-        for (int cb = 0; cb < ncb; cb++)
-            for (int co = 0; co < s.cout; co++)
-                for (int t = 0; t < nt; t++)
-                    for (int c = 0; c < DC_COB; c++) {
-                        const int ci = cb * DC_COB + c;
-                        wp[at + (((size_t)cb * s.cout + co) * nt + t) * DC_COB + c] =
-                            ci < s.cin ? weight[((size_t)co * s.cin + ci) * kk + geo->tap[t1 - 1 - t].widx] : 0.0f;
-                    }
-        at += (size_t)ncb * s.cout * nt * DC_COB;
-    }
-}
-
-/* One pass over chunks of images: each chunk's weight gradient, then its input gradient, through the same
- * scratch planes (stride 2). The two kernels' per-chunk set-up stays side by side (80 lines). */
-static void direct_backward(float *dx, float *dweight, const float *dy, const float *x, const float *weight,
-                            int n, int h, int w, ConvShape s, float *scratch) {
-    const Geometry geo = make_geometry(s, h, w);
-    const DirectLayout lay = direct_layout(s, n, h, w);
-    mask_entry *masks = (mask_entry *)(scratch + lay.masks);
-    double *acc = (double *)(scratch + lay.acc);
-    float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
-    const int kk = s.k * s.k;
-    build_masks(masks, geo.ho, geo.wo, geo.period);
-    const size_t nw = (size_t)s.cout * s.cin * kk;
-    memset(acc, 0, sizeof(double) * nw);
-    size_t plane_wp[4] = {0};
-    int plane_t0[5] = {0};
-    if (dx) pack_input_grad_weights(wp, weight, s, &geo, plane_wp, plane_t0);
-    const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
-    const int nc_max = direct_chunk_images(s, n, geo.ho, geo.wo);
-    for (int n0 = 0; n0 < n; n0 += nc_max) {
-        const int nc = n - n0 < nc_max ? n - n0 : nc_max;
-        const size_t P = (size_t)nc * ohw;
-        DirectDw dw = {0};
-        dw.dy = dy + n0 * ohw;
-        dw.dy_cs = (size_t)n * ohw;
-        if (s.stride == 1) {
-            dw.x = x + n0 * hw;
-            dw.x_cs = (size_t)n * hw;
-        } else {
-            split_planes(planes, x, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
-            dw.x = planes;
-            dw.x_cs = (size_t)geo.G * P;
-        }
-        dw.masks = masks;
-        dw.acc = acc;
-        dw.part = scratch + lay.part;
-        dw.nv = (P + VW - 1) / VW;
-        dw.chunk_vecs = dw_chunk_vecs(s);
-        dw.cin = s.cin;
-        dw.cout = s.cout;
-        dw.kk = kk;
-        dw.period = geo.period;
-        dw.ntap = geo.ntap;
-        dw.tail = tail_mask(P);
-        for (int t = 0; t < geo.ntap; t++) {
-            const Tap tp = geo.tap[t];
-            dw.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
-            dw.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
-            dw.widx[t] = tp.widx;
-        }
-        direct_dw_run(&dw);
-        if (!dx) continue;
-        /* input gradient plane by plane: the taps of plane g in reverse, shifts negated, over dY's cout channels */
-        for (int g = 0; g < geo.G; g++) {
-            Direct d = {0};
-            d.src = dy + n0 * ohw;
-            d.src_cs = (size_t)n * ohw;
-            if (s.stride == 1) {
-                d.dst = dx + n0 * hw;
-                d.dst_cs = (size_t)n * hw;
-            } else {
-                d.dst = planes + (size_t)g * P;
-                d.dst_cs = (size_t)geo.G * P;
-            }
-            d.wp = wp + plane_wp[g];
-            d.masks = masks;
-            d.nv = (P + VW - 1) / VW;
-            d.cin = s.cout;
-            d.cout = s.cin;
-            d.period = geo.period;
-            d.ntap = plane_t0[g + 1] - plane_t0[g];
-            d.tail = tail_mask(P);
-            for (int t = 0; t < d.ntap; t++) {
-                const Tap tp = geo.tap[plane_t0[g + 1] - 1 - t];
-                d.off[t] = -(ptrdiff_t)(tp.dy * geo.wo + tp.dx);
-                d.mk[t] = (1 - tp.dy) * 3 + 1 - tp.dx;
-            }
-            direct_run(&d);
-        }
-        if (s.stride == 2) merge_planes(dx, planes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
-    }
-    for (size_t i = 0; i < nw; i++) dweight[i] += (float)acc[i];
-}
-#endif
 
 /* Images per chunk for this shape: at least one. */
 static int chunk_images(ConvShape s, int n, int ho, int wo) {
     size_t per_image = (size_t)s.cin * s.k * s.k * ho * wo;
-    int nc = (int)(COL_BUDGET_FLOATS / (per_image ? per_image : 1));
+    int nc = (int)(CONV_CHUNK_FLOATS / (per_image ? per_image : 1));
     if (nc < 1) nc = 1;
     if (nc > n) nc = n;
     return nc;
 }
 
 size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
+    const ConvDirectKernels *direct = direct_for(s);
+    if (direct) return direct->scratch_floats(s, n, h, w);
     if (is_pointwise(s)) return 0;
-    int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
-    int nc = chunk_images(s, n, ho, wo);
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     /* col for forward; col and dcol for backward */
-    const size_t gemm_need = 2 * (size_t)s.cin * s.k * s.k * nc * ho * wo;
-    if (use_direct(s)) return direct_layout(s, n, h, w).total;
-    return gemm_need;
+    return 2 * (size_t)s.cin * s.k * s.k * chunk_images(s, n, ho, wo) * ho * wo;
 }
 
 /* col[K][nc*ho*wo] from images n0..n0+nc of x [cin, n, h, w]. */
@@ -876,12 +217,11 @@ void conv_forward(float *y, const float *x, const float *weight, const float *bi
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const int K = s.cin * s.k * s.k;
     const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
-#if HAVE_DIRECT
-    if (use_direct(s)) {
-        direct_forward(y, x, weight, bias, n, h, w, s, scratch);
+    const ConvDirectKernels *direct = direct_for(s);
+    if (direct) {
+        direct->forward(y, x, weight, bias, n, h, w, s, scratch);
         return;
     }
-#endif
     if (is_pointwise(s)) {
         gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)cols, K, 1.0f, weight, K, 1, x, cols, 1,
              0.0f, y, cols);
@@ -919,12 +259,11 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
             dbias[co] += (float)sum;
         }
     }
-#if HAVE_DIRECT
-    if (use_direct(s)) {
-        direct_backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
+    const ConvDirectKernels *direct = direct_for(s);
+    if (direct) {
+        direct->backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
         return;
     }
-#endif
     if (is_pointwise(s)) {
         /* dW[cout][cin] += dY[cout][cols] x^T ; dx[cin][cols] = W^T dY */
         gemm(BLIS_NO_TRANSPOSE, BLIS_TRANSPOSE, s.cout, K, (int)cols, 1.0f, dy, cols, 1, x, cols, 1, 1.0f,

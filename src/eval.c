@@ -50,6 +50,7 @@ int eval_main(Config *cfg) {
     int code = agree_exit(config_merge_checkpoint(cfg, cfg->checkpoint, 0, 1));
     if (code) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
+    if ((code = choose_kernels())) return code;
     choose_threads(cfg->threads, 1);
     ImageSet set = {0};
     uint32_t *records = NULL, *train_records = NULL;

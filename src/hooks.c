@@ -8,7 +8,7 @@
 
 #include "resnet/util.h"
 
-static Hooks current = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0};
+static Hooks current = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0, .isa = ""};
 
 /* A step number from variable name: -1 when unset or empty; 0, or -1 with rn_error. */
 static int read_step(const char *name, long *step) {
@@ -41,7 +41,17 @@ int hooks_read(int world_size) {
     if (signal_at && strlen(signal_at) >= sizeof h.signal_at)
         return rn_error("RESNET_FAULT_SIGNAL_AT: '%s' is longer than any activity name", signal_at);
     if (signal_at) snprintf(h.signal_at, sizeof h.signal_at, "%s", signal_at);
+    memcpy(h.isa, current.isa, sizeof h.isa);   /* hooks_read_isa's, read apart: every subcommand needs it */
     current = h;
+    return 0;
+}
+
+int hooks_read_isa(void) {
+    const char *isa = getenv("RESNET_ISA");
+    if (!isa) isa = "";
+    if (strlen(isa) >= sizeof current.isa)
+        return rn_error("RESNET_ISA: '%s' is longer than any kernel path's name (avx512, avx2, generic)", isa);
+    snprintf(current.isa, sizeof current.isa, "%s", isa);
     return 0;
 }
 

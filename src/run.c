@@ -13,6 +13,7 @@
 #include "resnet/checkpoint.h"
 #include "resnet/conv.h"
 #include "resnet/dist.h"
+#include "resnet/hooks.h"
 #include "resnet/peak.h"
 #include "resnet/util.h"
 
@@ -112,6 +113,16 @@ int choose_threads(int requested, int quiet) {
                    "launch with mpirun --bind-to none or --map-by slot:PE=%d", threads, bound, threads);
     compute_set_threads(threads);
     return threads;
+}
+
+int choose_kernels(void) {
+    int failed = hooks_read_isa();
+    if (!failed && conv_select_isa(hooks()->isa)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", rn_last_error());
+        failed = rn_error("RESNET_ISA=%s: %s", hooks()->isa, why);
+    }
+    return agree_exit(failed ? EXIT_USAGE : 0);
 }
 
 int mkdir_p(const char *path) {

@@ -803,7 +803,7 @@ static int start(Run *r, const char *resume_path) {
     Config *cfg = r->cfg;
     const int rank0 = dist_rank() == 0;
     int code = agree_exit(hooks_read(dist_size()) ? EXIT_USAGE : 0);
-    if (code) return code;
+    if (code || (code = choose_kernels())) return code;
     if (resume_path && (code = agree_exit(config_merge_checkpoint(cfg, resume_path, rank0, 0)))) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
     if ((code = resolve_global_batch(cfg, rank0, resume_path != NULL))) return code;

@@ -63,3 +63,34 @@ grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval:
 grep -Eq "^step: [0-9.]+ ms; compute [1-9][0-9.]*, allreduce 0\.00, optimizer [0-9.]+ ms \(mean over ranks\); allreduce least 0\.00, most 0\.00 ms over ranks; gradient reduced in one allreduce after the backward$" "$TMP/out" ||
   fail "bench: no step split: $(cat "$TMP/out")"
 pass "bench: $(grep '^train:' "$TMP/out")"
+
+# The kernel path: chosen at start-up from the CPU (flags read here from /proc/cpuinfo, apart from the
+# program's own check), forced with RESNET_ISA to any path the CPU runs, refused (exit 2, one line) for a
+# path it lacks or a name that is none, in every subcommand. The layer tests check each path's results.
+flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+has() { for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
+runs=(generic)
+has avx2 fma && runs=(avx2 "${runs[@]}")
+has avx2 fma avx512f avx512bw avx512vl avx512dq && runs=(avx512 "${runs[@]}")
+header_path() {   # the path the bench header names
+  sed -n 's/^resnet_mpi bench: .*, direct convolutions \(.*\)$/\1/p' "$TMP/out" | sed 's/^none (im2col + BLIS)$/generic/'
+}
+BENCH1=(bench --batch-size 8 --steps 1 --warmup 0 --threads 1 --eval-images 0)
+expect 0 "$BIN" "${BENCH1[@]}"
+[ "$(header_path)" = "${runs[0]}" ] || fail "default path $(header_path), the fastest this CPU runs is ${runs[0]}"
+for isa in "${runs[@]}"; do
+  RESNET_ISA=$isa expect 0 "$BIN" "${BENCH1[@]}"
+  [ "$(header_path)" = "$isa" ] || fail "RESNET_ISA=$isa ran $(header_path)"
+done
+for isa in avx512 avx2; do
+  [[ " ${runs[*]} " == *" $isa "* ]] && continue
+  RESNET_ISA=$isa expect 2 "$BIN" "${BENCH1[@]}"
+  grep -q "RESNET_ISA=$isa: this CPU lacks" "$TMP/err" || fail "RESNET_ISA=$isa: $(cat "$TMP/err")"
+done
+RESNET_ISA=sse2 expect 2 "$BIN" "${BENCH1[@]}"
+grep -q "RESNET_ISA=sse2: 'sse2' is not a kernel path" "$TMP/err" || fail "RESNET_ISA=sse2: $(cat "$TMP/err")"
+RESNET_ISA=sse2 expect 2 "$BIN" eval --checkpoint "$TMP/ck/last.h5"
+RESNET_ISA=sse2 expect 2 "$BIN" "${FM_SMALL[@]}" --limit-train 256 --batch-size 64 --max-steps 1 --threads 1 \
+  --checkpoint-dir "$TMP/isa"
+grep -q "RESNET_ISA" "$TMP/err" || fail "train: RESNET_ISA not named: $(cat "$TMP/err")"
+pass "kernel paths: default ${runs[0]}; RESNET_ISA runs ${runs[*]}, refuses the others"

@@ -1,6 +1,8 @@
 /* Layer tests: (a) central finite differences of every backward pass, (b) every optimized kernel
  * against a plain reference loop written here, (c) bitwise-identical results for 1 and 2 threads where
- * the kernel promises it (BN, the small layers), 1e-6 for conv (BLIS may split its sums differently).
+ * the kernel promises it (BN, the small layers, the direct conv kernels), 1e-6 for conv through BLIS (it
+ * may split its sums differently), (d) the choice of kernels. The conv tests run once on every kernel path
+ * this CPU runs (avx512, avx2, generic: conv_select_isa), so one machine checks all it can.
  *
  * Finite differences: the loss is L = sum(r * y) in double with a fixed random r, so dL/dy = r is the
  * upstream gradient. Every kernel computes in float, so the step is 1e-2 for layers linear in the
@@ -158,6 +160,39 @@ static void fd_check(const char *what, LossFn loss, void *ctx, float *p, size_t 
 }
 
 static void setup_threads(void) { compute_set_threads(2); }
+
+/* ---------------------------------------------------------------- kernel paths (conv_select_isa) */
+
+/* Every path a build may have, fastest first; the tests run each one this CPU runs. */
+static const char *const all_isas[] = {"avx512", "avx2", "generic"};
+#define ALL_ISAS ((int)(sizeof all_isas / sizeof all_isas[0]))
+static const char *isas[ALL_ISAS];   /* the ones this CPU runs, fastest first; "generic" last */
+static int n_isas;
+
+/* Asked of the CPU here, apart from conv.c, so that the dispatch is checked against it. */
+static int cpu_runs(const char *isa) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx512") == 0)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if (strcmp(isa, "avx2") == 0) return avx2;
+#endif
+    return strcmp(isa, "generic") == 0;
+}
+
+/* Back to the fastest path after a test that switched: Check runs each test in its own process, but not
+ * under CK_FORK=no. */
+static void restore_isa(void) { ck_assert_int_eq(conv_select_isa(NULL), 0); }
+
+/* Switches the convolutions to path isas[i]. */
+static const char *use_isa(int i) {
+    ck_assert_msg(conv_select_isa(isas[i]) == 0, "conv_select_isa(%s): %s", isas[i], rn_last_error());
+    const char *direct = conv_direct_isa();
+    ck_assert_str_eq(direct ? direct : "generic", isas[i]);
+    return isas[i];
+}
 
 /* ---------------------------------------------------------------- reference implementations */
 
@@ -565,7 +600,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- (b) conv against the direct loops */
 
-static void conv_ref_case(int idx, TRng *rng) {
+static void conv_ref_case(int idx, TRng *rng, const char *isa) {
     ConvShape s;
     int n, h, w;
     do {
@@ -592,8 +627,8 @@ static void conv_ref_case(int idx, TRng *rng) {
     float *dw2 = falloc(nw);
     memcpy(dw2, dw, sizeof(float) * nw);
     char what[200];
-    snprintf(what, sizeof what, "conv case %d: cin=%d cout=%d k=%d stride=%d pad=%d n=%d h=%d w=%d bias=%d", idx,
-             s.cin, s.cout, s.k, s.stride, s.pad, n, h, w, with_bias);
+    snprintf(what, sizeof what, "%s conv case %d: cin=%d cout=%d k=%d stride=%d pad=%d n=%d h=%d w=%d bias=%d", isa,
+             idx, s.cin, s.cout, s.k, s.stride, s.pad, n, h, w, with_bias);
 
     conv_forward(y, x, wt, with_bias ? bias : NULL, n, h, w, s, scr);
     ref_conv_forward(ry, x, wt, with_bias ? bias : NULL, n, h, w, s);
@@ -620,15 +655,18 @@ static void conv_ref_case(int idx, TRng *rng) {
     rn_free(db); rn_free(dw2); rn_free(ry); rn_free(rdx); rn_free(rdw); rn_free(rdb);
 }
 
+/* _i: the kernel path (isas[_i]), as in every conv test below that loops */
 START_TEST(ref_conv_random) {
+    const char *isa = use_isa(_i);
     TRng rng = {400};
-    for (int i = 0; i < 150; i++) conv_ref_case(i, &rng);
+    for (int i = 0; i < 150; i++) conv_ref_case(i, &rng, isa);
 }
 END_TEST
 
 /* The shapes ResNet-20 itself runs, at small batches. 16 -> 16 at 32x32 with 9 images needs more
  * im2col than one scratch chunk holds (147456 floats per image), so the images are split in chunks. */
 START_TEST(ref_conv_resnet_shapes) {
+    const char *isa = use_isa(_i);
     TRng rng = {401};
     /* cin, cout, k, stride, pad, h, n */
     static const int cases[][7] = {{3, 16, 3, 1, 1, 32, 3}, {16, 16, 3, 1, 1, 32, 9}, {16, 32, 3, 2, 1, 32, 3},
@@ -645,12 +683,12 @@ START_TEST(ref_conv_resnet_shapes) {
         double *ry = dalloc(ny), *rdx = dalloc(nx), *rdw = dalloc(nw), *rdb = dalloc(s.cout);
         conv_forward(y, x, wt, NULL, n, h, w, s, scr);
         ref_conv_forward(ry, x, wt, NULL, n, h, w, s);
-        ASSERT_REL(y, ry, ny, REF_TOL, "resnet conv %d forward", (int)t);
+        ASSERT_REL(y, ry, ny, REF_TOL, "%s resnet conv %d forward", isa, (int)t);
         conv_backward(dx, dw, NULL, dy, x, wt, n, h, w, s, scr);
         ref_conv_backward(rdx, rdw, rdb, dy, x, wt, n, h, w, s);
         check_canary(scr, nscr, "resnet conv scratch");
-        ASSERT_REL(dx, rdx, nx, REF_TOL, "resnet conv %d dx", (int)t);
-        ASSERT_REL(dw, rdw, nw, REF_TOL, "resnet conv %d dweight", (int)t);
+        ASSERT_REL(dx, rdx, nx, REF_TOL, "%s resnet conv %d dx", isa, (int)t);
+        ASSERT_REL(dw, rdw, nw, REF_TOL, "%s resnet conv %d dweight", isa, (int)t);
         rn_free(x); rn_free(wt); rn_free(dy); rn_free(y); rn_free(dx); rn_free(dw); rn_free(scr);
         rn_free(ry); rn_free(rdx); rn_free(rdw); rn_free(rdb);
     }
@@ -1090,6 +1128,7 @@ START_TEST(threads_layers_bitwise) {
 END_TEST
 
 START_TEST(threads_conv_close) {
+    ck_assert_int_eq(conv_select_isa("generic"), 0);   /* im2col + GEMM for this direct-kernel shape too */
     TRng rng = {801};
     ConvShape s = {16, 32, 3, 2, 1};
     const int n = 6, h = 16, w = 16, ho = conv_out_size(h, 3, 2, 1), wo = ho;
@@ -1112,12 +1151,14 @@ START_TEST(threads_conv_close) {
 }
 END_TEST
 
-/* The direct kernels sum every output value on one thread in a fixed order, so on a build that has them
- * the shapes they take give bitwise the same y, dx and dW on 1 and 2 threads (3x3 at stride 1 and 2, 1x1
- * at stride 2, a batch whose pixel count is not a multiple of the vector width, and channel counts that
- * leave the register tiles partly empty); the im2col + GEMM path is only close (threads_conv_close). */
+/* The direct kernels sum every output value on one thread in a fixed order, so on every direct path the
+ * CPU runs (isas[_i], registered for those alone) the shapes they take give bitwise the same y, dx and dW
+ * on 1 and 2 threads (3x3 at stride 1 and 2, 1x1 at stride 2, a batch whose pixel count is not a multiple
+ * of the vector width, and channel counts that leave the register tiles partly empty); the im2col + GEMM
+ * path is only close (threads_conv_close). */
 START_TEST(threads_conv_direct_bitwise) {
-    ck_assert_msg(conv_direct_isa() != NULL, "this build has no direct kernels: the test should not be registered");
+    const char *isa = use_isa(_i);
+    ck_assert_msg(conv_direct_isa() != NULL, "%s has no direct kernels: the test should not be registered", isa);
     static const int cases[][8] = {   /* cin, cout, k, stride, pad, n, h, w */
         {16, 16, 3, 1, 1, 5, 16, 16}, {7, 10, 3, 1, 1, 3, 9, 7}, {16, 32, 3, 2, 1, 4, 16, 16},
         {5, 11, 3, 2, 1, 3, 9, 11}, {16, 32, 1, 2, 0, 4, 16, 16}, {6, 9, 1, 2, 0, 3, 7, 9},
@@ -1141,16 +1182,53 @@ START_TEST(threads_conv_direct_bitwise) {
             conv_backward(out[t] + ny, out[t] + ny + nx, NULL, dy, x, wt, n, h, w, s, scr);
         }
         ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (ny + nx + nw)) == 0,
-                      "case %zu: direct conv differs on 1 and 2 threads", c);
+                      "%s case %zu: direct conv differs on 1 and 2 threads", isa, c);
         for (int t = 0; t < 2; t++) rn_free(out[t]);
         rn_free(x); rn_free(wt); rn_free(dy); rn_free(scr);
     }
 }
 END_TEST
 
+/* ---------------------------------------------------------------- (d) the choice of kernels */
+
+/* conv_select_isa against the CPU as cpu_runs asks it: the default is the fastest path the CPU runs; a
+ * path the CPU lacks, or a name that is no path, is refused with a message naming it and the path in use
+ * stays; on the generic path a shape the direct kernels take sizes im2col's scratch. */
+START_TEST(isa_dispatch) {
+    ck_assert_int_eq(conv_select_isa(NULL), 0);
+    const char *best = conv_direct_isa();
+    ck_assert_str_eq(best ? best : "generic", isas[0]);
+    for (int i = 0; i < ALL_ISAS; i++) {
+        ck_assert_int_eq(conv_select_isa("generic"), 0);
+        const int rc = conv_select_isa(all_isas[i]);
+        const char *now = conv_direct_isa() ? conv_direct_isa() : "generic";
+        if (cpu_runs(all_isas[i])) {
+            ck_assert_msg(rc == 0, "%s refused on a CPU that runs it: %s", all_isas[i], rn_last_error());
+            ck_assert_str_eq(now, all_isas[i]);
+        } else {
+            ck_assert_msg(rc == -1, "%s accepted on a CPU that lacks it", all_isas[i]);
+            ck_assert_str_eq(now, "generic");
+            ck_assert_msg(strstr(rn_last_error(), all_isas[i]), "refusal does not name %s: %s", all_isas[i],
+                          rn_last_error());
+        }
+    }
+    ck_assert_int_eq(conv_select_isa("sse2"), -1);
+    ck_assert_msg(strstr(rn_last_error(), "'sse2' is not a kernel path") && strstr(rn_last_error(), "generic"),
+                  "unknown path: %s", rn_last_error());
+    ck_assert_int_eq(conv_select_isa(""), 0);
+    ck_assert_str_eq(conv_direct_isa() ? conv_direct_isa() : "generic", isas[0]);
+    ck_assert_int_eq(conv_select_isa("generic"), 0);
+    const ConvShape s = {16, 16, 3, 1, 1};
+    ck_assert_uint_eq(conv_scratch_floats(s, 2, 8, 8), 2u * 16 * 9 * 2 * 8 * 8);   /* col and dcol */
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 Suite *test_suite(void) {
+    for (int i = 0; i < ALL_ISAS; i++)
+        if (cpu_runs(all_isas[i])) isas[n_isas++] = all_isas[i];
+    const int n_direct = n_isas - 1;   /* all but "generic", which every CPU runs */
     Suite *s = suite_create("layers");
     TCase *fd = tcase_create("finite_differences");
     tcase_add_checked_fixture(fd, setup_threads, NULL);
@@ -1166,10 +1244,10 @@ Suite *test_suite(void) {
     suite_add_tcase(s, fd);
 
     TCase *ref = tcase_create("reference");
-    tcase_add_checked_fixture(ref, setup_threads, NULL);
+    tcase_add_checked_fixture(ref, setup_threads, restore_isa);
     tcase_set_timeout(ref, 120);
-    tcase_add_test(ref, ref_conv_random);
-    tcase_add_test(ref, ref_conv_resnet_shapes);
+    tcase_add_loop_test(ref, ref_conv_random, 0, n_isas);
+    tcase_add_loop_test(ref, ref_conv_resnet_shapes, 0, n_isas);
     tcase_add_test(ref, ref_batchnorm);
     tcase_add_test(ref, ref_batchnorm_fixed_and_running);
     tcase_add_test(ref, syncbn_two_ranks);
@@ -1177,10 +1255,16 @@ Suite *test_suite(void) {
     suite_add_tcase(s, ref);
 
     TCase *thr = tcase_create("threads");
+    tcase_add_checked_fixture(thr, NULL, restore_isa);
     tcase_set_timeout(thr, 120);
     tcase_add_test(thr, threads_layers_bitwise);
     tcase_add_test(thr, threads_conv_close);
-    if (conv_direct_isa()) tcase_add_test(thr, threads_conv_direct_bitwise);
+    if (n_direct > 0) tcase_add_loop_test(thr, threads_conv_direct_bitwise, 0, n_direct);
     suite_add_tcase(s, thr);
+
+    TCase *isa = tcase_create("kernel_paths");
+    tcase_add_checked_fixture(isa, NULL, restore_isa);
+    tcase_add_test(isa, isa_dispatch);
+    suite_add_tcase(s, isa);
     return s;
 }

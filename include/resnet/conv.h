@@ -7,9 +7,7 @@
 
 #include <stddef.h>
 
-typedef struct { int cin, cout, k, stride, pad; } ConvShape;
-
-int conv_out_size(int in, int k, int stride, int pad);
+#include "resnet/conv_shape.h"
 
 /* Floats of scratch that conv_forward / conv_backward need for this shape and batch. */
 size_t conv_scratch_floats(ConvShape s, int n, int h, int w);
@@ -28,8 +26,14 @@ void compute_set_threads(int threads);
 int compute_threads(void);
 /* The BLIS kernel set in use ("skx", "zen3", "haswell", "generic"). */
 const char *compute_kernel_name(void);
-/* The instruction set of this build's direct convolution kernels ("avx512", "avx2"), or NULL where it has
- * none and every convolution takes im2col + GEMM. */
+/* The kernel path: "avx512" or "avx2" (the direct kernels of conv_direct.c for the shapes they take, im2col +
+ * BLIS for the others), or "generic" (im2col + BLIS for every shape); NULL or "": the fastest the CPU runs.
+ * Called once at start-up, before any scratch is sized (conv_scratch_floats depends on the path); without
+ * it the first convolution takes the fastest. 0, or -1 with rn_error when this build has no such path or
+ * the CPU lacks the instructions it needs (the path stays as it was). */
+int conv_select_isa(const char *isa);
+/* The instruction set of the direct kernels in use ("avx512", "avx2"), or NULL on the generic path, where
+ * every convolution takes im2col + GEMM. */
 const char *conv_direct_isa(void);
 
 #endif

@@ -1,5 +1,6 @@
-/* The tests' hooks into a training run: fault injection and tracing, read from the environment once, at
- * the start of training (hooks_read), and nowhere else; nothing inside a step looks at the environment.
+/* The tests' hooks into a run: fault injection and tracing, read from the environment once, at the start
+ * of training (hooks_read), and the kernel path, read once at the start of every subcommand
+ * (hooks_read_isa); nowhere else, and nothing inside a step looks at the environment.
  *
  *   RESNET_FAULT_STEP=N       rank RESNET_FAULT_RANK fails at step N as an error would: one line naming
  *                             the rank, and the job ends with exit 1 (tests/mpi_failure.sh, slurm_jobs.sh)
@@ -15,6 +16,12 @@
  *   RESNET_TRACE=1            per-step losses, per-rank parameter hashes and the step each rank stopped
  *                             at, as "trace: ..." lines on stderr (tests/mpi_consistency.sh,
  *                             mpi_failure.sh, watchdog.sh, multinode.sh)
+ *   RESNET_ISA=PATH           the convolution kernels, one of avx512, avx2 (the direct kernels built for
+ *                             that instruction set) or generic (im2col + BLIS for every shape); default:
+ *                             the fastest this CPU runs. A path above what the CPU runs is refused (exit
+ *                             2, one line), never tried: for running every path a machine has in the tests
+ *                             (tests/test_layers.c switches in-process, e2e_cli.sh through the variable)
+ *                             and for comparing paths on one node
  *
  * Unset or empty means off. A step that is not a whole number >= 0, or a rank outside the job, is
  * refused (a usage error): read as 0 it would inject a fault into a real run. */
@@ -27,13 +34,18 @@ typedef struct {
     int fault_rank;    /* RESNET_FAULT_RANK */
     int trace;         /* RESNET_TRACE */
     char signal_at[64];   /* RESNET_FAULT_SIGNAL_AT, "": none */
+    char isa[16];         /* RESNET_ISA, "": the fastest the CPU runs (checked by conv_select_isa) */
 } Hooks;
 
 /* Reads and checks the variables for a job of world_size ranks. 0, or -1 with rn_error naming the
  * variable (the hooks then stay off). */
 int hooks_read(int world_size);
 
-/* What hooks_read found; every hook off before it. */
+/* Reads RESNET_ISA (the name conv_select_isa checks). 0, or -1 with rn_error naming the variable when it
+ * is longer than any path's name. */
+int hooks_read_isa(void);
+
+/* What hooks_read and hooks_read_isa found; every hook off before them. */
 const Hooks *hooks(void);
 
 #endif

@@ -39,6 +39,11 @@ int check_data_matches_checkpoint(const char *checkpoint, const ImageSet *set, c
  * rn_error message is extended to say so. */
 void note_data_from_checkpoint(const Config *cfg, const char *checkpoint);
 
+/* The convolution kernels: the path RESNET_ISA (hooks.h) names, else the fastest the CPU runs. Before any
+ * model is sized. 0, or EXIT_USAGE on every rank when a rank's CPU lacks the path asked for or the name is
+ * none (the lowest such rank's message printed). Collective. */
+int choose_kernels(void);
+
 /* Sets and returns the compute threads of this rank (0: the node's cores over its ranks). */
 int choose_threads(int requested, int quiet);
 
