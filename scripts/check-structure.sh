@@ -24,7 +24,7 @@ storage      checkpoint metrics
 state        train_state
 model        resnet
 layers       conv conv_direct conv_shape batchnorm layers
-optimizer    optim
+optimizer    optim ema
 data         dataset
 readers      cifar10 idx
 imageset     imageset

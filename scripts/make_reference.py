@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Writes the PyTorch reference fixtures that tests/test_parity.c and tests/test_optim.c compare against.
+"""Writes the PyTorch reference fixtures that tests/test_parity.c, test_optim.c and test_ema.c compare against.
 
 Run with the interpreter that has PyTorch 1.13:  /usr/bin/python3 scripts/make_reference.py
-Output: tests/data/ref_{seed,paper}_d20.bin, ref_seed_d32.bin, ref_seed_fmnist.bin, ref_optim.bin, in the format
+Output: tests/data/ref_{seed,paper}_d20.bin, ref_seed_d32.bin, ref_seed_fmnist.bin, ref_optim.bin, ref_ema.bin, in the format
 that tests/fixture.h documents. Seeded, single-threaded: a rerun writes the same bytes.
 
 Model cases. The initial weights come from the seeded PyTorch initialisation and are written as
@@ -52,6 +52,13 @@ beta1, beta2, eps, momentum, nesterov], <case>/lr float64 [5] (the lr of each st
 sched_step (MultiStepLR 0.1, milestones 4, 8, gamma 0.1) and sched_cosine (CosineAnnealingLR 0.1,
 T_max 10), sched_warmup (LinearLR 0.1 from 1/4 over 4 steps) and sched_warmup_cosine (LambdaLR:
 min(1, (s+1)/4) x the cosine over 12 steps): the lr in force for the update after k completed updates.
+
+ref_ema.bin: --ema against torch.optim.swa_utils.AveragedModel(model, avg_fn=lambda avg, p, n:
+DECAY * avg + (1 - DECAY) * p) (use_buffers=False), update_parameters(model) after every Adam step of a
+1000-vector: params0 [1000], grads [6, 1000], adam float64 [lr, weight decay], params/step1..step6 (the
+model's parameters after each step) and, per case (decay_0_9, decay_0_999, decay_0_5), <case>/decay
+float64 [1], <case>/init (the average before any update: AveragedModel's copy of the model),
+<case>/step1..step6 (the average after the update that follows each step) and <case>/n_averaged int32 [6].
 """
 import argparse
 import copy
@@ -407,6 +414,52 @@ def optim_fixture():
     return w
 
 
+# ---- moving average (--ema) fixture -------------------------------------------------------------------
+
+EMA_DECAYS = {"decay_0_9": 0.9, "decay_0_999": 0.999, "decay_0_5": 0.5}
+EMA_STEPS, EMA_N, EMA_LR, EMA_WD = 6, 1000, 1e-2, 5e-2
+
+
+class OneTensor(nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.w = nn.Parameter(value.clone())
+        # a buffer the average must not touch (AveragedModel's default use_buffers=False)
+        self.register_buffer("running", torch.zeros(3))
+
+
+def ema_fixture():
+    from torch.optim.swa_utils import AveragedModel
+    torch.manual_seed(4321)
+    w = FixtureWriter()
+    params0 = torch.randn(EMA_N)
+    grads = torch.randn(EMA_STEPS, EMA_N) * torch.logspace(-4, 0, EMA_N)[torch.randperm(EMA_N)]
+    w.add("params0", params0)
+    w.add("grads", grads)
+    w.add("adam", [EMA_LR, EMA_WD], np.float64)
+    model = OneTensor(params0)
+    opt = torch.optim.Adam(model.parameters(), lr=EMA_LR, weight_decay=EMA_WD)
+    averaged = {}
+    for case, decay in EMA_DECAYS.items():
+        averaged[case] = AveragedModel(model, avg_fn=lambda avg, p, n, d=decay: d * avg + (1 - d) * p)
+        w.add(case + "/decay", [decay], np.float64)
+        w.add(case + "/init", averaged[case].module.w)
+    counts = {case: [] for case in EMA_DECAYS}
+    for k in range(EMA_STEPS):
+        model.w.grad = grads[k].clone()
+        opt.step()
+        model.running += 1.0
+        w.add(f"params/step{k + 1}", model.w)
+        for case, avg in averaged.items():
+            avg.update_parameters(model)
+            w.add(f"{case}/step{k + 1}", avg.module.w)
+            counts[case].append(int(avg.n_averaged))
+            assert float(avg.module.running.abs().sum()) == 0.0   # parameters only
+    for case in EMA_DECAYS:
+        w.add(case + "/n_averaged", counts[case], np.int32)
+    return w
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -423,6 +476,7 @@ def main():
         ("ref_seed_fmnist.bin", lambda: model_case("seed", 20, 28, "grads", in_channels=1, image_size=28,
                                                    batch=4)),
         ("ref_optim.bin", optim_fixture),
+        ("ref_ema.bin", ema_fixture),
     ]
     total = 0
     for name, make in cases:

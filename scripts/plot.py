@@ -239,12 +239,17 @@ def plot_curves(runs, path):
         epoch = np.array([p["epoch"] - 1 + p["batch"] / spe for p in run.points])
         loss = np.array([np.nan if p.get("train_loss") is None else p["train_loss"] for p in run.points])
         acc = np.array([np.nan if p.get("val_acc") is None else p["val_acc"] for p in run.points])
+        # --ema: the moving average's accuracy, dashed; best.h5 follows it
+        ema = np.array([np.nan if p.get("val_acc_ema") is None else p["val_acc_ema"] for p in run.points])
+        followed = ema if np.isfinite(ema).any() else acc
         for col, x in ((0, step), (1, epoch)):
             axes[0][col].plot(x, loss, color=color, marker=".", ms=3, lw=1.2, label=run.label)
             axes[1][col].plot(x, acc, color=color, marker=".", ms=3, lw=1.2, label=run.label)
-            if np.isfinite(acc).any():
-                best = int(np.nanargmax(acc))
-                axes[1][col].plot(x[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)
+            if followed is ema:
+                axes[1][col].plot(x, ema, color=color, ls="--", marker=".", ms=3, lw=1.2)
+            if np.isfinite(followed).any():
+                best = int(np.nanargmax(followed))
+                axes[1][col].plot(x[best], followed[best], "*", color=color, ms=11, mec="black", mew=0.5)
         for k, start in enumerate(run.restarts):
             at_epoch = start / spe
             for row in (0, 1):
@@ -253,7 +258,7 @@ def plot_curves(runs, path):
                 axes[row][1].axvline(at_epoch, color=color, ls=":", lw=1.2)
     for col, xlabel in ((0, "step (optimizer updates)"), (1, "epoch")):
         axes[0][col].set_title("train loss (mean of the batches since the previous check)", fontsize=10)
-        axes[1][col].set_title("validation accuracy (* best)", fontsize=10)
+        axes[1][col].set_title("validation accuracy (* best; dashed: --ema's average)", fontsize=10)
         axes[1][col].set_xlabel(xlabel)
         for row in (0, 1):
             axes[row][col].grid(alpha=0.3)

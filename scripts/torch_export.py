@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Turn a resnet-mpi checkpoint (HDF5) into a PyTorch file for the seed's model.
 
-usage: torch_export.py [--state-dict-only] [--no-optimizer] CHECKPOINT OUT.pt
+usage: torch_export.py [--state-dict-only] [--no-optimizer] [--weights raw|ema] CHECKPOINT OUT.pt
 
 By default OUT.pt follows the seed notebook's own saving convention, a dict with
   'model_state_dict'      the model's state_dict (load it with model.load_state_dict(...))
@@ -15,6 +15,11 @@ so the seed's loading code works unchanged:
     model = seed_model.build(cfg['arch'], cfg['depth'], cfg['in-channels'], cfg['classes'], cfg['image-size'])
     model.load_state_dict(torch.load('OUT.pt')['model_state_dict'])
 With --state-dict-only OUT.pt is the bare model state_dict.
+
+--weights ema exports the moving average of the parameters that a run with --ema keeps (/ema) in place
+of the trained parameters (the paper model's BN running statistics stay /model's, as resnet_mpi
+evaluates it); the optimizer state, which belongs to the trained parameters, is then left out, and
+the payload says 'weights': 'ema'. The default is raw (/model as it is).
 
 The model is built with scripts/seed_model.py's build() from /config (arch, depth, in-channels,
 image-size, classes) and loaded with strict=True: every name and shape must match. Errors are one
@@ -57,7 +62,7 @@ def _setting(config, name, path):
 
 
 def read_checkpoint(path):
-    """(config dict, {name: numpy array} of /model, optimizer dict or None)."""
+    """(config dict, {name: numpy array} of /model, optimizer dict or None, {name: array} of /ema or None)."""
     import h5py
     import numpy as np
 
@@ -95,7 +100,28 @@ def read_checkpoint(path):
             for sub in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
                 if sub in g:
                     optimizer["state"][sub] = {n: np.array(d[()]) for n, d in g[sub].items()}
-    return config, tensors, optimizer
+        averaged = None
+        if "ema" in f:
+            averaged = {}
+            for name, ds in f["ema"].items():
+                if not isinstance(ds, h5py.Dataset):
+                    raise ExportError(f"{path}: /ema/{name} is not a dataset")
+                averaged[name] = np.array(ds[()])
+    return config, tensors, optimizer, averaged
+
+
+def with_average(tensors, averaged, model, path):
+    """/model's tensors with every parameter replaced by its moving average from /ema."""
+    if averaged is None:
+        raise ExportError(f"{path}: no moving average (/ema): the run was trained without --ema")
+    names = [n for n, _ in model.named_parameters()]
+    missing = [n for n in names if n not in averaged]
+    if missing:
+        raise ExportError(f"{path}: missing dataset /ema/{missing[0]}")
+    extra = [n for n in averaged if n not in names]
+    if extra:
+        raise ExportError(f"{path}: /ema/{extra[0]} is not a parameter of the model")
+    return {**tensors, **{n: averaged[n] for n in names}}
 
 
 def read_reference(path):
@@ -198,17 +224,19 @@ def optimizer_state_dict(model, optimizer, path):
     return opt.state_dict()
 
 
-def export(checkpoint, out, state_dict_only=False, with_optimizer=True):
+def export(checkpoint, out, state_dict_only=False, with_optimizer=True, weights="raw"):
     import torch
 
-    config, tensors, optimizer = read_checkpoint(checkpoint)
+    config, tensors, optimizer, averaged = read_checkpoint(checkpoint)
     model = build_model(config, checkpoint)
+    if weights == "ema":
+        tensors = with_average(tensors, averaged, model, checkpoint)
     sd = model_state_dict(model, tensors, checkpoint)
     if state_dict_only:
         payload = sd
     else:
-        payload = {"model_state_dict": sd, "config": config}
-        if with_optimizer and optimizer is not None:
+        payload = {"model_state_dict": sd, "config": config, "weights": weights}
+        if with_optimizer and optimizer is not None and weights == "raw":
             payload["optimizer_state_dict"] = optimizer_state_dict(model, optimizer, checkpoint)
         reference = read_reference(checkpoint)
         if reference is not None:
@@ -242,14 +270,18 @@ def main(argv=None):
     parser.add_argument("out", metavar="OUT.pt", help="the PyTorch file to write")
     parser.add_argument("--state-dict-only", action="store_true", help="save only the model's state_dict")
     parser.add_argument("--no-optimizer", action="store_true", help="leave out optimizer_state_dict")
+    parser.add_argument("--weights", choices=("raw", "ema"), default="raw",
+                        help="the trained parameters (/model, default) or their moving average (/ema, from a "
+                             "run with --ema; then without optimizer state)")
     args = parser.parse_args(argv)
     try:
-        payload = export(args.checkpoint, args.out, args.state_dict_only, not args.no_optimizer)
+        payload = export(args.checkpoint, args.out, args.state_dict_only, not args.no_optimizer, args.weights)
     except ExportError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     sd = payload if args.state_dict_only else payload["model_state_dict"]
-    print(f"{args.out}: {len(sd)} tensors" + ("" if args.state_dict_only else
+    print(f"{args.out}: {len(sd)} tensors" + (" (the moving average, /ema)" if args.weights == "ema" else "")
+          + ("" if args.state_dict_only else
           " + optimizer state" if "optimizer_state_dict" in payload else ""))
     return 0
 

@@ -173,6 +173,14 @@ static void write_optimizer(H5ioWriter *w, hid_t fid, const Model *m, const Opti
     h5io_group_close(g);
 }
 
+static void write_ema(H5ioWriter *w, hid_t fid, const Model *m, const Ema *e) {
+    hid_t g = h5io_group_create(w, fid, "ema", "/ema", 0);
+    h5io_write_f64(w, g, "/ema", "decay", e->decay);
+    h5io_write_i64(w, g, "/ema", "n_averaged", e->n_averaged);
+    for (int i = 0; i < m->num_param_tensors; i++) write_tensor(w, g, "/ema", &m->param_info[i], e->params);
+    h5io_group_close(g);
+}
+
 static void write_train(H5ioWriter *w, hid_t fid, const TrainState *ts) {
     hid_t g = h5io_group_create(w, fid, "train", "/train", 0);
     const char *where = "/train";
@@ -255,6 +263,7 @@ typedef struct {
     const TrainState *ts;
     const History *h;
     const Settings *settings;
+    const Ema *ema;
 } Contents;
 
 static void write_contents(H5ioWriter *w, hid_t fid, void *data) {
@@ -266,18 +275,31 @@ static void write_contents(H5ioWriter *w, hid_t fid, void *data) {
     write_model(w, fid, c->m);
     write_reference(w, fid, c->m);
     if (c->opt) write_optimizer(w, fid, c->m, c->opt);
+    if (c->ema) write_ema(w, fid, c->m, c->ema);
     if (c->ts) write_train(w, fid, c->ts);
     if (c->h) write_history(w, fid, c->h);
 }
 
-int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
-                     const History *h, const Settings *settings) {
+int checkpoint_write_ema(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
+                         const History *h, const Settings *settings, const Ema *ema) {
     if (opt && opt->n != m->num_params)
         return rn_error("%s: optimizer holds state for %zu parameters, the model has %zu", path, opt->n,
                         m->num_params);
+    if (ema && ema->n != m->num_params)
+        return rn_error("%s: the moving average holds %zu parameters, the model has %zu", path, ema->n,
+                        m->num_params);
     if (check_finite_state(path, m, opt)) return -1;
-    Contents c = {m, opt, ts, h, settings};
+    const size_t bad = ema ? rn_first_nonfinite(ema->params, ema->n) : 0;
+    if (ema && bad < ema->n)
+        return rn_error("%s: not written: /ema/%s holds a non-finite value (%g)", path,
+                        tensor_at(m->param_info, m->num_param_tensors, bad), (double)ema->params[bad]);
+    Contents c = {m, opt, ts, h, settings, ema};
     return h5io_write_file(path, write_contents, &c);
+}
+
+int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
+                     const History *h, const Settings *settings) {
+    return checkpoint_write_ema(path, m, opt, ts, h, settings, NULL);
 }
 
 /* ---- reading ---------------------------------------------------------------------------------------- */
@@ -518,6 +540,71 @@ static void read_optimizer(H5ioReader *r, hid_t fid, const Model *m, const Optim
     h5io_group_close(g);
 }
 
+/* ---- /ema ---- */
+
+/* What /ema holds, read into scratch memory like the rest of the file. */
+typedef struct {
+    int present;
+    double decay;
+    long n_averaged;
+    float *params;    /* m->num_params floats, when present */
+} EmaRead;
+
+static int ema_tensor(H5ioReader *r, const char *name, void *data) {
+    const Model *m = data;
+    for (int i = 0; i < m->num_param_tensors; i++)
+        if (strcmp(m->param_info[i].name, name) == 0) return 0;
+    h5io_fail(r, "/ema/%.200s is not a parameter of this model", name);
+    return 1;
+}
+
+/* /config's ema (--ema DECAY): 0 in files written before the flag existed. */
+static double config_ema(H5ioReader *r, hid_t fid) {
+    hid_t g = h5io_group_open(r, fid, "/", "config");
+    if (g < 0) return 0;
+    const double v = h5io_has_attr(r, g, "/config", "ema") ? h5io_read_f64(r, g, "/config", "ema") : 0;
+    h5io_group_close(g);
+    check_f64(r, "/config", "ema", v, 0, 1, 0);
+    return v;
+}
+
+/* A run with --ema writes /ema into every checkpoint, so the group is there exactly when /config's ema
+ * is above 0; its decay is that setting. */
+static void read_ema(H5ioReader *r, hid_t fid, const Model *m, EmaRead *out) {
+    const double decay = config_ema(r, fid);
+    if (r->failed) return;
+    out->present = h5io_has_link(fid, "ema") > 0;
+    if (!out->present && decay > 0) h5io_fail(r, "missing group /ema (the moving average; /config says ema %g)", decay);
+    if (out->present && decay == 0) h5io_fail(r, "/ema is present, but /config says ema 0 (no moving average)");
+    if (r->failed || !out->present) return;
+    hid_t g = h5io_group_open(r, fid, "/", "ema");
+    if (g < 0) return;
+    out->decay = h5io_read_f64(r, g, "/ema", "decay");
+    char got[32], want[32];
+    if (!r->failed && out->decay != decay)
+        h5io_fail(r, "attribute decay of /ema is %s, but /config says ema %s",
+                  rn_format_double(got, sizeof got, out->decay), rn_format_double(want, sizeof want, decay));
+    out->n_averaged = (long)h5io_read_i64(r, g, "/ema", "n_averaged");
+    check_i64(r, "/ema", "n_averaged", out->n_averaged, 0, CHECKPOINT_STEP_MAX);
+    out->params = malloc(sizeof(float) * (m->num_params ? m->num_params : 1));
+    if (!out->params) h5io_fail(r, "out of memory");
+    for (int i = 0; i < m->num_param_tensors && !r->failed; i++)
+        read_tensor(r, g, "/ema", &m->param_info[i], out->params);
+    h5io_each_link(r, g, "/ema", ema_tensor, (void *)m);
+    h5io_group_close(g);
+}
+
+/* After the whole file was read: what the caller asked of /ema, and its count against the steps. */
+static void check_ema_read(H5ioReader *r, const Model *m, const Ema *want, const EmaRead *got, const TrainState *train) {
+    if (r->failed) return;
+    if (want && !got->present) h5io_fail(r, "no moving average (/ema): the run was trained without --ema");
+    else if (want && want->n != m->num_params)
+        h5io_fail(r, "the moving average holds %zu parameters, the model %zu", want->n, m->num_params);
+    else if (got->present && train && got->n_averaged > train->step)
+        h5io_fail(r, "attribute n_averaged of /ema is %ld, but /train says %ld steps were taken", got->n_averaged,
+                  train->step);
+}
+
 /* Every epoch took at least one step and the current one batch_in_epoch steps, so step bounds the
  * counters; the step loop indexes the epoch order with batch_in_epoch and the metrics log prints step. */
 static void check_train_state(H5ioReader *r, const TrainState *ts) {
@@ -603,7 +690,7 @@ static void read_history(H5ioReader *r, hid_t fid, History *out) {
     out->count = out->capacity = (int)n;
 }
 
-static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState *ts, History *h) {
+static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema) {
     H5ioReader r = *rd;
     hid_t fid = open_checkpoint(&r);
     if (fid < 0) return -1;
@@ -618,17 +705,20 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
     long step = 0;
     TrainState train;
     History history = {0};
+    EmaRead averaged = {0};
     if (!params || !buffers || !reference || !state) h5io_fail(&r, "out of memory");
 
     read_model(&r, fid, m, params, buffers, &tracked);
     read_reference(&r, fid, m, reference, &reference_valid);
     if (opt) read_optimizer(&r, fid, m, opt, state, &step);
+    read_ema(&r, fid, m, &averaged);
     if (ts) read_train(&r, fid, &train);
     if (h) read_history(&r, fid, &history);
     h5io_file_close(fid);
     /* Adam's bias correction runs on the optimizer's count: it must be the run's */
     if (!r.failed && opt && ts && step != train.step)
         h5io_fail(&r, "attribute step of /optimizer is %ld, but /train says %ld steps were taken", step, train.step);
+    check_ema_read(&r, m, ema, &averaged, ts ? &train : NULL);
 
     if (!r.failed) {
         /* the whole file checked out: only now is anything of the caller's replaced */
@@ -646,6 +736,11 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
             history_free(h);
             *h = history;
         }
+        if (ema) {
+            memcpy(ema->params, averaged.params, sizeof(float) * m->num_params);
+            ema->decay = averaged.decay;
+            ema->n_averaged = averaged.n_averaged;
+        }
     } else {
         history_free(&history);
     }
@@ -653,18 +748,28 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
     free(buffers);
     free(reference);
     free(state);
+    free(averaged.params);
     return r.failed ? -1 : 0;
 }
 
 int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h) {
+    return checkpoint_read_ema(path, m, opt, ts, h, NULL);
+}
+
+int checkpoint_read_ema(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema) {
     H5ioReader r = {.path = path};
-    return read_checkpoint(&r, m, opt, ts, h);
+    return read_checkpoint(&r, m, opt, ts, h, ema);
 }
 
 int checkpoint_image_read(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
                           TrainState *ts, History *h) {
+    return checkpoint_image_read_ema(name, image, size, m, opt, ts, h, NULL);
+}
+
+int checkpoint_image_read_ema(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
+                              TrainState *ts, History *h, Ema *ema) {
     H5ioReader r = {.path = name, .image = image, .image_size = size};
-    return read_checkpoint(&r, m, opt, ts, h);
+    return read_checkpoint(&r, m, opt, ts, h, ema);
 }
 
 /* ---- verification ----------------------------------------------------------------------------------- */

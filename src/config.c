@@ -45,6 +45,7 @@ typedef enum {
     EVAL_EVERY,      /* int > 0, or "epoch" stored as 0 */
     MILESTONES,      /* increasing steps "S1,S2,..." into milestones[] and num_milestones */
     SECONDS,         /* double 0..hi, or "auto" stored as -1 */
+    DECAY,           /* double: 0 (off), or in (0, 1) */
 } ValueType;
 
 /* Where a row applies: the subcommands that take it on the command line, and SAVED when the checkpoint's
@@ -94,6 +95,7 @@ static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL}; 
 static const char *const bn_eval_names[] = {"batch", "running", "reference", NULL};          /* from BN_EVAL_BATCH */
 static const char *const progress_names[] = {"auto", "always", "never", NULL};  /* ProgressMode order */
 static const char *const split_names[] = {"test", "val", NULL};
+static const char *const weights_names[] = {"raw", "ema", NULL};
 
 #define F(field) offsetof(Config, field), sizeof(((Config *)0)->field)
 
@@ -160,9 +162,14 @@ static const SettingDef table[] = {
     {"bn-eval", F(bn_eval), ENUM, BN_EVAL_BATCH, 0, bn_eval_names, ALL | SAVED, "batch", "running", G_OPTIM, "MODE",
      "batch (statistics of the evaluated set) | running (paper arch only) |\nreference (statistics measured over --bn-sample augmented training images\nat every validation and checkpoint, saved in it) (default batch)"},
     {"bn-sample", F(bn_sample), INT, 1, 1000000, NULL, ALL | SAVED, "2048", NULL, G_OPTIM, "N",
-     "--bn-eval reference: training images the statistics are measured over\n(default 2048; at most the training records)"},
+     "--bn-eval reference: training images the statistics are measured over,\nat most the training records (default 2048)"},
     {"sync-bn", F(sync_bn), FLAG, 0, 0, NULL, ALL | SAVED, NULL, NULL, G_OPTIM, NULL,
      "batch statistics over the global batch, not each rank's slice"},
+    {"ema", F(ema), DECAY, 0, 0, NULL, TRAIN | SAVED, "0", NULL, G_OPTIM, "DECAY",
+     "exponential moving average of the parameters (PyTorch's AveragedModel,\n"
+     "avg = DECAY x avg + (1 - DECAY) x p after every step), validated and\n"
+     "checkpointed (/ema) beside the raw weights; early stopping and best.h5\n"
+     "then follow its validation accuracy; 0 < DECAY < 1, e.g. 0.999\n(default 0: off)"},
     {"seed", F(seed), U64, 0, 0, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",
      "seed of initialisation, epoch order and augmentation (default 0)"},
     {"threads", F(threads), INT, 0, 1024, NULL, ALL | SAVED, "0", NULL, G_MACHINE, "N",
@@ -195,6 +202,8 @@ static const SettingDef table[] = {
      "clean|seed", "validation and test on clean images, or the seed's protocol: each image\nflipped and cropped as in training, from a fixed evaluation draw; the\nother is reported too at the end (default clean)"},
     {"tta", F(tta), NAME, 0, 0, tta_names, EVAL, "none", NULL, G_EVAL, "none|flip",
      "test-time augmentation: flip averages the logits of each image and its\nmirror (default none)"},
+    {"weights", F(weights), NAME, 0, 0, weights_names, EVAL, NULL, NULL, G_EVAL, "raw|ema",
+     "the trained parameters or their moving average (--ema); default: ema when\nthe checkpoint has one (/ema), else raw"},
     {"steps", F(steps), INT, 1, INT_MAX, NULL, BENCH, "20", NULL, G_BENCH, "N", "timed training steps (default 20)"},
     {"warmup", F(warmup), INT, 0, INT_MAX, NULL, BENCH, "3", NULL, G_BENCH, "N", "untimed steps first (default 3)"},
     {"eval-images", F(eval_images), INT, 0, 1000000, NULL, BENCH, "5000", NULL, G_BENCH, "N",
@@ -315,6 +324,17 @@ static int parse_seconds(const char *flag, const char *v, double hi, double *out
     return 0;
 }
 
+/* --ema: a Python float's worth of decay (PyTorch computes 1 - DECAY in double), 0 for off. */
+static int parse_decay(const char *flag, const char *v, double *out) {
+    char *end;
+    errno = 0;
+    const double x = strtod(v, &end);
+    if (!v[0] || v[0] == ' ' || v[0] == '\t' || *end || errno == ERANGE || !(x >= 0 && x < 1))
+        return rn_error("--%s: '%s' is not 0 (off) or a number between 0 and 1 (exclusive)", flag, v);
+    *out = x;
+    return 0;
+}
+
 static int parse_eval_every(const char *v, int *out) {
     long x;
     if (!strcmp(v, "epoch")) x = 0;
@@ -396,6 +416,7 @@ static int set_value(Config *c, const SettingDef *d, const char *v) {
     case EVAL_EVERY: return parse_eval_every(v, as_int);
     case MILESTONES: return parse_milestones(k, v, &c->num_milestones, c->milestones);
     case SECONDS: return parse_seconds(k, v, d->hi, field);
+    case DECAY: return parse_decay(k, v, field);
     }
     return rn_error("--%s: no parser for its type", k);
 }
@@ -439,6 +460,7 @@ static const char *format_value(const Config *c, const SettingDef *d, char *buf,
         if (*(const double *)field < 0) snprintf(buf, size, "auto");
         else snprintf(buf, size, "%.17g", *(const double *)field);
         break;
+    case DECAY: rn_format_double(buf, size, *(const double *)field); break;
     }
     return buf;
 }
@@ -706,7 +728,8 @@ static size_t field_bytes(ValueType t) {
     case PATH:
     case PATH_OR_EMPTY: return 0;
     case MILESTONES: return sizeof(long) * SCHED_MAX_MILESTONES;
-    case SECONDS: return sizeof(double);
+    case SECONDS:
+    case DECAY: return sizeof(double);
     default: return sizeof(int);   /* flags, ints and enums */
     }
 }

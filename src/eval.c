@@ -8,14 +8,16 @@
 #include "resnet/checkpoint.h"
 #include "resnet/dataset.h"
 #include "resnet/dist.h"
+#include "resnet/ema.h"
 #include "resnet/evaluate.h"
 #include "resnet/run.h"
 #include "resnet/util.h"
 
-/* --bn-eval reference on a checkpoint without /reference (one written under another --bn-eval): the
- * statistics are measured now, as training measures them, over the run's training sample (its data
- * set, split and --bn-sample). Collective: 0, or -1 when every rank failed to load the training set. */
-static int measure_missing_reference(const Config *cfg, Model *model) {
+/* --bn-eval reference on a checkpoint without /reference (one written under another --bn-eval), or for
+ * the moving average (/reference holds the raw weights' statistics): the statistics are measured now, as
+ * training measures them, over the run's training sample (its data set, split and --bn-sample).
+ * Collective: 0, or -1 when every rank failed to load the training set. */
+static int measure_missing_reference(const Config *cfg, Model *model, int use_ema) {
     ImageSet train = {0};
     uint32_t *train_records = NULL, *val_records = NULL;
     int num_train = 0, num_val = 0, failed = 0;
@@ -29,8 +31,8 @@ static int measure_missing_reference(const Config *cfg, Model *model) {
     if (!agree_failure(failed)) {
         evaluate_measure_reference(&ev, model, &train, train_records, sample);
         if (dist_rank() == 0 && !cfg->json)
-            printf("reference BN statistics: not in the checkpoint, measured now over %d augmented training images\n",
-                   sample);
+            printf("reference BN statistics: %s, measured now over %d augmented training images\n",
+                   use_ema ? "of the moving average" : "not in the checkpoint", sample);
     } else {
         failed = 1;
     }
@@ -39,6 +41,35 @@ static int measure_missing_reference(const Config *cfg, Model *model) {
     free(train_records);
     free(val_records);
     return failed ? -1 : 0;
+}
+
+/* --weights: the moving average by default when the checkpoint has one, which its /config's ema says (the
+ * reader holds every file to it). 1: the average, 0: the raw weights, -1 with rn_error: an average asked
+ * of a file without one. */
+static int weights_choice(const Config *cfg) {
+    if (!cfg->weights[0]) return cfg->ema > 0;
+    if (strcmp(cfg->weights, "ema") != 0) return 0;
+    if (cfg->ema > 0) return 1;
+    return rn_error("--weights ema: %s has no moving average (/ema): it was trained without --ema", cfg->checkpoint);
+}
+
+/* The checkpoint's model with its raw weights or, when use_ema, their moving average in their place
+ * (*n_averaged its updates), and the evaluator for n images. 0 or -1 with rn_error. */
+static int load_model(const Config *cfg, const ImageSet *set, int n, int use_ema, Model *model, Evaluator *ev,
+                      long *n_averaged) {
+    ModelConfig mc = config_model(cfg, set->channels, set->size, set->classes);
+    Ema ema = {0};
+    int rc = -1;
+    if (model_init(model, &mc, cfg->seed) == 0 &&
+        (!use_ema || ema_init(&ema, cfg->ema, model->params, model->num_params) == 0) &&
+        checkpoint_read_ema(cfg->checkpoint, model, NULL, NULL, NULL, use_ema ? &ema : NULL) == 0 &&
+        evaluator_init(ev, model, n) == 0) {
+        if (use_ema) memcpy(model->params, ema.params, sizeof(float) * model->num_params);
+        *n_averaged = ema.n_averaged;
+        rc = 0;
+    }
+    ema_free(&ema);
+    return rc;
 }
 
 int eval_main(Config *cfg) {
@@ -51,6 +82,8 @@ int eval_main(Config *cfg) {
     if (code) return code;
     if (agree_failure(config_validate(cfg) != 0)) return EXIT_USAGE;
     if ((code = choose_kernels())) return code;
+    const int use_ema = weights_choice(cfg);
+    if ((code = agree_exit(use_ema < 0 ? EXIT_USAGE : 0))) return code;
     choose_threads(cfg->threads, 1);
     ImageSet set = {0};
     uint32_t *records = NULL, *train_records = NULL;
@@ -77,13 +110,13 @@ int eval_main(Config *cfg) {
     }
     Model model = {0};
     Evaluator ev = {0};
-    ModelConfig mc = config_model(cfg, set.channels, set.size, set.classes);
-    if (model_init(&model, &mc, cfg->seed)) failed = 1;
-    else if (checkpoint_read(cfg->checkpoint, &model, NULL, NULL, NULL) || evaluator_init(&ev, &model, n)) failed = 1;
-    failed = agree_failure(failed);
+    long n_averaged = 0;
+    failed = agree_failure(load_model(cfg, &set, n, use_ema, &model, &ev, &n_averaged) != 0);
     model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
+    /* a checkpoint's /reference belongs to its raw weights: the average's statistics are measured now */
+    if (use_ema) model.reference_valid = 0;
     if (!failed && cfg->bn_eval == BN_EVAL_REFERENCE && !model.reference_valid &&
-        measure_missing_reference(cfg, &model))
+        measure_missing_reference(cfg, &model, use_ema))
         failed = 1;
     if (!failed) {
         model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
@@ -99,13 +132,17 @@ int eval_main(Config *cfg) {
                                                  (EvalProtocol){!seed_protocol, flip}, NULL);
         const char *other_name = seed_protocol ? "clean" : "seed";
         if (rank0) {
-            char extra[160];
+            char extra[256];
             snprintf(extra, sizeof extra, "\"protocol\":\"%s\",\"tta\":\"%s\",\"other_protocol\":{\"protocol\":\"%s\","
-                     "\"accuracy\":%.6f}", cfg->eval_protocol, cfg->tta, other_name, other);
-            if (!cfg->json)
+                     "\"accuracy\":%.6f},\"weights\":\"%s\"", cfg->eval_protocol, cfg->tta, other_name, other,
+                     use_ema ? "ema" : "raw");
+            if (!cfg->json) {
                 printf("checkpoint: %s\nprotocol: %s, test-time augmentation: %s\n", cfg->checkpoint,
                        seed_protocol ? "seed (each image flipped and cropped as in training, fixed evaluation draw)"
                                      : "clean images", cfg->tta);
+                if (use_ema) printf("weights: ema (the moving average, --ema %g, %ld updates)\n", cfg->ema, n_averaged);
+                else printf("weights: raw\n");
+            }
             evaluate_report_with(stdout, confusion, k, (const char (*)[32])set.class_names, cfg->json, cfg->split,
                                  extra);
             if (!cfg->json) printf("%s protocol accuracy: %.4f\n", other_name, other);

@@ -106,6 +106,17 @@ double evaluate_records_as(Evaluator *ev, Model *m, const ImageSet *set, const u
     return correct / n;
 }
 
+double evaluate_records_with_weights(Evaluator *ev, Model *m, const float *weights, const ImageSet *set,
+                                     const uint32_t *records, int n, BnMode mode, EvalProtocol protocol,
+                                     long *confusion) {
+    /* the forward reads the parameters through m->params alone, and an evaluation never writes them */
+    float *own = m->params;
+    m->params = (float *)weights;
+    const double acc = evaluate_records_as(ev, m, set, records, n, mode, protocol, confusion);
+    m->params = own;
+    return acc;
+}
+
 void evaluate_report(FILE *out, const long *confusion, int classes, const char (*names)[32], int json,
                      const char *split) {
     evaluate_report_with(out, confusion, classes, names, json, split, NULL);

@@ -46,19 +46,31 @@ static void put_lr(FILE *f, double lr) {
     fprintf(f, ",\"lr\":%s", rn_format_float(buf, sizeof buf, (float)lr));
 }
 
-void metrics_write(MetricsLog *log, long step, long epoch, long batch, double train_loss, double val_acc,
-                   double lr, double images_per_s, double time_s) {
+/* One validation line; val_acc_ema NULL: a run without --ema. */
+static void write_line(MetricsLog *log, long step, long epoch, long batch, double train_loss, double val_acc,
+                       const double *val_acc_ema, double lr, double images_per_s, double time_s) {
     if (!log || !log->file) return;
     FILE *f = log->file;
     fprintf(f, "{\"step\":%ld,\"epoch\":%ld,\"batch\":%ld", step, epoch, batch);
     /* %.17g: the values read back are the doubles the run computed */
     put_number(f, "train_loss", train_loss, "%.17g");
     put_number(f, "val_acc", val_acc, "%.17g");
+    if (val_acc_ema) put_number(f, "val_acc_ema", *val_acc_ema, "%.17g");
     put_lr(f, lr);
     put_number(f, "images_per_s", images_per_s, "%.1f");
     put_number(f, "time_s", time_s, "%.3f");
     fputs("}\n", f);
     fflush(f);
+}
+
+void metrics_write(MetricsLog *log, long step, long epoch, long batch, double train_loss, double val_acc,
+                   double lr, double images_per_s, double time_s) {
+    write_line(log, step, epoch, batch, train_loss, val_acc, NULL, lr, images_per_s, time_s);
+}
+
+void metrics_write_ema(MetricsLog *log, long step, long epoch, long batch, double train_loss, double val_acc,
+                       double val_acc_ema, double lr, double images_per_s, double time_s) {
+    write_line(log, step, epoch, batch, train_loss, val_acc, &val_acc_ema, lr, images_per_s, time_s);
 }
 
 void metrics_close(MetricsLog *log) {

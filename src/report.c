@@ -142,7 +142,8 @@ static void md_outcome(FILE *f, const RunFacts *x) {
     fprintf(f, "| stopped | %s, after %ld steps (epoch %ld) |\n", why, x->ts->step,
             x->ts->epoch + (x->ts->batch_in_epoch > 0));
     if (x->ts->best_val_acc >= 0)
-        fprintf(f, "| best validation accuracy | %.4f at step %ld (best.h5) |\n", x->ts->best_val_acc, x->ts->best_step);
+        fprintf(f, "| best validation accuracy%s | %.4f at step %ld (best.h5) |\n",
+                x->ema > 0 ? " (the moving average, --ema)" : "", x->ts->best_val_acc, x->ts->best_step);
     else
         fprintf(f, "| best validation accuracy | no validation ran |\n");
     if (x->test_confusion) {
@@ -152,6 +153,10 @@ static void md_outcome(FILE *f, const RunFacts *x) {
                 (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0), confusion_sum(x, 1), confusion_sum(x, 0));
         fprintf(f, "| test accuracy, %s | %.4f |\n", seed ? "clean images" : "seed protocol (augmented as in training)",
                 x->test_other_accuracy);
+        if (x->ema > 0)
+            fprintf(f, "| EMA test accuracy (the moving average of last.h5's /ema, --ema %g), %s / %s | **%.4f** / %.4f |\n",
+                    x->ema, seed ? "seed protocol" : "clean images", seed ? "clean images" : "seed protocol",
+                    x->test_ema_accuracy[0], x->test_ema_accuracy[1]);
     } else
         fprintf(f, "| test accuracy | not measured (the run did not finish) |\n");
     fprintf(f, "| exit code | %d |\n\n", x->exit_code);
@@ -269,6 +274,11 @@ static void json_test(FILE *f, const RunFacts *x) {
                "\"protocol\":\"%s\",\"other_protocol\":{\"protocol\":\"%s\",\"accuracy\":%.6f},",
             confusion_sum(x, 0), confusion_sum(x, 1), (double)confusion_sum(x, 1) / (double)confusion_sum(x, 0),
             seed ? "seed" : "clean", seed ? "clean" : "seed", x->test_other_accuracy);
+    if (x->ema > 0)
+        fprintf(f, "\"ema\":{\"decay\":%.17g,\"accuracy\":%.6f,\"other_protocol\":{\"protocol\":\"%s\",\"accuracy\":%.6f}},",
+                x->ema, x->test_ema_accuracy[0], seed ? "clean" : "seed", x->test_ema_accuracy[1]);
+    else
+        fputs("\"ema\":null,", f);
     json_key(f, "per_class");
     fputc('{', f);
     for (int t = 0; t < x->classes; t++) {

@@ -20,6 +20,7 @@
 #include "resnet/conv.h"
 #include "resnet/dataset.h"
 #include "resnet/dist.h"
+#include "resnet/ema.h"
 #include "resnet/evaluate.h"
 #include "resnet/hooks.h"
 #include "resnet/metrics.h"
@@ -146,6 +147,7 @@ typedef struct {
     int num_train, num_val;
     Model model;
     Optimizer opt;
+    Ema ema;                  /* --ema: the parameters' moving average (allocated only then) */
     Schedule schedule;
     Evaluator evaluator;
     TrainState ts;
@@ -165,6 +167,7 @@ typedef struct {
     StallClock pace;          /* durations that set the stall deadline under --timeout auto */
     long *test_confusion;     /* the end-of-run test, for the report */
     double test_other_accuracy;   /* the same under the other --eval-protocol */
+    double test_ema_accuracy[2];  /* --ema: the average's, under --eval-protocol and the other one */
     double run_start;         /* when this process's step loop began, and the step it began at */
     long run_start_step;
     double last_progress;     /* when the progress line was last drawn */
@@ -179,6 +182,7 @@ static void run_free(Run *r) {
     free(r->order);
     model_free(&r->model);
     optim_free(&r->opt);
+    ema_free(&r->ema);
     evaluator_free(&r->evaluator);
     history_free(&r->history);
     metrics_close(&r->metrics);
@@ -320,6 +324,29 @@ static void refresh_reference(Run *r) {
     r->reference_step = r->ts.step;
 }
 
+/* The moving average's accuracy (--ema). Under --bn-eval reference the average gets its own statistics,
+ * measured as the raw weights' are; the model's, which belong to the raw weights and go into the
+ * checkpoint, are put back after. Collective. */
+static double evaluate_average(Run *r, const ImageSet *set, const uint32_t *records, int n, EvalProtocol protocol) {
+    Model *m = &r->model;
+    if (r->cfg->bn_eval != BN_EVAL_REFERENCE)
+        return evaluate_records_with_weights(&r->evaluator, m, r->ema.params, set, records, n, r->cfg->bn_eval,
+                                             protocol, NULL);
+    const size_t bytes = sizeof(float) * m->num_reference_floats;
+    float *raw_reference = malloc(bytes), *raw = m->params;
+    if (!raw_reference) dist_fail(1, "out of memory for the moving average's BN statistics");
+    memcpy(raw_reference, m->reference, bytes);
+    const int raw_valid = m->reference_valid;
+    m->params = r->ema.params;
+    evaluate_measure_reference(&r->evaluator, m, &r->train_set, r->train_records, reference_sample(r));
+    const double acc = evaluate_records_as(&r->evaluator, m, set, records, n, BN_EVAL_REFERENCE, protocol, NULL);
+    m->params = raw;
+    memcpy(m->reference, raw_reference, bytes);
+    m->reference_valid = raw_valid;
+    free(raw_reference);
+    return acc;
+}
+
 static int setup_model(Run *r) {
     Config *cfg = r->cfg;
     ModelConfig mc = config_model(cfg, r->train_set.channels, r->train_set.size, r->train_set.classes);
@@ -331,7 +358,9 @@ static int setup_model(Run *r) {
     if (cfg->bn_eval == BN_EVAL_REFERENCE && reference_sample(r) > eval_max) eval_max = reference_sample(r);
     int failed = 0;
     if (model_init(&r->model, &mc, cfg->seed) || model_reserve(&r->model, local_max, 1) ||
-        optim_init(&r->opt, &oc, r->model.num_params) || evaluator_init(&r->evaluator, &r->model, eval_max) ||
+        optim_init(&r->opt, &oc, r->model.num_params) ||
+        (cfg->ema > 0 && ema_init(&r->ema, cfg->ema, r->model.params, r->model.num_params)) ||
+        evaluator_init(&r->evaluator, &r->model, eval_max) ||
         !(r->images = rn_alloc(sizeof(float) * pixels * local_max)) ||
         !(r->labels = rn_alloc(sizeof(int) * local_max)) ||
         !(r->order = malloc(sizeof(uint32_t) * (r->train_set.count + 1))))
@@ -370,16 +399,35 @@ static void map_resume_position(Run *r, long file_batch_size) {
     fflush(stdout);
 }
 
+/* --ema after the parameters are in place on every rank: the checkpoint's average goes on (loaded), at the
+ * decay of this run (a new --ema on the resume's command line was reported by the merge); otherwise it
+ * starts from the parameters as a new AveragedModel would, and a resume says so. Collective. */
+static void start_ema(Run *r, int loaded, const char *resume_path) {
+    if (r->cfg->ema <= 0) return;
+    if (loaded) {
+        r->ema.decay = r->cfg->ema;
+        dist_bcast(r->ema.params, sizeof(float) * r->ema.n, 0);
+        return;
+    }
+    ema_reset(&r->ema, r->model.params);
+    if (resume_path && dist_rank() == 0)
+        printf("resume: %s has no moving average: --ema starts one at step %ld\n", resume_path, r->ts.step);
+}
+
 /* The checkpoint's state into the model, optimizer and train state. Collective: 0 or EXIT_FAILED. */
 static int setup_resume(Run *r, const char *resume_path) {
     r->ts = (TrainState){.best_val_acc = -1.0, .prev_val_acc = -INFINITY};
     r->saved_step = -1;
-    int failed = 0;
+    int failed = 0, ema_loaded = 0;
     long file_batch_size = r->cfg->batch_size;
     if (resume_path) {
         Settings file;
-        if (checkpoint_read_settings(resume_path, &file) ||
-            checkpoint_read(resume_path, &r->model, &r->opt, &r->ts, &r->history)) {
+        failed = checkpoint_read_settings(resume_path, &file) != 0;
+        /* the file's average goes on when it has one and this run keeps one */
+        const char *file_ema = failed ? NULL : settings_get(&file, "ema");
+        ema_loaded = r->cfg->ema > 0 && file_ema && atof(file_ema) > 0;
+        if (failed || checkpoint_read_ema(resume_path, &r->model, &r->opt, &r->ts, &r->history,
+                                          ema_loaded ? &r->ema : NULL)) {
             failed = 1;
         } else {
             const char *b = settings_get(&file, "batch-size");
@@ -396,6 +444,7 @@ static int setup_resume(Run *r, const char *resume_path) {
     dist_bcast(&r->model.reference_valid, sizeof r->model.reference_valid, 0);
     if (r->model.reference_valid) dist_bcast(r->model.reference, sizeof(float) * r->model.num_reference_floats, 0);
     r->reference_step = r->model.reference_valid ? r->ts.step : -1;
+    start_ema(r, ema_loaded, resume_path);
     return 0;
 }
 
@@ -521,7 +570,8 @@ static int save_checkpoint(Run *r, const char *path, int snapshot) {
     maybe_hang_in_write(r->ts.step);
     if (dist_rank() == 0) {
         r->ts.elapsed_s = r->elapsed_before + timer_elapsed_total();
-        failed = checkpoint_write(path, &r->model, &r->opt, &r->ts, &r->history, &r->settings) != 0;
+        failed = checkpoint_write_ema(path, &r->model, &r->opt, &r->ts, &r->history, &r->settings,
+                                      r->cfg->ema > 0 ? &r->ema : NULL) != 0;
         if (!failed && snapshot && r->cfg->keep > 0) keep_snapshot(r, path);
     }
     perf_stop(PERF_CHECKPOINT_IO);
@@ -553,6 +603,11 @@ static int validate(Run *r, long batch_in_epoch) {
     refresh_reference(r);
     const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
                                            cfg->bn_eval, eval_protocol(cfg, 0), NULL);
+    /* with --ema the average is the model a user deploys: early stopping and best.h5 follow its accuracy */
+    const double acc_ema = cfg->ema > 0 ? evaluate_average(r, &r->train_set, r->val_records, r->num_val,
+                                                           eval_protocol(cfg, 0))
+                                        : NAN;
+    const double score = cfg->ema > 0 ? acc_ema : acc;
     perf_stop(PERF_VALIDATION);
     const double loss = r->ts.running_loss_count ? r->ts.running_loss_sum / r->ts.running_loss_count : 0.0;
     r->ts.running_loss_sum = 0;
@@ -560,7 +615,7 @@ static int validate(Run *r, long batch_in_epoch) {
     int decision[2] = {0, 0};   /* stop, improved */
     if (dist_rank() == 0) {
         const double prev_best = r->ts.best_val_acc;
-        decision[0] = early_stop_update(cfg->early_stop, cfg->patience, acc, &r->ts.prev_val_acc,
+        decision[0] = early_stop_update(cfg->early_stop, cfg->patience, score, &r->ts.prev_val_acc,
                                         &r->ts.best_val_acc, &r->ts.non_increase_count);
         decision[1] = r->ts.best_val_acc > prev_best;
         if (decision[1]) r->ts.best_step = r->ts.step;
@@ -571,14 +626,20 @@ static int validate(Run *r, long batch_in_epoch) {
         char eta[32];
         format_duration(eta, sizeof eta, per_step * (double)(r->total_steps - r->ts.step));
         if (r->show_progress) fprintf(stderr, "\r\033[K");
+        char ema_text[48] = "";
+        if (cfg->ema > 0) snprintf(ema_text, sizeof ema_text, " | EMA validation accuracy: %.3f", acc_ema);
         if (!cfg->quiet) {
-            printf("[epoch %ld, batch %ld]: running train cross entropy: %.3f | validation accuracy: %.3f | %.0f img/s | eta %s\n",
-                   r->ts.epoch + 1, batch_in_epoch, loss, acc, ips, eta);
+            printf("[epoch %ld, batch %ld]: running train cross entropy: %.3f | validation accuracy: %.3f%s | %.0f img/s | eta %s\n",
+                   r->ts.epoch + 1, batch_in_epoch, loss, acc, ema_text, ips, eta);
             fflush(stdout);
         }
         history_append(&r->history, r->ts.step, r->ts.epoch + 1, loss, acc, r->elapsed_before + timer_elapsed_total());
-        metrics_write(&r->metrics, r->ts.step, r->ts.epoch + 1, batch_in_epoch, loss, acc,
-                      schedule_lr(&r->schedule, r->ts.step), ips, r->elapsed_before + timer_elapsed_total());
+        if (cfg->ema > 0)
+            metrics_write_ema(&r->metrics, r->ts.step, r->ts.epoch + 1, batch_in_epoch, loss, acc, acc_ema,
+                              schedule_lr(&r->schedule, r->ts.step), ips, r->elapsed_before + timer_elapsed_total());
+        else
+            metrics_write(&r->metrics, r->ts.step, r->ts.epoch + 1, batch_in_epoch, loss, acc,
+                          schedule_lr(&r->schedule, r->ts.step), ips, r->elapsed_before + timer_elapsed_total());
         if (decision[0]) snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "early-stop");
     }
     dist_bcast(decision, sizeof decision, 0);
@@ -648,6 +709,7 @@ static double train_step(Run *r, long batch_in_epoch, StepStatus *status) {
      * with a bad gradient there does no harm. */
     perf_start(PERF_OPTIMIZER);
     optim_step(&r->opt, r->model.params, r->model.grads, schedule_lr(&r->schedule, r->ts.step));
+    if (cfg->ema > 0) ema_update(&r->ema, r->model.params);
     r->nonfinite_tensor = nonfinite_parameter(r);
     perf_stop(PERF_OPTIMIZER);
     perf_start(PERF_ALLREDUCE);
@@ -690,11 +752,23 @@ static void write_report(Run *r, int exit_code, long steps, double seconds, cons
         .num_val = r->num_val, .num_test = r->test_set.count, .classes = r->model.cfg.classes,
         .class_names = (const char (*)[32])r->test_set.class_names, .test_confusion = r->test_confusion,
         .test_protocol = r->cfg->eval_protocol, .test_other_accuracy = r->test_other_accuracy,
+        .ema = r->cfg->ema, .test_ema_accuracy = {r->test_ema_accuracy[0], r->test_ema_accuracy[1]},
         .steps_this_run = steps, .batch_size = r->cfg->batch_size, .ranks = dist_size(), .threads = r->threads,
         .exit_code = exit_code, .seconds_this_run = seconds,
         .training_seconds_total = r->elapsed_before + perf_seconds(PERF_TOTAL),
         .flops_per_image = model_flops_per_image(&r->model, 1)};
     if (report_write(&facts)) rn_message("warning: no run report: %s", rn_last_error());
+}
+
+/* --ema: the average's test accuracy beside the final model's, under both protocols. Collective. */
+static void test_ema(Run *r, const uint32_t *all) {
+    for (int other = 0; other < 2; other++)
+        r->test_ema_accuracy[other] = evaluate_average(r, &r->test_set, all, r->test_set.count,
+                                                       eval_protocol(r->cfg, other));
+    if (dist_rank() != 0) return;
+    printf("EMA test accuracy: %.4f\nEMA %s protocol test accuracy: %.4f\n", r->test_ema_accuracy[0],
+           strcmp(r->cfg->eval_protocol, "seed") ? "seed" : "clean", r->test_ema_accuracy[1]);
+    fflush(stdout);
 }
 
 static int final_test(Run *r) {
@@ -717,6 +791,7 @@ static int final_test(Run *r) {
                r->test_other_accuracy);
         fflush(stdout);
     }
+    if (r->cfg->ema > 0) test_ema(r, all);
     r->test_confusion = confusion;
     free(all);
     return 0;
@@ -762,7 +837,8 @@ static void print_stop_line(const Run *r) {
     printf("stopped: %s after %ld steps (epoch %ld); ", ts->stop_reason, ts->step,
            ts->epoch + (ts->batch_in_epoch > 0));
     if (ts->best_val_acc < 0) printf("no validation ran\n");
-    else printf("best validation accuracy: %.4f at step %ld\n", ts->best_val_acc, ts->best_step);
+    else printf("best validation accuracy%s: %.4f at step %ld\n", r->cfg->ema > 0 ? " (EMA)" : "", ts->best_val_acc,
+                ts->best_step);
 }
 
 /* --batch-per-rank sets the global batch from the ranks of this run (a resume on another rank count

@@ -86,6 +86,13 @@ poke long-history /history/step --extend 3
 poke config-batch /config@batch-size 0
 poke config-data /config@data "$TMP/moved-away"
 poke no-bias /model/fc.bias --delete
+# --ema: a good checkpoint with a moving average (/ema), spoilt the same way
+"$BIN" "${S[@]}" --max-steps 2 --eval-every 1 --ema 0.9 --checkpoint-dir "$TMP/good-ema" > /dev/null || fail "good --ema run"
+poke_ema() { local name=$1; shift; cp "$TMP/good-ema/last.h5" "$TMP/$name.h5"; "$H5POKE" "$TMP/$name.h5" "$@" || fail "h5poke $*"; }
+poke_ema ema-nan '/ema/fc.bias[1]' nan
+poke_ema ema-count /ema@n_averaged 3
+poke_ema ema-gone /ema --delete
+poke_ema ema-decay /ema@decay 0.5
 head -c 3000 "$GOOD" > "$TMP/truncated.h5"
 echo "not hdf5" > "$TMP/text.h5"
 mkfifo "$TMP/fifo.h5" "$TMP/fifo.jsonl"
@@ -114,9 +121,13 @@ flag_cases() {
   check "$np" 2 "--limit-train" "$BIN" "${S[@]}" --limit-train 100000                                       # [10]
   RESNET_FAULT_STEP=abc check "$np" 2 "RESNET_FAULT_STEP" "$BIN" "${S[@]}" --checkpoint-dir "$TMP/f-$np"   # [9]
   check "$np" 2 "cannot evaluate it with --arch paper" "$BIN" eval --checkpoint "$GOOD" --arch paper        # [10]
+  check "$np" 2 "--weights ema: $GOOD has no moving average (/ema)" "$BIN" eval --checkpoint "$GOOD" --weights ema
 }
 flag_cases_one_rank() {
   check 1 2 "--lr" "$BIN" "${S[@]}" --lr -1
+  check 1 2 "--ema: '1' is not 0 (off) or a number between 0 and 1" "$BIN" "${S[@]}" --ema 1
+  check 1 2 "--ema: '-0.1'" "$BIN" "${S[@]}" --ema -0.1
+  check 1 2 "--ema: 'x'" "$BIN" "${S[@]}" --ema x
   check 1 2 "--depth" "$BIN" "${S[@]}" --depth 21
   check 1 2 "--overwrite takes no value" "$BIN" "${S[@]}" --overwrite=yes
   check 1 2 "--batch-size 65536 is larger" "$BIN" "${S[@]}" --limit-train 0 --batch-size 65536              # [10]
@@ -253,6 +264,10 @@ checkpoint_cases_one_rank() {
   resume_case 1 1 "attribute running_loss_count of /train is -1" neg-count                                     # [3]
   resume_case 1 1 "attribute lr of /optimizer is -1" neg-lr                                                    # [3]
   resume_case 1 1 "attribute beta2 of /optimizer is 1.5" beta2                                                 # [3]
+  check 1 1 "$TMP/ema-nan.h5: /ema/fc.bias holds a non-finite value (nan" "$BIN" eval --checkpoint "$TMP/ema-nan.h5"
+  check 1 1 "$TMP/ema-gone.h5: missing group /ema" "$BIN" eval --checkpoint "$TMP/ema-gone.h5" --weights raw
+  resume_case 1 1 "attribute n_averaged of /ema is 3, but /train says 2 steps" ema-count
+  resume_case 1 1 "attribute decay of /ema is 0.5, but /config says ema 0.9" ema-decay
 }
 
 # A signal that comes while start-up waits: the program must end with a message, not die silently or wait.

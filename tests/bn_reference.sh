@@ -42,3 +42,16 @@ set -e
 [ "$code" -eq 2 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && grep -q -- "--bn-sample" <<<"$out" ||
   fail "--bn-sample 0: exit $code: $out"
 pass "--bn-sample 0 refused: $out"
+
+# --ema with reference statistics: the average gets its own (measured over the same sample), so eval of
+# the average (which measures them, /reference being the raw weights') reproduces the run's EMA test line
+out=$(mpi 2 "${common[@]}" --threads 1 --max-steps 20 --bn-eval reference --ema 0.9 --checkpoint-dir "$TMP/ema") ||
+  fail "--ema with --bn-eval reference"
+run_ema=$(sed -n 's/^EMA test accuracy: //p' <<<"$out")
+run_raw=$(sed -n 's/^test accuracy: //p' <<<"$out")
+eval_ema=$("$BIN" eval --checkpoint "$TMP/ema/last.h5" --threads 2 | sed -n 's/^test accuracy: \([0-9.]*\).*/\1/p')
+eval_raw=$("$BIN" eval --checkpoint "$TMP/ema/last.h5" --weights raw --threads 2 |
+  sed -n 's/^test accuracy: \([0-9.]*\).*/\1/p')
+[ -n "$run_ema" ] && [ "$run_ema" = "$eval_ema" ] && [ "$run_raw" = "$eval_raw" ] ||
+  fail "EMA + reference: run says raw $run_raw, EMA $run_ema; eval says raw $eval_raw, EMA $eval_ema"
+pass "--ema + --bn-eval reference: eval reproduces the run's raw ($run_raw) and EMA ($run_ema) test accuracy"

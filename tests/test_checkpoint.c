@@ -1161,6 +1161,7 @@ START_TEST(metrics_lines) {
     metrics_close(&log);
     ck_assert_int_eq(metrics_open(&log, path, 1), 0);   /* a resume appends */
     metrics_write(&log, 100, 1, 100, NAN, INFINITY, 0.001, 500, 25);
+    metrics_write_ema(&log, 150, 2, 50, 1.5, 0.5, 0.625, 0.001, 500, 37.5);
     metrics_close(&log);
     metrics_close(&log);   /* twice is harmless */
 
@@ -1170,9 +1171,11 @@ START_TEST(metrics_lines) {
     ck_assert_msg(strncmp(s, "{\"step\":50,\"epoch\":1,\"batch\":50,\"train_loss\":2.0741234", 52) == 0, "%s", s);
     ck_assert_ptr_nonnull(strstr(s, "\"val_acc\":0.28799999999999998,\"lr\":0.001,\"images_per_s\":512.3,\"time_s\":12.500}\n"));
     ck_assert_ptr_nonnull(strstr(s, "{\"step\":100,\"epoch\":1,\"batch\":100,\"train_loss\":null,\"val_acc\":null,"));
+    ck_assert_ptr_nonnull(strstr(s, "\"val_acc\":0.5,\"val_acc_ema\":0.625,\"lr\":0.001,"));
+    ck_assert(strstr(s, "val_acc_ema") > strrchr(s, '{'));   /* only on the --ema line, the last */
     int lines = 0;
     for (const char *p = s; *p; p++) lines += *p == '\n';
-    ck_assert_int_eq(lines, 2);
+    ck_assert_int_eq(lines, 3);
     free(text);
 
     ck_assert_int_eq(metrics_open(&log, path, 0), 0);   /* a fresh run starts over */
@@ -1182,6 +1185,118 @@ START_TEST(metrics_lines) {
     in_tmp(path, sizeof path, "missing/metrics.jsonl");
     ck_assert_int_eq(metrics_open(&log, path, 0), -1);
     assert_error_names(path, "No such file or directory");
+    remove_tmpdir();
+}
+END_TEST
+
+/* ---- /ema: the parameters' moving average (--ema) ------------------------------------------------- */
+
+/* A good state whose /config says ema = decay_setting, written with the average e (NULL: none). */
+static void write_with_ema(const char *path, State *s, const char *decay_setting, const Ema *e) {
+    make_state(s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    settings_put(&s->settings, "ema", decay_setting);
+    const int rc = checkpoint_write_ema(path, &s->model, &s->opt, &s->ts, &s->hist, &s->settings, e);
+    ck_assert_msg(rc == 0, "write failed: %s", rn_last_error());
+}
+
+/* An average that differs from every parameter, n_averaged updates in. */
+static void make_average(Ema *e, const State *s, double decay, long n_averaged) {
+    ck_assert_int_eq(ema_init(e, decay, s->model.params, s->model.num_params), 0);
+    for (size_t i = 0; i < e->n; i++) e->params[i] = 0.5f * e->params[i] + 0.25f;
+    e->n_averaged = n_averaged;
+}
+
+/* Reading path with a fresh average into a fresh model must fail naming the file and needle. */
+static void assert_ema_read_refused(const char *path, Ema *want, const char *needle) {
+    State t;
+    memset(&t, 0, sizeof t);
+    ModelConfig mc = model_config(ARCH_PAPER, 10);
+    ck_assert_int_eq(model_init(&t.model, &mc, 5), 0);
+    OptimConfig oc;
+    optim_defaults(&oc, OPT_ADAM);
+    ck_assert_int_eq(optim_init(&t.opt, &oc, t.model.num_params), 0);
+    ck_assert_int_eq(checkpoint_read_ema(path, &t.model, &t.opt, &t.ts, &t.hist, want), -1);
+    assert_error_names(path, needle);
+    free_state(&t);
+}
+
+START_TEST(ema_round_trip) {
+    make_tmpdir();
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    State s, t;
+    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    Ema e, back;
+    make_average(&e, &s, 0.999, 700);
+    free_state(&s);
+    write_with_ema(path, &s, "0.999", &e);
+
+    memset(&t, 0, sizeof t);
+    ModelConfig mc = model_config(ARCH_PAPER, 10);
+    ck_assert_int_eq(model_init(&t.model, &mc, 99), 0);
+    ck_assert_int_eq(optim_init(&t.opt, &s.opt.cfg, t.model.num_params), 0);
+    ck_assert_int_eq(ema_init(&back, 0.5, t.model.params, t.model.num_params), 0);
+    ck_assert_msg(checkpoint_read_ema(path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
+    assert_same_state(&s, &t);
+    ck_assert(memcmp(back.params, e.params, sizeof(float) * e.n) == 0);
+    ck_assert(back.decay == 0.999);
+    ck_assert_int_eq(back.n_averaged, 700);
+    /* the raw weights alone (eval --weights raw): /ema is checked, not loaded */
+    ck_assert_msg(checkpoint_read(path, &t.model, NULL, NULL, NULL) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(checkpoint_verify(path, NULL), 0);
+    ema_free(&back);
+    free_state(&t);
+
+    /* the average's tensors carry the parameters' names and shapes, under /ema */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "h5dump -H -g /ema '%s' | grep -c 'DATASET \"'", path);
+    FILE *p = popen(cmd, "r");
+    int datasets = 0;
+    ck_assert_int_eq(fscanf(p, "%d", &datasets), 1);
+    pclose(p);
+    ck_assert_int_eq(datasets, s.model.num_param_tensors);
+    ema_free(&e);
+    free_state(&s);
+    remove_tmpdir();
+}
+END_TEST
+
+/* /ema exactly when /config says ema > 0, with its decay, a count within the steps, finite values; an
+ * average asked of a file without one is refused; a non-finite average is never written. */
+START_TEST(ema_inconsistent_files_refused) {
+    make_tmpdir();
+    char path[512];
+    in_tmp(path, sizeof path, "last.h5");
+    State s;
+    Ema e, want;
+    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    make_average(&e, &s, 0.999, 700);
+    ck_assert_int_eq(ema_init(&want, 0.999, s.model.params, s.model.num_params), 0);
+    free_state(&s);
+
+    write_with_ema(path, &s, "0.999", NULL);
+    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "missing group /ema");
+    free_state(&s);
+    write_with_ema(path, &s, "0", &e);
+    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "/ema is present, but /config says ema 0");
+    free_state(&s);
+    write_with_ema(path, &s, "0.9", &e);
+    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "attribute decay of /ema is 0.999");
+    free_state(&s);
+    e.n_averaged = 778;   /* /train says 777 steps */
+    write_with_ema(path, &s, "0.999", &e);
+    assert_ema_read_refused(path, &want, "attribute n_averaged of /ema is 778");
+    free_state(&s);
+    write_with_ema(path, &s, "0", NULL);
+    assert_ema_read_refused(path, &want, "no moving average (/ema)");
+
+    e.n_averaged = 7;
+    e.params[e.n - 1] = NAN;
+    ck_assert_int_eq(checkpoint_write_ema(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings, &e), -1);
+    assert_error_names(path, "not written: /ema/fc.bias holds a non-finite value");
+    ema_free(&want);
+    ema_free(&e);
+    free_state(&s);
     remove_tmpdir();
 }
 END_TEST
@@ -1216,6 +1331,8 @@ Suite *test_suite(void) {
     tcase_add_loop_test(t, train_state_out_of_range, 0, BAD_TRAIN_STATES);
     tcase_add_loop_test(t, nonfinite_tensor_refused, 0, 3);
     tcase_add_test(t, nonfinite_state_not_written);
+    tcase_add_test(t, ema_round_trip);
+    tcase_add_test(t, ema_inconsistent_files_refused);
     suite_add_tcase(s, t);
     t = tcase_create("layout");
     tcase_add_test(t, h5dump_layout);

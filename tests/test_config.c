@@ -202,6 +202,8 @@ static const Case bad_values[] = {
     {"progress", "sometimes"}, {"data", ""},             {"checkpoint-dir", ""},
     {"timeout", "-1"},         {"timeout", "x"},         {"timeout", "nan"},         {"timeout", "1e9"},
     {"timeout", ""},           {"timeout", "5s"},
+    {"ema", "1"},              {"ema", "-0.1"},          {"ema", "x"},               {"ema", "nan"},
+    {"ema", "1.5"},            {"ema", ""},              {"ema", "0.9x"},
 };
 
 START_TEST(bad_value_is_a_usage_error) {
@@ -223,11 +225,13 @@ END_TEST
 
 static const Case eval_bench_bad_values[] = {
     {"split", "train"}, {"split", ""}, {"checkpoint", ""}, {"steps", "0"}, {"steps", "x"}, {"warmup", "-1"},
+    {"weights", "average"}, {"weights", ""},
 };
 
 START_TEST(bad_eval_and_bench_values) {
     const Case *t = &eval_bench_bad_values[_i];
-    const char *cmd = !strcmp(t->flag, "split") || !strcmp(t->flag, "checkpoint") ? "eval" : "bench";
+    const char *cmd = !strcmp(t->flag, "split") || !strcmp(t->flag, "checkpoint") || !strcmp(t->flag, "weights")
+                          ? "eval" : "bench";
     char arg[128], flag[64];
     snprintf(arg, sizeof arg, "--%s=%s", t->flag, t->value);
     snprintf(flag, sizeof flag, "--%s", t->flag);
@@ -516,7 +520,7 @@ static const char *const training_keys[] = {
     "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size", "epochs",
     "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
     "checkpoint-dir", "checkpoint-every", "keep", "batch-per-rank", "lr-scaling", "base-batch", "warmup-steps",
-    "warmup-epochs", "eval-protocol", NULL};
+    "warmup-epochs", "eval-protocol", "ema", "bn-sample", NULL};
 
 static void assert_same_settings(const Settings *a, const Settings *b) {
     ck_assert_int_eq(a->count, b->count);
@@ -555,6 +559,7 @@ static void assert_same_training(const Config *a, const Config *b) {
     ck_assert_int_eq(a->patience, b->patience);
     ck_assert_int_eq(a->bn_eval, b->bn_eval);
     ck_assert_int_eq(a->sync_bn, b->sync_bn);
+    ck_assert_msg(memcmp(&a->ema, &b->ema, sizeof a->ema) == 0, "ema %.17g vs %.17g", a->ema, b->ema);
     ck_assert_uint_eq(a->seed, b->seed);
     ck_assert_int_eq(a->threads, b->threads);
     ck_assert_int_eq(a->checkpoint_every, b->checkpoint_every);
@@ -622,6 +627,38 @@ START_TEST(settings_round_trip) {
     ck_assert_int_eq(config_set(&c, "milestones", "5"), 0);
     ck_assert_int_eq(config_set(&c, "milestones", ""), 0);
     ck_assert_int_eq(c.num_milestones, 0);
+}
+END_TEST
+
+/* --ema DECAY: 0 is off (the default), else 0 < DECAY < 1, kept as the double typed (PyTorch computes
+ * 1 - DECAY from the Python float); a training setting saved in /config, refused by eval, which has
+ * --weights instead. */
+START_TEST(ema_values) {
+    Config c;
+    config_defaults(&c);
+    ck_assert(c.ema == 0);
+    ck_assert_str_eq(c.weights, "");
+    ck_assert_int_eq(parse(&c, "--ema", "0.999", NULL), 0);
+    ck_assert(c.ema == 0.999);
+    ck_assert_int_eq(parse(&c, "--ema=0", NULL), 0);
+    ck_assert(c.ema == 0);
+    ck_assert_int_eq(parse(&c, "--ema", "1e-3", NULL), 0);
+    ck_assert(c.ema == 1e-3);
+    ck_assert_int_eq(parse(&c, "--ema", "0.9999", NULL), 0);
+    Settings s;
+    config_to_settings(&c, &s);
+    ck_assert_str_eq(settings_get(&s, "ema"), "0.9999");
+    round_trip(&c, 0);
+    ck_assert_int_eq(parse(&c, "--ema", "1", NULL), -1);
+    assert_error_mentions("--ema", "'1'");
+    ck_assert_int_eq(parse(&c, "eval", "--checkpoint", "x.h5", "--ema", "0.9", NULL), -1);
+    assert_error_mentions("--ema is an option of train", NULL);
+    ck_assert_int_eq(parse(&c, "eval", "--checkpoint", "x.h5", "--weights", "ema", NULL), 0);
+    ck_assert_str_eq(c.weights, "ema");
+    ck_assert_int_eq(parse(&c, "eval", "--checkpoint", "x.h5", "--weights=raw", NULL), 0);
+    ck_assert_str_eq(c.weights, "raw");
+    ck_assert_int_eq(parse(&c, "--weights", "ema", NULL), -1);
+    assert_error_mentions("--weights is an option of eval", NULL);
 }
 END_TEST
 
@@ -803,6 +840,7 @@ Suite *test_suite(void) {
     tcase_add_checked_fixture(r, setup, NULL);
     tcase_add_test(r, settings_put_and_get);
     tcase_add_test(r, settings_round_trip);
+    tcase_add_test(r, ema_values);
     tcase_add_test(r, config_set_is_only_one_value);
     tcase_add_test(r, validate_cross_checks);
     tcase_add_test(r, scale_out_settings);

@@ -6,6 +6,7 @@
 #ifndef RESNET_CHECKPOINT_H
 #define RESNET_CHECKPOINT_H
 
+#include "resnet/ema.h"
 #include "resnet/resnet.h"
 #include "resnet/optim.h"
 #include "resnet/settings.h"
@@ -21,6 +22,11 @@
 int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
                      const History *h, const Settings *settings);
 
+/* checkpoint_write with the parameters' moving average (--ema) as /ema beside /model: one dataset per
+ * parameter under /model's name and shape, and attributes decay and n_averaged. ema NULL: no /ema. */
+int checkpoint_write_ema(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
+                         const History *h, const Settings *settings, const Ema *ema);
+
 /* Reads /config into settings (before a model can be built). 0 or -1 with rn_error (not a file, not
  * HDF5, not a resnet-mpi checkpoint, wrong format_version). */
 int checkpoint_read_settings(const char *path, Settings *settings);
@@ -28,6 +34,12 @@ int checkpoint_read_settings(const char *path, Settings *settings);
 /* Loads /model into m (which must be built with the file's configuration: every name and shape must
  * match, else -1), and where not NULL /optimizer into opt, /train into ts, /history into h. */
 int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h);
+
+/* checkpoint_read that also loads /ema into ema (ema_init'ed for m's parameters): its average, decay and
+ * n_averaged; a file without /ema is refused. ema NULL: checkpoint_read. Either way /ema is checked
+ * whenever the file has one: it must exist exactly when /config says ema > 0, with /model's parameter
+ * names and shapes, finite values, the decay of /config and n_averaged at most /train's step. */
+int checkpoint_read_ema(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema);
 
 /* Reads every dataset and attribute of the file, which makes HDF5 verify every checksum in it. 0, or
  * -1 with rn_error naming the file and the damaged object. *step (unless NULL): /train/step, -1 when the
@@ -39,6 +51,8 @@ int checkpoint_verify(const char *path, long *step);
 int checkpoint_image_read_settings(const char *name, const void *image, size_t size, Settings *settings);
 int checkpoint_image_read(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
                           TrainState *ts, History *h);
+int checkpoint_image_read_ema(const char *name, const void *image, size_t size, Model *m, Optimizer *opt,
+                              TrainState *ts, History *h, Ema *ema);
 int checkpoint_image_verify(const char *name, const void *image, size_t size, long *step);
 
 #endif

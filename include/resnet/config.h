@@ -48,6 +48,7 @@ typedef struct {
     BnMode bn_eval;           /* BN_EVAL_BATCH, BN_EVAL_RUNNING or BN_EVAL_REFERENCE */
     int bn_sample;            /* images the reference statistics are measured over */
     int sync_bn;
+    double ema;               /* --ema DECAY: the parameters' moving average (ema.h); 0: off */
     uint64_t seed;
     /* machine */
     int threads;              /* 0: cores on the node / ranks on the node */
@@ -68,6 +69,7 @@ typedef struct {
     int json;
     char eval_protocol[8];    /* clean | seed */
     char tta[8];              /* none | flip */
+    char weights[8];          /* raw | ema; "": ema when the checkpoint has one, else raw */
     /* bench */
     int steps, warmup, eval_images, profile;
 

@@ -47,6 +47,13 @@ void evaluate_measure_reference(Evaluator *ev, Model *m, const ImageSet *set, co
 double evaluate_records_as(Evaluator *ev, Model *m, const ImageSet *set, const uint32_t *records, int n,
                            BnMode mode, EvalProtocol protocol, long *confusion);
 
+/* evaluate_records_as with other parameters in place of the model's own: weights [m->num_params], laid
+ * out as m->params (the moving average of ema.h). The model's own are back in place when it returns; BN
+ * running statistics (BN_EVAL_RUNNING) stay the model's. Collective. */
+double evaluate_records_with_weights(Evaluator *ev, Model *m, const float *weights, const ImageSet *set,
+                                     const uint32_t *records, int n, BnMode mode, EvalProtocol protocol,
+                                     long *confusion);
+
 /* Averages the BN running statistics over ranks so every replica evaluates and saves the same ones. */
 void evaluate_sync_running_stats(Model *m);
 

@@ -22,6 +22,8 @@ typedef struct {
     const long *test_confusion;     /* classes x classes (true row, predicted column); NULL: no test */
     const char *test_protocol;      /* --eval-protocol of test_confusion (and of the validations) */
     double test_other_accuracy;     /* the test accuracy under the other protocol */
+    double ema;                     /* --ema DECAY, 0: off */
+    double test_ema_accuracy[2];    /* with ema: the average's test accuracy, under test_protocol and the other */
     long steps_this_run;            /* optimizer steps this process took */
     int batch_size, ranks, threads, exit_code;
     double seconds_this_run;        /* wall time of this process's training loop and test */

@@ -1,7 +1,7 @@
 /* Writes the committed seed corpus of the fuzzing harnesses: usage make_seeds DIR (then DIR/checkpoint,
  * DIR/idx and DIR/cifar10 hold small valid inputs). The checkpoint seed holds the fuzzing model of
  * fuzz.h, with Adam state, a train state, three history entries and a full /config, so that a whole read
- * succeeds on it. corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the
+ * succeeds on it; tiny-ema.h5 is the same with a moving average (--ema). corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the
  * last writer of format_version 1 (no checksums, variable-length strings, contiguous tensors). */
 #include <errno.h>
 #include <stdint.h>
@@ -10,6 +10,7 @@
 
 #include "resnet/checkpoint.h"
 #include "resnet/config.h"
+#include "resnet/ema.h"
 #include "resnet/optim.h"
 #include "fuzz.h"
 
@@ -62,6 +63,18 @@ static void checkpoint_seed(const char *dir) {
         fprintf(stderr, "make_seeds: %s\n", rn_last_error());
         exit(1);
     }
+    /* the same with --ema: /ema beside /model */
+    Ema ema;
+    if (ema_init(&ema, 0.9, params, m.num_params)) exit(1);
+    for (int i = 0; i < 26; i++) ema.params[i] = 0.5f * params[i];
+    ema.n_averaged = 12;
+    settings_put(&s, "ema", "0.9");
+    snprintf(path, sizeof path, "%s/checkpoint/tiny-ema.h5", dir);
+    if (checkpoint_write_ema(path, &m, &opt, &ts, &h, &s, &ema)) {
+        fprintf(stderr, "make_seeds: %s\n", rn_last_error());
+        exit(1);
+    }
+    ema_free(&ema);
     history_free(&h);
     optim_free(&opt);
 }
