@@ -141,6 +141,9 @@ static void md_outcome(FILE *f, const RunFacts *x) {
     fprintf(f, "## Outcome\n\n| | |\n|---|---|\n");
     fprintf(f, "| stopped | %s, after %ld steps (epoch %ld) |\n", why, x->ts->step,
             x->ts->epoch + (x->ts->batch_in_epoch > 0));
+    fprintf(f, "| validation that decided early stopping and best.h5 | %s; --eval-protocol %s; --bn-eval %s |\n",
+            x->ema > 0 ? "the moving average (--ema)" : "the trained weights", setting(x, "eval-protocol"),
+            setting(x, "bn-eval"));
     if (x->ts->best_val_acc >= 0)
         fprintf(f, "| best validation accuracy%s | %.4f at step %ld (best.h5) |\n",
                 x->ema > 0 ? " (the moving average, --ema)" : "", x->ts->best_val_acc, x->ts->best_step);

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# scripts/early-stop-replay.py replays the program's early-stopping rule over a metrics log: on runs that
+# stop early (--patience 1, a check every step), the step it says the followed series stops at is the
+# step the program stopped at (without --ema: val_acc; with --ema: val_acc_ema, the series the program
+# follows), and its best is the program's best.
+source "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+replay() { python3 "$here/../scripts/early-stop-replay.py" "$@"; }
+common=("${FM_QUICK[@]}" --limit-train 1024 --batch-size 64 --eval-every 1 --patience 1 --lr 0.01 --max-steps 40
+        --threads 2)
+for case in "0 val_acc" "0.5 val_acc_ema"; do
+  read -r ema series <<< "$case"
+  out=$("$BIN" "${common[@]}" --ema "$ema" --checkpoint-dir "$TMP/ck$ema") || fail "--ema $ema run"
+  line=$(grep '^stopped: ' <<<"$out") || fail "--ema $ema: no stop line: $out"
+  grep -q '^stopped: early-stop after' <<<"$line" || fail "--ema $ema: the run did not stop early: $line"
+  steps=$(sed -n 's/^stopped: early-stop after \([0-9]*\) steps.*/\1/p' <<<"$line")
+  best=$(sed -n 's/.*best validation accuracy[^:]*: \([0-9.]*\) at step \([0-9]*\).*/\1 \2/p' <<<"$line")
+  json=$(replay "$TMP/ck$ema/metrics.jsonl" --patience 1 --json) || fail "replay"
+  got=$(python3 -c 'import json,sys; s=json.loads(sys.argv[1])[sys.argv[2]]; print(s["would_stop_step"], "%.4f" % s["best"], s["best_step"])' "$json" "$series")
+  [ "$got" = "$steps $best" ] || fail "--ema $ema: replay of $series says '$got', the run '$steps $best'"
+  pass "--ema $ema: replaying $series stops at step $steps with best $best, as the run did"
+done
+set +e
+err=$(replay "$TMP/none.jsonl" 2>&1); code=$?
+set -e
+[ "$code" -eq 1 ] && [ "$(wc -l <<<"$err")" -eq 1 ] || fail "missing log: exit $code: $err"
+pass "a missing log: one line, exit 1"
