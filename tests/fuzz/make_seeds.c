@@ -1,7 +1,7 @@
 /* Writes the committed seed corpus of the fuzzing harnesses: usage make_seeds DIR (then DIR/checkpoint,
  * DIR/idx and DIR/cifar10 hold small valid inputs). The checkpoint seed holds the fuzzing model of
  * fuzz.h, with Adam state, a train state, three history entries and a full /config, so that a whole read
- * succeeds on it; tiny-ema.h5 is the same with a moving average (--ema). corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the
+ * succeeds on it; tiny-ema.h5 is the same with a moving average (--ema) and /reference. corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the
  * last writer of format_version 1 (no checksums, variable-length strings, contiguous tensors). */
 #include <errno.h>
 #include <stdint.h>
@@ -63,7 +63,9 @@ static void checkpoint_seed(const char *dir) {
         fprintf(stderr, "make_seeds: %s\n", rn_last_error());
         exit(1);
     }
-    /* the same with --ema: /ema beside /model */
+    /* the same with --ema: /ema beside /model, and reference BN statistics (/reference) */
+    for (size_t i = 0; i < m.num_reference_floats; i++) m.reference[i] = 0.25f + 0.01f * (float)i;
+    m.reference_valid = 1;
     Ema ema;
     if (ema_init(&ema, 0.9, params, m.num_params)) exit(1);
     for (int i = 0; i < 26; i++) ema.params[i] = 0.5f * params[i];
