@@ -9,7 +9,9 @@
  * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
  * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
- * vectors at the row ends may point before or after the array. No im2col, no col2im.
+ * vectors at the row ends may point before or after the array. No im2col, no col2im. On AVX2, where each
+ * masked load also loads its mask vector, 3x3 / stride 1 with whole-vector rows takes the halo path instead
+ * (see halo_fill): a zero-bordered copy of the input and plain loads.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -380,7 +382,7 @@ static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
  * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
  * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
- * limited by the masked loads and the mask vectors they take from memory). Weights are packed as
+ * limited by the masked loads and the mask vectors they take from memory; direct_tile_halo has neither). Weights are packed as
  * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
  * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
  * W[co][ci][t] dY[co][p - off(t)]). */
