@@ -9,7 +9,9 @@
  * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
  * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
- * vectors at the row ends may point before or after the array. No im2col, no col2im.
+ * vectors at the row ends may point before or after the array. No im2col, no col2im. On AVX2, where each
+ * masked load also loads its mask vector, 3x3 / stride 1 with whole-vector rows takes the halo path instead
+ * (see halo_fill): a zero-bordered copy of the input and plain loads.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -60,6 +62,7 @@ typedef uint16_t mask_entry;
 #define VEC_ADD(a, b) _mm512_add_ps(a, b)
 #define VEC_FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VEC_LOAD(p) _mm512_load_ps(p)                  /* aligned */
+#define VEC_LOADU(p) _mm512_loadu_ps(p)
 #define VEC_STORE(p, v) _mm512_store_ps(p, v)          /* aligned */
 #define VEC_MASKZ_LOADU(m, p) _mm512_maskz_loadu_ps(m, p)
 #define VEC_STORE_LANES(p, last, tail, v) _mm512_mask_storeu_ps(p, (last) ? (tail) : VMASK_ALL, v)
@@ -85,6 +88,7 @@ typedef __m256i mask_entry;
 #define VEC_ADD(a, b) _mm256_add_ps(a, b)
 #define VEC_FMADD(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VEC_LOAD(p) _mm256_load_ps(p)
+#define VEC_LOADU(p) _mm256_loadu_ps(p)
 #define VEC_STORE(p, v) _mm256_store_ps(p, v)
 #define VEC_MASKZ_LOADU(m, p) _mm256_maskload_ps(p, m)
 /* a plain store where all lanes are valid: masked stores are slow on AMD (microcoded before Zen 4) */
@@ -114,13 +118,18 @@ static inline float vec_reduce_add(__m256 v) {
  * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
  * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
 #if VW == 16
+#define DIRECT_HALO_DEFAULT 0
 #define DC_COB_DEFAULT 8
 #define DC_PV_DEFAULT 3
 #define DW_COB_DEFAULT 8
 #else
+#define DIRECT_HALO_DEFAULT 1
 #define DC_COB_DEFAULT 6
 #define DC_PV_DEFAULT 2
 #define DW_COB_DEFAULT 4
+#endif
+#ifndef DIRECT_HALO
+#define DIRECT_HALO DIRECT_HALO_DEFAULT
 #endif
 #ifndef DC_COB
 #define DC_COB DC_COB_DEFAULT
@@ -138,6 +147,9 @@ static inline float vec_reduce_add(__m256 v) {
 #ifndef DW_GROUP
 #define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked zmm accumulators = 24 KiB */
 #endif
+#ifndef HALO_CHUNK_FLOATS
+#define HALO_CHUNK_FLOATS (1u << 18)   /* halo buffer per chunk of images (1 MiB): measured faster than 4 MiB */
+#endif
 #ifndef DW_CHUNK_FLOATS
 #define DW_CHUNK_FLOATS (512 * 1024)   /* dW pixel chunk: its rows of all channels, in floats (2 MiB) */
 #endif
@@ -152,11 +164,17 @@ static int round_up(int a, int b) { return (a + b - 1) / b * b; }
 /* planes per input channel: 1 for stride 1 (x itself) and 1x1 / stride 2 (even/even), else 4 */
 static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
 
-/* Images per chunk of the stride-2 plane buffer, bounded like im2col's chunks. */
+/* The halo path (see halo_fill): 3x3 / stride 1 / pad 1 with rows of whole vectors, where DIRECT_HALO
+ * asks for it (AVX2). */
+static int uses_halo(ConvShape s, int w) { return DIRECT_HALO && s.k == 3 && s.stride == 1 && s.pad == 1 && w % VW == 0; }
+
+/* Images per chunk of the stride-2 plane buffer or the halo buffer, bounded like im2col's chunks. */
 static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
-    if (s.stride == 1) return n;
-    const size_t per_image = (size_t)s.cin * direct_planes(s) * ho * wo;
-    int nc = (int)(CONV_CHUNK_FLOATS / per_image);
+    const int cmax = s.cin > s.cout ? s.cin : s.cout;
+    if (s.stride == 1 && !uses_halo(s, wo)) return n;
+    const size_t per_image = uses_halo(s, wo) ? (size_t)cmax * (ho + 2) * (wo + 2)
+                                              : (size_t)s.cin * direct_planes(s) * ho * wo;
+    int nc = (int)((uses_halo(s, wo) ? HALO_CHUNK_FLOATS : CONV_CHUNK_FLOATS) / per_image);
     return nc < 1 ? 1 : nc > n ? n : nc;
 }
 
@@ -169,8 +187,8 @@ static size_t dw_chunk_vecs(ConvShape s) {
 
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
  * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
- * [chunk][cout][cin][k*k] | packed weights | planes. */
-typedef struct { size_t masks, acc, part, packed, planes, total; } DirectLayout;
+ * [chunk][cout][cin][k*k] | packed weights | planes (stride 2) or halo buffer and its vector offsets. */
+typedef struct { size_t masks, acc, part, packed, planes, hoff, total; } DirectLayout;
 
 static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
@@ -183,9 +201,13 @@ static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
                  chunk_vecs = dw_chunk_vecs(s);
     l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
     l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
-    l.total = l.planes;
+    l.hoff = l.total = l.planes;
     if (s.stride == 2)
         l.total += (size_t)s.cin * direct_planes(s) * direct_chunk_images(s, n, ho, wo) * ho * wo;
+    if (uses_halo(s, wo)) {
+        l.hoff = l.planes + (size_t)round_up(cmax * direct_chunk_images(s, n, ho, wo) * (ho + 2) * (wo + 2), 16);
+        l.total = l.hoff + nv;   /* one int32 per pixel vector */
+    }
     return l;
 }
 
@@ -319,12 +341,48 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
         }
 }
 
+/* The halo path. With AVX2 a masked load takes its lane mask from a register, so every masked input
+ * vector costs a second load (the mask) and the loads, not the FMAs, bound the kernels. For 3x3 / stride 1
+ * / pad 1 with rows of whole vectors (w a multiple of VW) the chunk's images are first copied with a
+ * one-pixel zero border, [c][i][h + 2][w + 2], so every tap reads a plain unaligned vector and no mask at
+ * all: halo[c][i][y + 1][x + 1] = src[c][n0 + i][y][x]. The copy costs one pass over the tensor; the
+ * kernels read it 9 times per output block. */
+static size_t halo_image(int h, int w) { return (size_t)(h + 2) * (w + 2); }
+
+static void halo_fill(float *halo, const float *src, int c, int n, int h, int w, int n0, int nc) {
+    const size_t hw = (size_t)h * w, img = halo_image(h, w);
+    const int wp = w + 2;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int ci = 0; ci < c; ci++)
+        for (int i = 0; i < nc; i++) {
+            const float *s = src + ((size_t)ci * n + n0 + i) * hw;
+            float *d = halo + ((size_t)ci * nc + i) * img;
+            memset(d, 0, sizeof(float) * (size_t)(wp + 1));
+            for (int y = 0; y < h; y++) {
+                memcpy(d + (size_t)(y + 1) * wp + 1, s + (size_t)y * w, sizeof(float) * (size_t)w);
+                d[(size_t)(y + 1) * wp + w + 1] = 0.0f;
+                d[(size_t)(y + 2) * wp] = 0.0f;
+            }
+            memset(d + (size_t)(h + 1) * wp + 1, 0, sizeof(float) * (size_t)(wp - 1));
+        }
+}
+
+/* hoff[v]: where pixel vector v of the chunk (VW pixels of one image row) starts in a halo channel */
+static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
+    const int per_row = w / VW;
+    const size_t nv = (size_t)nc * h * per_row;
+    for (size_t v = 0; v < nv; v++) {
+        const size_t row = v / per_row, i = row / h, y = row % h, x = (v % per_row) * VW;
+        hoff[v] = (int32_t)(i * halo_image(h, w) + (y + 1) * (size_t)(w + 2) + x + 1);
+    }
+}
+
 /* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
  * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
  * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
- * limited by the masked loads and the mask vectors they take from memory). Weights are packed as
+ * limited by the masked loads and the mask vectors they take from memory; direct_tile_halo has neither). Weights are packed as
  * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
  * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
  * W[co][ci][t] dY[co][p - off(t)]). */
@@ -334,6 +392,7 @@ typedef struct {
     const float *wp;         /* [ceil(cout / DC_COB)][cin][ntap][DC_COB] */
     const float *bias;       /* [cout] or NULL */
     const mask_entry *masks; /* [period][9] */
+    const int32_t *hoff;     /* halo path: pixel vector v reads src + hoff[v] + off[t]; NULL otherwise */
     size_t src_cs, dst_cs, nv;
     int cin, cout, period, ntap;
     vmask tail;              /* valid lanes of vector nv - 1 */
@@ -389,6 +448,45 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
     }
 }
 
+/* direct_tile on the halo path: every tap a plain load from the bordered copy, 9 taps, all lanes valid. */
+static inline __attribute__((always_inline)) void direct_tile_halo(const Direct *d, int cb, size_t v0, int pv) {
+    const float *xs[DC_PV];
+    for (int j = 0; j < pv; j++) xs[j] = d->src + d->hoff[v0 + j];
+    vec acc[DC_COB][DC_PV];
+    #pragma GCC unroll 16
+    for (int c = 0; c < DC_COB; c++)
+        #pragma GCC unroll 16
+        for (int j = 0; j < pv; j++) acc[c][j] = VEC_ZERO();
+    const float *wc = d->wp + (size_t)cb * d->cin * 9 * DC_COB;
+    for (int ci = 0; ci < d->cin; ci++, wc += 9 * DC_COB) {
+        #pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) {
+            vec in[DC_PV];
+            #pragma GCC unroll 16
+            for (int j = 0; j < pv; j++) in[j] = VEC_LOADU(xs[j] + d->off[t]);
+            #pragma GCC unroll 16
+            for (int c = 0; c < DC_COB; c++) {
+                const vec wv = VEC_SET1(wc[t * DC_COB + c]);
+                #pragma GCC unroll 16
+                for (int j = 0; j < pv; j++) acc[c][j] = VEC_FMADD(wv, in[j], acc[c][j]);
+            }
+        }
+        #pragma GCC unroll 16
+        for (int j = 0; j < pv; j++) xs[j] += d->src_cs;
+    }
+    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
+    #pragma GCC unroll 16
+    for (int c = 0; c < DC_COB; c++) {
+        if (c >= nco) break;
+        const int co = cb * DC_COB + c;
+        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
+        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
+        #pragma GCC unroll 16
+        for (int j = 0; j < pv; j++)
+            VEC_STORE_LANES(out + VW * j, 0, d->tail, d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j]);
+    }
+}
+
 static void direct_run(const Direct *d) {
     const int ncb = (d->cout + DC_COB - 1) / DC_COB;
     /* work items of DC_TILES_PER_TASK tiles, fewer for small batches so each thread gets several (the
@@ -403,7 +501,10 @@ static void direct_run(const Direct *d) {
         const size_t va = task * task_vecs, vb = va + task_vecs < d->nv ? va + task_vecs : d->nv;
         for (int cb = 0; cb < ncb; cb++) {
             size_t v = va;
-            if (d->ntap == 9) {
+            if (d->hoff) {
+                for (; v + DC_PV <= vb; v += DC_PV) direct_tile_halo(d, cb, v, DC_PV);
+                for (; v < vb; v++) direct_tile_halo(d, cb, v, 1);
+            } else if (d->ntap == 9) {
                 for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 9);
                 for (; v < vb; v++) direct_tile(d, cb, v, 1, 9);
             } else {
@@ -436,6 +537,7 @@ static vmask tail_mask(size_t P) {
 typedef struct {
     const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
     const mask_entry *masks; /* [period][9] */
+    const int32_t *hoff;     /* halo path: pixel vector v of X reads x + hoff[v] + off[t]; NULL otherwise */
     double *acc;             /* [cout][cin][kk] */
     float *part;             /* [chunk][cout][cin][kk]: each chunk's sums */
     size_t dy_cs, x_cs, nv, chunk_vecs;
@@ -480,6 +582,33 @@ static __attribute__((noinline)) void dw_span(vec part[DW_COB][3], const float *
         for (int k = 0; k < 3; k++) part[c][k] = acc[c][k];
 }
 
+/* dw_span on the halo path: X vector v of column k at xrk + hoff[v], a plain load, all lanes valid. */
+static __attribute__((noinline)) void dw_span_halo(vec part[DW_COB][3], const float *blk, const float *xr0,
+                                                   const float *xr1, const float *xr2, const int32_t *hoff,
+                                                   size_t nv) {
+    vec acc[DW_COB][3];
+    #pragma GCC unroll 16
+    for (int c = 0; c < DW_COB; c++)
+        #pragma GCC unroll 16
+        for (int k = 0; k < 3; k++) acc[c][k] = part[c][k];
+    for (size_t v = 0; v < nv; v++, blk += DW_COB * VW) {
+        const ptrdiff_t o = hoff[v];
+        const vec x0 = VEC_LOADU(xr0 + o), x1 = VEC_LOADU(xr1 + o), x2 = VEC_LOADU(xr2 + o);
+        #pragma GCC unroll 16
+        for (int c = 0; c < DW_COB; c++) {
+            vec g = VEC_LOAD(blk + c * VW);
+            __asm__("" : "+v"(g));   /* as in dw_span */
+            acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
+            acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
+            acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
+        }
+    }
+    #pragma GCC unroll 16
+    for (int c = 0; c < DW_COB; c++)
+        #pragma GCC unroll 16
+        for (int k = 0; k < 3; k++) part[c][k] = acc[c][k];
+}
+
 /* part[c][k] += sum over pixel vectors va .. vb (at most DW_SUB) of dY (packed in blk) * (column col0 + k
  * of X), lane by lane. A column past the last one repeats the last (its sums are stored nowhere). */
 static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec part[DW_COB][3], size_t va,
@@ -490,8 +619,12 @@ static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec pa
     for (int k = 0; k < 3; k++) {
         const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
         const int ci = col / d->ntap, t = col % d->ntap;
-        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + va * VW;
+        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + (d->hoff ? 0 : va * VW);
         mr[k] = d->masks + u * 9 + d->mk[t];
+    }
+    if (d->hoff) {
+        dw_span_halo(part, blk, xr[0], xr[1], xr[2], d->hoff + va, vb - va);
+        return;
     }
     const size_t vfull = vb < d->nv - 1 ? vb : d->nv - 1;   /* vectors before vfull have all VW lanes */
     if (va < vfull) dw_span(part, blk, xr[0], xr[1], xr[2], mr[0], mr[1], mr[2], vfull - va);
@@ -570,6 +703,8 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
+    int32_t *hoff = (int32_t *)(scratch + lay.hoff);
+    const int halo = uses_halo(s, w);
     const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
     build_masks(masks, geo.ho, geo.wo, geo.period);
     for (int cb = 0; cb < ncb; cb++)
@@ -586,7 +721,13 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         const int nc = n - n0 < nc_max ? n - n0 : nc_max;
         const size_t P = (size_t)nc * ohw;
         Direct d = {0};
-        if (s.stride == 1) {
+        if (halo) {
+            halo_fill(planes, x, s.cin, n, h, w, n0, nc);
+            halo_offsets(hoff, h, w, nc);
+            d.src = planes;
+            d.src_cs = (size_t)nc * halo_image(h, w);
+            d.hoff = hoff;
+        } else if (s.stride == 1) {
             d.src = x + n0 * hw;
             d.src_cs = (size_t)n * hw;
         } else {
@@ -607,7 +748,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.tail = tail_mask(P);
         for (int t = 0; t < geo.ntap; t++) {
             const Tap tp = geo.tap[t];
-            d.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
+            d.off[t] = halo ? tp.dy * (w + 2) + tp.dx : (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
             d.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
         }
         direct_run(&d);
@@ -640,8 +781,52 @@ static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s,
     }
 }
 
+/* The weight gradient of images n0 .. n0 + nc, accumulated into the double buffer (see direct_dw_run). */
+static void direct_dw_chunk(const float *dy, const float *x, float *scratch, const DirectLayout *lay,
+                            const Geometry *geo, ConvShape s, int n, int h, int w, int n0, int nc) {
+    const size_t ohw = (size_t)geo->ho * geo->wo, hw = (size_t)h * w, P = (size_t)nc * ohw;
+    const int halo = uses_halo(s, w);
+    float *planes = scratch + lay->planes;
+    int32_t *hoff = (int32_t *)(scratch + lay->hoff);
+    DirectDw dw = {0};
+    dw.dy = dy + n0 * ohw;
+    dw.dy_cs = (size_t)n * ohw;
+    if (halo) {
+        halo_fill(planes, x, s.cin, n, h, w, n0, nc);
+        halo_offsets(hoff, h, w, nc);
+        dw.x = planes;
+        dw.x_cs = (size_t)nc * halo_image(h, w);
+        dw.hoff = hoff;
+    } else if (s.stride == 1) {
+        dw.x = x + n0 * hw;
+        dw.x_cs = (size_t)n * hw;
+    } else {
+        split_planes(planes, x, s.cin, geo->G, n, h, w, n0, nc, geo->ho, geo->wo);
+        dw.x = planes;
+        dw.x_cs = (size_t)geo->G * P;
+    }
+    dw.masks = (const mask_entry *)(scratch + lay->masks);
+    dw.acc = (double *)(scratch + lay->acc);
+    dw.part = scratch + lay->part;
+    dw.nv = (P + VW - 1) / VW;
+    dw.chunk_vecs = dw_chunk_vecs(s);
+    dw.cin = s.cin;
+    dw.cout = s.cout;
+    dw.kk = s.k * s.k;
+    dw.period = geo->period;
+    dw.ntap = geo->ntap;
+    dw.tail = tail_mask(P);
+    for (int t = 0; t < geo->ntap; t++) {
+        const Tap tp = geo->tap[t];
+        dw.off[t] = halo ? tp.dy * (w + 2) + tp.dx : (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo->wo + tp.dx;
+        dw.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
+        dw.widx[t] = tp.widx;
+    }
+    direct_dw_run(&dw);
+}
+
 /* One pass over chunks of images: each chunk's weight gradient, then its input gradient, through the same
- * scratch planes (stride 2). The two kernels' per-chunk set-up stays side by side (80 lines). */
+ * scratch planes (stride 2) or halo buffer (X for the weight gradient, then dY for the input gradient). */
 static void direct_backward(float *dx, float *dweight, const float *dy, const float *x, const float *weight,
                             int n, int h, int w, ConvShape s, float *scratch) {
     const Geometry geo = make_geometry(s, h, w);
@@ -649,7 +834,8 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     double *acc = (double *)(scratch + lay.acc);
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
-    const int kk = s.k * s.k;
+    int32_t *hoff = (int32_t *)(scratch + lay.hoff);
+    const int halo = uses_halo(s, w), kk = s.k * s.k;
     build_masks(masks, geo.ho, geo.wo, geo.period);
     const size_t nw = (size_t)s.cout * s.cin * kk;
     memset(acc, 0, sizeof(double) * nw);
@@ -661,41 +847,19 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
     for (int n0 = 0; n0 < n; n0 += nc_max) {
         const int nc = n - n0 < nc_max ? n - n0 : nc_max;
         const size_t P = (size_t)nc * ohw;
-        DirectDw dw = {0};
-        dw.dy = dy + n0 * ohw;
-        dw.dy_cs = (size_t)n * ohw;
-        if (s.stride == 1) {
-            dw.x = x + n0 * hw;
-            dw.x_cs = (size_t)n * hw;
-        } else {
-            split_planes(planes, x, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
-            dw.x = planes;
-            dw.x_cs = (size_t)geo.G * P;
-        }
-        dw.masks = masks;
-        dw.acc = acc;
-        dw.part = scratch + lay.part;
-        dw.nv = (P + VW - 1) / VW;
-        dw.chunk_vecs = dw_chunk_vecs(s);
-        dw.cin = s.cin;
-        dw.cout = s.cout;
-        dw.kk = kk;
-        dw.period = geo.period;
-        dw.ntap = geo.ntap;
-        dw.tail = tail_mask(P);
-        for (int t = 0; t < geo.ntap; t++) {
-            const Tap tp = geo.tap[t];
-            dw.off[t] = (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
-            dw.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
-            dw.widx[t] = tp.widx;
-        }
-        direct_dw_run(&dw);
+        direct_dw_chunk(dy, x, scratch, &lay, &geo, s, n, h, w, n0, nc);
         if (!dx) continue;
         /* input gradient plane by plane: the taps of plane g in reverse, shifts negated, over dY's cout channels */
         for (int g = 0; g < geo.G; g++) {
             Direct d = {0};
             d.src = dy + n0 * ohw;
             d.src_cs = (size_t)n * ohw;
+            if (halo) {   /* dY into the halo buffer, which the weight gradient has finished with */
+                halo_fill(planes, dy, s.cout, n, h, w, n0, nc);
+                d.src = planes;
+                d.src_cs = (size_t)nc * halo_image(h, w);
+                d.hoff = hoff;
+            }
             if (s.stride == 1) {
                 d.dst = dx + n0 * hw;
                 d.dst_cs = (size_t)n * hw;
@@ -713,7 +877,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
             d.tail = tail_mask(P);
             for (int t = 0; t < d.ntap; t++) {
                 const Tap tp = geo.tap[plane_t0[g + 1] - 1 - t];
-                d.off[t] = -(ptrdiff_t)(tp.dy * geo.wo + tp.dx);
+                d.off[t] = -(ptrdiff_t)(tp.dy * (halo ? w + 2 : geo.wo) + tp.dx);
                 d.mk[t] = (1 - tp.dy) * 3 + 1 - tp.dx;
             }
             direct_run(&d);
