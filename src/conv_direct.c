@@ -63,6 +63,7 @@ typedef uint16_t mask_entry;
 #define VEC_STORE(p, v) _mm512_store_ps(p, v)          /* aligned */
 #define VEC_MASKZ_LOADU(m, p) _mm512_maskz_loadu_ps(m, p)
 #define VEC_STORE_LANES(p, last, tail, v) _mm512_mask_storeu_ps(p, (last) ? (tail) : VMASK_ALL, v)
+#define VEC_LOAD_LANES(p, last, tail) _mm512_maskz_loadu_ps((last) ? (tail) : VMASK_ALL, p)
 #define VEC_REDUCE_ADD(v) _mm512_reduce_add_ps(v)
 static inline vmask vmask_from_bits(unsigned bits) { return (__mmask16)bits; }
 static inline void mask_entry_put(mask_entry *e, vmask m) { *e = m; }
@@ -90,6 +91,7 @@ typedef __m256i mask_entry;
 /* a plain store where all lanes are valid: masked stores are slow on AMD (microcoded before Zen 4) */
 #define VEC_STORE_LANES(p, last, tail, v) \
     do { if (last) _mm256_maskstore_ps(p, tail, v); else _mm256_storeu_ps(p, v); } while (0)
+#define VEC_LOAD_LANES(p, last, tail) ((last) ? _mm256_maskload_ps(p, tail) : _mm256_loadu_ps(p))
 #define VEC_REDUCE_ADD(v) vec_reduce_add(v)
 static inline vmask vmask_from_bits(unsigned bits) {
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -319,7 +321,8 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
         }
 }
 
-/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
+/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t];
+ * with accumulate, dst[co][p] = dst[co][p] + that value, one rounding, as a separate add would give.
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
  * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
@@ -336,6 +339,7 @@ typedef struct {
     const mask_entry *masks; /* [period][9] */
     size_t src_cs, dst_cs, nv;
     int cin, cout, period, ntap;
+    int accumulate;          /* add the result to dst instead of overwriting it */
     vmask tail;              /* valid lanes of vector nv - 1 */
     ptrdiff_t off[9];
     int mk[9];
@@ -383,8 +387,10 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
         const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
-            const vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            VEC_STORE_LANES(out + VW * j, v0 + j == d->nv - 1, d->tail, r);
+            const int last = v0 + j == d->nv - 1;
+            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            if (d->accumulate) r = VEC_ADD(VEC_LOAD_LANES(out + VW * j, last, d->tail), r);
+            VEC_STORE_LANES(out + VW * j, last, d->tail, r);
         }
     }
 }
@@ -565,7 +571,7 @@ static void direct_dw_run(const DirectDw *d) {
 }
 
 static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                           int w, ConvShape s, float *scratch) {
+                           int w, ConvShape s, float *scratch, int accumulate) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
@@ -598,6 +604,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.dst_cs = (size_t)n * ohw;
         d.wp = wp;
         d.bias = bias;
+        d.accumulate = accumulate;
         d.masks = masks;
         d.nv = (P + VW - 1) / VW;
         d.cin = s.cin;
