@@ -139,10 +139,12 @@ static int chunk_images(ConvShape s, int n, int ho, int wo) {
 size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
     const ConvDirectKernels *direct = direct_for(s);
     if (direct) return direct->scratch_floats(s, n, h, w);
-    if (is_pointwise(s)) return 0;
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
-    /* col for forward; col and dcol for backward */
-    return 2 * (size_t)s.cin * s.k * s.k * chunk_images(s, n, ho, wo) * ho * wo;
+    const size_t chunk_pixels = (size_t)chunk_images(s, n, ho, wo) * ho * wo, K = (size_t)s.cin * s.k * s.k;
+    /* pointwise: the accumulating forward's product of a chunk; else col, and then dcol (backward) or the
+     * accumulating forward's product */
+    if (is_pointwise(s)) return s.cout * chunk_pixels;
+    return (K + (K > (size_t)s.cout ? K : (size_t)s.cout)) * chunk_pixels;
 }
 
 /* col[K][nc*ho*wo] from images n0..n0+nc of x [cin, n, h, w]. */
@@ -212,37 +214,78 @@ static void gemm(trans_t ta, trans_t tb, int m, int nn, int k, float alpha, cons
     bli_sgemm(ta, tb, m, nn, k, &alpha, (float *)a, rsa, csa, (float *)b, rsb, csb, &beta, c, rsc, 1);
 }
 
-void conv_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
-                  ConvShape s, float *scratch) {
-    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
-    const int K = s.cin * s.k * s.k;
-    const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
-    const ConvDirectKernels *direct = direct_for(s);
-    if (direct) {
-        direct->forward(y, x, weight, bias, n, h, w, s, scratch);
-        return;
+static void add_bias(float *y, const float *bias, int cout, size_t cols) {
+    #pragma omp parallel for schedule(static)
+    for (int co = 0; co < cout; co++) {
+        float *row = y + co * cols;
+        const float b = bias[co];
+        for (size_t i = 0; i < cols; i++) row[i] += b;
     }
-    if (is_pointwise(s)) {
+}
+
+/* y[co][i] = y[co][i] + (product[co][i] (+ bias[co])) over the cols columns of a chunk, y's rows ldy apart:
+ * the rounding of conv_forward followed by add_inplace */
+static void add_product(float *y, size_t ldy, const float *product, const float *bias, int cout, size_t cols) {
+    #pragma omp parallel for schedule(static)
+    for (int co = 0; co < cout; co++) {
+        float *row = y + co * ldy;
+        const float *prow = product + co * cols;
+        if (bias) {
+            const float b = bias[co];
+            for (size_t i = 0; i < cols; i++) row[i] += prow[i] + b;
+        } else {
+            for (size_t i = 0; i < cols; i++) row[i] += prow[i];
+        }
+    }
+}
+
+/* The general path. Accumulating, each chunk's GEMM goes to scratch and is then added to y: BLIS's beta = 1
+ * would add y into the sum at the first of K's cache blocks, a different rounding from conv_forward's. */
+static void im2col_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
+                           int w, ConvShape s, float *scratch, int accumulate) {
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
+    const int K = s.cin * s.k * s.k, pointwise = is_pointwise(s);
+    const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
+    if (pointwise && !accumulate) {
         gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)cols, K, 1.0f, weight, K, 1, x, cols, 1,
              0.0f, y, cols);
     } else {
         const int nc_max = chunk_images(s, n, ho, wo);
+        float *product = pointwise ? scratch : scratch + (size_t)K * nc_max * ohw;
         for (int n0 = 0; n0 < n; n0 += nc_max) {
             const int nc = n - n0 < nc_max ? n - n0 : nc_max;
             const size_t ccols = (size_t)nc * ohw;
-            im2col(scratch, x, n, h, w, n0, nc, s, ho, wo);
-            gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)ccols, K, 1.0f, weight, K, 1, scratch,
-                 ccols, 1, 0.0f, y + n0 * ohw, cols);
+            const float *col = pointwise ? x + n0 * ohw : scratch;
+            const inc_t ldcol = pointwise ? (inc_t)cols : (inc_t)ccols;
+            if (!pointwise) im2col(scratch, x, n, h, w, n0, nc, s, ho, wo);
+            if (accumulate) {
+                gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)ccols, K, 1.0f, weight, K, 1, col, ldcol,
+                     1, 0.0f, product, ccols);
+                add_product(y + n0 * ohw, cols, product, bias, s.cout, ccols);
+            } else {
+                gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)ccols, K, 1.0f, weight, K, 1, col, ldcol,
+                     1, 0.0f, y + n0 * ohw, cols);
+            }
         }
     }
-    if (bias) {
-        #pragma omp parallel for schedule(static)
-        for (int co = 0; co < s.cout; co++) {
-            float *row = y + co * cols;
-            const float b = bias[co];
-            for (size_t i = 0; i < cols; i++) row[i] += b;
-        }
-    }
+    if (bias && !accumulate) add_bias(y, bias, s.cout, cols);
+}
+
+static void forward_any(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
+                        ConvShape s, float *scratch, int accumulate) {
+    const ConvDirectKernels *direct = direct_for(s);
+    if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, accumulate);
+    else im2col_forward(y, x, weight, bias, n, h, w, s, scratch, accumulate);
+}
+
+void conv_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
+                  ConvShape s, float *scratch) {
+    forward_any(y, x, weight, bias, n, h, w, s, scratch, 0);
+}
+
+void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias, int n, int h,
+                             int w, ConvShape s, float *scratch) {
+    forward_any(y, x, weight, bias, n, h, w, s, scratch, 1);
 }
 
 void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,

@@ -66,6 +66,7 @@ typedef uint16_t mask_entry;
 #define VEC_STORE(p, v) _mm512_store_ps(p, v)          /* aligned */
 #define VEC_MASKZ_LOADU(m, p) _mm512_maskz_loadu_ps(m, p)
 #define VEC_STORE_LANES(p, last, tail, v) _mm512_mask_storeu_ps(p, (last) ? (tail) : VMASK_ALL, v)
+#define VEC_LOAD_LANES(p, last, tail) _mm512_maskz_loadu_ps((last) ? (tail) : VMASK_ALL, p)
 #define VEC_REDUCE_ADD(v) _mm512_reduce_add_ps(v)
 static inline vmask vmask_from_bits(unsigned bits) { return (__mmask16)bits; }
 static inline void mask_entry_put(mask_entry *e, vmask m) { *e = m; }
@@ -94,6 +95,7 @@ typedef __m256i mask_entry;
 /* a plain store where all lanes are valid: masked stores are slow on AMD (microcoded before Zen 4) */
 #define VEC_STORE_LANES(p, last, tail, v) \
     do { if (last) _mm256_maskstore_ps(p, tail, v); else _mm256_storeu_ps(p, v); } while (0)
+#define VEC_LOAD_LANES(p, last, tail) ((last) ? _mm256_maskload_ps(p, tail) : _mm256_loadu_ps(p))
 #define VEC_REDUCE_ADD(v) vec_reduce_add(v)
 static inline vmask vmask_from_bits(unsigned bits) {
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -377,7 +379,8 @@ static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
     }
 }
 
-/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t].
+/* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t];
+ * with accumulate, dst[co][p] = dst[co][p] + that value, one rounding, as a separate add would give.
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
  * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
@@ -395,6 +398,7 @@ typedef struct {
     const int32_t *hoff;     /* halo path: pixel vector v reads src + hoff[v] + off[t]; NULL otherwise */
     size_t src_cs, dst_cs, nv;
     int cin, cout, period, ntap;
+    int accumulate;          /* add the result to dst instead of overwriting it */
     vmask tail;              /* valid lanes of vector nv - 1 */
     ptrdiff_t off[9];
     int mk[9];
@@ -442,8 +446,10 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
         const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
-            const vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            VEC_STORE_LANES(out + VW * j, v0 + j == d->nv - 1, d->tail, r);
+            const int last = v0 + j == d->nv - 1;
+            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            if (d->accumulate) r = VEC_ADD(VEC_LOAD_LANES(out + VW * j, last, d->tail), r);
+            VEC_STORE_LANES(out + VW * j, last, d->tail, r);
         }
     }
 }
@@ -482,8 +488,11 @@ static inline __attribute__((always_inline)) void direct_tile_halo(const Direct 
         float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
         const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++)
-            VEC_STORE_LANES(out + VW * j, 0, d->tail, d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j]);
+        for (int j = 0; j < pv; j++) {
+            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            if (d->accumulate) r = VEC_ADD(VEC_LOADU(out + VW * j), r);
+            VEC_STORE_LANES(out + VW * j, 0, d->tail, r);
+        }
     }
 }
 
@@ -698,7 +707,7 @@ static void direct_dw_run(const DirectDw *d) {
 }
 
 static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                           int w, ConvShape s, float *scratch) {
+                           int w, ConvShape s, float *scratch, int accumulate) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
@@ -739,6 +748,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.dst_cs = (size_t)n * ohw;
         d.wp = wp;
         d.bias = bias;
+        d.accumulate = accumulate;
         d.masks = masks;
         d.nv = (P + VW - 1) / VW;
         d.cin = s.cin;

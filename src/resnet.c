@@ -37,7 +37,8 @@ typedef struct {
 } Block;
 
 /* Activation pointers of one block. In a training arena every tensor is its own; in an inference arena
- * they alias (see arena_layout) so that a whole evaluation set fits. */
+ * they alias (see inference_places) so that a whole evaluation set fits: there the seed's c2 is its
+ * shortcut's buffer (x or db), into which conv2 accumulates. */
 typedef struct {
     float *x;                    /* input [cin, n, h_in, h_in] (the previous block's out) */
     float *c1, *a1;              /* conv1 output, BN+ReLU of it */
@@ -370,19 +371,69 @@ const TensorInfo *model_find_buffer(const Model *m, const char *name) {
 
 /* ---- activation arena ----------------------------------------------------------------------------- */
 
+/* Floats of a tensor in the arena: every tensor starts 64-byte aligned. */
+static size_t aligned_floats(size_t count) { return (count + 15) / 16 * 16; }
+
+/* Where a tensor of the inference arena lies: buffer `buf` at float offset `off`. */
+typedef struct { int buf; size_t off; } Place;
+
+static float *place_at(float *const *bufs, Place at) { return bufs ? bufs[at.buf] + at.off : NULL; }
+
+/* need[b] = max(need[b], end of a tensor of `count` floats at `at`) */
+static void place_need(size_t need[3], Place at, size_t count) {
+    const size_t end = at.off + aligned_floats(count);
+    if (end > need[at.buf]) need[at.buf] = end;
+}
+
+/* The inference arena: the whole evaluated set passes through a few whole-set buffers, and every later write
+ * overwrites an earlier one in place, so n images cost about 2 activations of the largest layer (seed) or 3
+ * (paper). Seed: the block input x stays in its buffer, conv1 / BN / ReLU go to the other one, and conv2
+ * accumulates into the shortcut (conv_forward_accumulate) - x itself, or, where the block projects, the
+ * projection's output, which lies in the other buffer after a1 (at stride 2 both together are about the
+ * size of x); BN and ReLU then run in place. Paper: BN comes between conv2 and the sum, so conv2 needs a
+ * third buffer next to x and a1 (its option-A shortcut lies after a1). The stem's input (C,N,H,W) lies in
+ * buffer 1, its output in 0. Computes each buffer's floats into need (the most any tensor placed in it
+ * reaches); with bufs, also points the arena's tensors into them. */
+static void inference_places(const Model *m, Arena *a, int n, float *const *bufs, size_t need[3]) {
+    const ModelPlan *p = m->plan;
+    const int S = m->cfg.image_size, seed = m->cfg.arch == ARCH_SEED, nbufs = seed ? 2 : 3;
+    const Place stem_in = {1, 0}, stem_out = {0, 0};
+    place_need(need, stem_in, (size_t)m->cfg.in_channels * n * S * S);
+    place_need(need, stem_out, (size_t)16 * n * S * S);
+    if (bufs) {
+        a->x0 = place_at(bufs, stem_in);
+        a->c0 = a->a0 = place_at(bufs, stem_out);
+    }
+    Place x = stem_out;
+    for (int i = 0; i < p->num_blocks; i++) {
+        const Block *b = &p->blocks[i];
+        const size_t out = (size_t)b->cout * n * b->h_out * b->h_out;
+        const Place t = {(x.buf + 1) % nbufs, 0}, after_t = {t.buf, aligned_floats(out)};
+        const Place sum = seed ? (b->has_proj ? after_t : x) : (Place){(x.buf + 2) % nbufs, 0};
+        place_need(need, t, out);
+        place_need(need, sum, out);
+        if (b->has_proj || b->option_a) place_need(need, after_t, out);
+        if (bufs) {
+            BlockActs *ba = &a->blocks[i];
+            ba->x = place_at(bufs, x);
+            ba->c1 = ba->a1 = place_at(bufs, t);
+            ba->c2 = ba->out = place_at(bufs, sum);
+            ba->d = ba->db = b->has_proj || b->option_a ? place_at(bufs, after_t) : NULL;
+        }
+        x = sum;
+    }
+}
+
 /* Lays the arena out twice: with memory == NULL it only counts floats. A training arena gives every
- * tensor backward needs its own place. An inference arena rotates three full-size buffers through the
- * blocks (input, conv1/BN, conv2/sum/output: every later write may overwrite the earlier one in place)
- * plus one for the shortcut, so evaluating the whole validation set at once costs ~3 activations. */
+ * tensor backward needs its own place; an inference arena is laid out by inference_places. */
 static size_t arena_layout(const Model *m, Arena *a, int n, int training, float *memory) {
     const ModelPlan *p = m->plan;
     const int S = m->cfg.image_size;
     size_t used = 0;
 #define TAKE(ptr, count)                                                                       \
     do {                                                                                       \
-        size_t take_ = ((size_t)(count) + 15) / 16 * 16; /* keep every tensor 64-byte aligned */ \
         ptr = memory ? memory + used : NULL;                                                   \
-        used += take_;                                                                         \
+        used += aligned_floats(count);                                                         \
     } while (0)
     size_t largest = (size_t)16 * S * S;   /* floats per image of the largest activation */
     for (int i = 0; i < p->num_blocks; i++) {
@@ -392,40 +443,26 @@ static size_t arena_layout(const Model *m, Arena *a, int n, int training, float 
         if (out > largest) largest = out;
     }
     largest *= (size_t)n;
-    TAKE(a->x0, (size_t)m->cfg.in_channels * n * S * S);
+    if (training) TAKE(a->x0, (size_t)m->cfg.in_channels * n * S * S);
     TAKE(a->stem_stats, 3 * 16);
-    float *rot[3] = {NULL, NULL, NULL}, *shortcut = NULL;
     if (training) {
         TAKE(a->c0, (size_t)16 * n * S * S);
         TAKE(a->a0, (size_t)16 * n * S * S);
-    } else {
-        for (int r = 0; r < 3; r++) TAKE(rot[r], largest);
-        TAKE(shortcut, largest / 2);   /* shortcuts exist only at stride 2: half the largest at most */
-        a->c0 = a->a0 = rot[0];
     }
-    int current = 0;   /* inference: which rotating buffer holds the block input */
     for (int i = 0; i < p->num_blocks; i++) {
         const Block *b = &p->blocks[i];
         BlockActs *ba = memory ? &a->blocks[i] : &(BlockActs){0};
         const size_t out = (size_t)b->cout * n * b->h_out * b->h_out;
         TAKE(ba->stats, 4 * 3 * b->cout);
-        if (training) {
-            if (memory) ba->x = i == 0 ? a->a0 : a->blocks[i - 1].out;
-            TAKE(ba->c1, out);
-            TAKE(ba->a1, out);
-            TAKE(ba->c2, out);
-            TAKE(ba->out, out);
-            if (b->has_proj || b->option_a) {
-                TAKE(ba->d, out);
-                if (b->has_proj) TAKE(ba->db, out); else ba->db = ba->d;
-            }
-        } else if (memory) {
-            float *t = rot[(current + 1) % 3], *u = rot[(current + 2) % 3];
-            ba->x = rot[current];
-            ba->c1 = ba->a1 = t;
-            ba->c2 = ba->out = u;
-            ba->d = ba->db = shortcut;
-            current = (current + 2) % 3;
+        if (!training) continue;
+        if (memory) ba->x = i == 0 ? a->a0 : a->blocks[i - 1].out;
+        TAKE(ba->c1, out);
+        TAKE(ba->a1, out);
+        TAKE(ba->c2, out);
+        TAKE(ba->out, out);
+        if (b->has_proj || b->option_a) {
+            TAKE(ba->d, out);
+            if (b->has_proj) TAKE(ba->db, out); else ba->db = ba->d;
         }
     }
     TAKE(a->pooled, (size_t)n * p->features);
@@ -434,6 +471,13 @@ static size_t arena_layout(const Model *m, Arena *a, int n, int training, float 
     if (training) {
         for (int g = 0; g < 4; g++) TAKE(a->grad[g], largest);
         TAKE(a->grad_pooled, (size_t)n * p->features);
+    } else {
+        size_t need[3] = {0, 0, 0};
+        float *bufs[3] = {NULL, NULL, NULL};
+        inference_places(m, a, n, NULL, need);
+        for (int b = 0; b < 3; b++)
+            if (need[b]) TAKE(bufs[b], need[b]);
+        if (memory) inference_places(m, a, n, bufs, need);
     }
 #undef TAKE
     return used;
@@ -519,6 +563,14 @@ static void conv_fwd(float *y, const float *x, const float *w, const float *bias
              conv_forward(y, x, w, bias, n, h, h, s, scratch));
 }
 
+/* y += conv(x), rounded as conv_fwd followed by add_into (conv.h) */
+static void conv_fwd_accumulate(float *y, const float *x, const float *w, int n, int h, ConvShape s,
+                                float *scratch) {
+    char label[64];
+    PROFILED(perf_profile_enabled() ? conv_label(label, sizeof label, s, h, "forward") : "", conv_flops_n(s, h, n),
+             conv_forward_accumulate(y, x, w, NULL, n, h, h, s, scratch));
+}
+
 static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
                      int h, ConvShape s, float *scratch) {
     char label[64];
@@ -579,19 +631,24 @@ static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
     const int c = b->cout;
     conv_fwd(ba->c1, ba->x, P + b->conv1_w, NULL, n, b->h_in, b->conv1, scratch);
     bn_apply(ps, ba->a1, ba->c1, b->bn1, ba->stats, b->ref1, 1, out_count);
-    conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
     if (m->cfg.arch == ARCH_SEED) {
         /* out = relu(bn(c2 + shortcut)), the block's BN applied a second time */
+        const float *shortcut = ba->x;
         if (b->has_proj) {
             conv_fwd(ba->d, ba->x, P + b->proj_w, NULL, n, b->h_in, b->proj, scratch);
             bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, b->ref_proj, 0, out_count);
-            add_into(ba->c2, ba->db, out_size);
+            shortcut = ba->db;
+        }
+        if (ba->c2 == shortcut) {   /* inference arena: the sum formed in the shortcut's buffer */
+            conv_fwd_accumulate(ba->c2, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
         } else {
-            add_into(ba->c2, ba->x, out_size);
+            conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
+            add_into(ba->c2, shortcut, out_size);
         }
         bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, b->ref2, 1, out_count);
     } else {
         /* out = relu(bn2(c2) + shortcut) */
+        conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
         bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, b->ref2, 0, out_count);
         if (b->option_a) {
             PROFILED("add / relu / shortcut", 0,

@@ -697,6 +697,64 @@ START_TEST(ref_conv_resnet_shapes) {
 }
 END_TEST
 
+/* conv_forward_accumulate: y0 + the convolution, against y0 + the double loop, and bit for bit what
+ * conv_forward into another buffer followed by add_inplace gives (the inference arena relies on it for
+ * logits equal to the training arena's). Random shapes as above, then ResNet-20's, whose 16 -> 16 at 32x32
+ * with 9 images runs im2col in chunks. */
+static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, int w, int with_bias, TRng *rng) {
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
+    const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * s.k * s.k;
+    const size_t ny = (size_t)s.cout * n * ho * wo, nscr = conv_scratch_floats(s, n, h, w);
+    float *x = rand_array(nx, -1, 1, rng), *wt = rand_array(nw, -0.5, 0.5, rng), *bias = rand_array(s.cout, -1, 1, rng);
+    float *y0 = rand_array(ny, -2, 2, rng), *acc = falloc(ny), *sep = falloc(ny), *scr = falloc(nscr);
+    double *ry = dalloc(ny);
+    const float *b = with_bias ? bias : NULL;
+    memcpy(acc, y0, sizeof(float) * ny);
+    conv_forward_accumulate(acc, x, wt, b, n, h, w, s, scr);
+    check_canary(acc, ny, what);
+    check_canary(scr, nscr, what);
+    ref_conv_forward(ry, x, wt, b, n, h, w, s);
+    for (size_t i = 0; i < ny; i++) ry[i] += y0[i];
+    ASSERT_REL(acc, ry, ny, REF_TOL, "%s accumulate", what);
+    conv_forward(sep, x, wt, b, n, h, w, s, scr);
+    add_inplace(sep, y0, ny);
+    for (size_t i = 0; i < ny; i++)
+        ck_assert_msg(memcmp(&acc[i], &sep[i], sizeof(float)) == 0,
+                      "%s: accumulate %.9g differs from conv + add %.9g at %zu", what, acc[i], sep[i], i);
+    rn_free(x); rn_free(wt); rn_free(bias); rn_free(y0); rn_free(acc); rn_free(sep); rn_free(scr); rn_free(ry);
+}
+
+START_TEST(ref_conv_accumulate) {
+    const char *isa = use_isa(_i);
+    TRng rng = {402};
+    char what[200];
+    for (int i = 0; i < 100; i++) {
+        ConvShape s;
+        int n, h, w;
+        do {
+            s = (ConvShape){trng_int(&rng, 1, 20), trng_int(&rng, 1, 20), trng_int(&rng, 0, 1) ? 3 : 1,
+                            trng_int(&rng, 1, 2), trng_int(&rng, 0, 1)};
+            n = trng_int(&rng, 1, 5);
+            h = trng_int(&rng, 1, 13);
+            w = trng_int(&rng, 1, 13);
+        } while (h + 2 * s.pad < s.k || w + 2 * s.pad < s.k);
+        const int with_bias = trng_int(&rng, 0, 1);
+        snprintf(what, sizeof what, "%s accumulate case %d: cin=%d cout=%d k=%d stride=%d pad=%d n=%d h=%d w=%d bias=%d",
+                 isa, i, s.cin, s.cout, s.k, s.stride, s.pad, n, h, w, with_bias);
+        conv_accumulate_case(what, s, n, h, w, with_bias, &rng);
+    }
+    /* cin, cout, k, stride, pad, h, n */
+    static const int cases[][7] = {{3, 16, 3, 1, 1, 32, 3}, {16, 16, 3, 1, 1, 32, 9}, {16, 32, 3, 2, 1, 32, 3},
+                                   {32, 64, 3, 2, 1, 16, 3}, {64, 64, 3, 1, 1, 8, 5}, {16, 32, 1, 2, 0, 32, 2},
+                                   {32, 32, 3, 1, 1, 16, 4}, {8, 24, 1, 1, 0, 9, 3}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int *q = cases[t];
+        snprintf(what, sizeof what, "%s accumulate resnet shape %zu", isa, t);
+        conv_accumulate_case(what, (ConvShape){q[0], q[1], q[2], q[3], q[4]}, q[6], q[5], q[5], 0, &rng);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- (b) batchnorm against naive double */
 
 static void bn_ref_case(int c, long m, double offset, double spread, int relu, double tol, TRng *rng) {
@@ -1154,8 +1212,8 @@ START_TEST(threads_conv_close) {
 END_TEST
 
 /* The direct kernels sum every output value on one thread in a fixed order, so on every direct path the
- * CPU runs (isas[_i], registered for those alone) the shapes they take give bitwise the same y, dx and dW
- * on 1 and 2 threads (3x3 at stride 1 and 2, 1x1 at stride 2, a batch whose pixel count is not a multiple
+ * CPU runs (isas[_i], registered for those alone) the shapes they take give bitwise the same y, dx, dW and
+ * accumulated y on 1 and 2 threads (3x3 at stride 1 and 2, 1x1 at stride 2, a batch whose pixel count is not a multiple
  * of the vector width, and channel counts that leave the register tiles partly empty); the im2col + GEMM
  * path is only close (threads_conv_close). */
 START_TEST(threads_conv_direct_bitwise) {
@@ -1178,12 +1236,14 @@ START_TEST(threads_conv_direct_bitwise) {
         float *out[2];
         for (int t = 0; t < 2; t++) {
             compute_set_threads(t + 1);
-            out[t] = falloc(ny + nx + nw);
+            out[t] = falloc(2 * ny + nx + nw);
             memset(out[t], 0, sizeof(float) * (ny + nx + nw));   /* dW accumulates */
             conv_forward(out[t], x, wt, NULL, n, h, w, s, scr);
             conv_backward(out[t] + ny, out[t] + ny + nx, NULL, dy, x, wt, n, h, w, s, scr);
+            memcpy(out[t] + ny + nx + nw, dy, sizeof(float) * ny);
+            conv_forward_accumulate(out[t] + ny + nx + nw, x, wt, NULL, n, h, w, s, scr);
         }
-        ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (ny + nx + nw)) == 0,
+        ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (2 * ny + nx + nw)) == 0,
                       "%s case %zu: direct conv differs on 1 and 2 threads", isa, c);
         for (int t = 0; t < 2; t++) rn_free(out[t]);
         rn_free(x); rn_free(wt); rn_free(dy); rn_free(scr);
@@ -1250,6 +1310,7 @@ Suite *test_suite(void) {
     tcase_set_timeout(ref, 120);
     tcase_add_loop_test(ref, ref_conv_random, 0, n_isas);
     tcase_add_loop_test(ref, ref_conv_resnet_shapes, 0, n_isas);
+    tcase_add_loop_test(ref, ref_conv_accumulate, 0, n_isas);
     tcase_add_test(ref, ref_batchnorm);
     tcase_add_test(ref, ref_batchnorm_fixed_and_running);
     tcase_add_test(ref, syncbn_two_ranks);

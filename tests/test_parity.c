@@ -34,6 +34,7 @@
 
 #include "check_main.h"
 #include "fixture.h"
+#include "resnet/conv.h"
 #include "resnet/optim.h"
 #include "resnet/resnet.h"
 #include "resnet/util.h"
@@ -507,6 +508,150 @@ START_TEST(evaluation_matches_torch) {
 }
 END_TEST
 
+/* ---- the inference arena against the training arena ------------------------------------------ */
+
+/* An evaluation runs on the inference arena (a few whole-set buffers; the seed's conv2 accumulates into
+ * its shortcut) once one is reserved for the batch, else on the training arena (every tensor its own,
+ * conv2 then a separate add). Both must give the same logits bit for bit, on every kernel path the CPU runs
+ * and on 1 and 2 threads; on a direct path the logits must not depend on the thread count either (through
+ * BLIS, the generic path, within 1e-6). The path is chosen before the model reserves its arenas, which size
+ * the convolution scratch for it. */
+#define EVAL_MODES 3   /* batch statistics, reference statistics, running statistics (paper) */
+static const char *const all_paths[] = {"avx512", "avx2", "generic"};
+#define ALL_PATHS ((int)(sizeof all_paths / sizeof all_paths[0]))
+static const char *paths[ALL_PATHS];   /* the kernel paths this CPU runs (test_suite); "generic" always */
+static int n_paths;
+
+static void use_path(int i) {
+    ck_assert_msg(conv_select_isa(paths[i]) == 0, "conv_select_isa(%s): %s", paths[i], rn_last_error());
+    const char *direct = conv_direct_isa();
+    ck_assert_str_eq(direct ? direct : "generic", paths[i]);
+}
+
+typedef struct {
+    size_t values;   /* logits of one evaluation */
+    float *logits;   /* [threads - 1][mode][values] */
+} EvalGrid;
+
+static float *grid_at(const EvalGrid *g, int threads, int mode) {
+    return g->logits + ((size_t)(threads - 1) * EVAL_MODES + mode) * g->values;
+}
+
+/* Every evaluation mode of m over images [n] on 1 and 2 threads, into g. */
+static void evaluate_grid(Model *m, const float *images, int n, EvalGrid *g) {
+    const BnMode modes[EVAL_MODES] = {BN_EVAL_BATCH, BN_EVAL_REFERENCE, BN_EVAL_RUNNING};
+    g->values = (size_t)n * m->cfg.classes;
+    g->logits = calloc((size_t)2 * EVAL_MODES * g->values, sizeof(float));
+    ck_assert_ptr_nonnull(g->logits);
+    for (int t = 1; t <= 2; t++) {
+        compute_set_threads(t);
+        for (int k = 0; k < EVAL_MODES; k++) {
+            if (modes[k] == BN_EVAL_RUNNING && m->cfg.arch != ARCH_PAPER) continue;
+            model_forward(m, images, n, modes[k]);
+            memcpy(grid_at(g, t, k), m->logits, sizeof(float) * g->values);
+        }
+    }
+}
+
+static void expect_same_grids(const char *what, const EvalGrid *train, const EvalGrid *infer) {
+    const char *direct = conv_direct_isa();
+    for (int t = 1; t <= 2; t++)
+        for (int k = 0; k < EVAL_MODES; k++)
+            ck_assert_msg(memcmp(grid_at(train, t, k), grid_at(infer, t, k), sizeof(float) * train->values) == 0,
+                          "%s: %s, %d thread(s), mode %d: inference-arena logits differ from the training arena's",
+                          what, direct ? direct : "generic", t, k);
+    for (int k = 0; k < EVAL_MODES; k++) {
+        const float *one = grid_at(infer, 1, k), *two = grid_at(infer, 2, k);
+        if (direct)
+            ck_assert_msg(memcmp(one, two, sizeof(float) * train->values) == 0,
+                          "%s: %s, mode %d: logits differ on 1 and 2 threads", what, direct, k);
+        else
+            ck_assert_msg(rel_error(two, one, train->values) <= 1e-6, "%s: generic, mode %d: 1 and 2 threads "
+                          "differ by %.3g", what, k, rel_error(two, one, train->values));
+    }
+}
+
+/* Evaluates each set on the training arena, then reserves an inference arena for the largest and evaluates
+ * them again (a smaller set runs on part of it); the reference statistics, measured over sets[0], must come
+ * out the same on both arenas too. */
+static void expect_inference_arena(const char *what, Model *m, const float *const *sets, const int *sizes) {
+    EvalGrid train[2], infer[2];
+    const int largest = sizes[0] > sizes[1] ? sizes[0] : sizes[1];
+    model_measure_reference(m, sets[0], sizes[0]);
+    float *reference = malloc(sizeof(float) * m->num_reference_floats);
+    ck_assert_ptr_nonnull(reference);
+    memcpy(reference, m->reference, sizeof(float) * m->num_reference_floats);
+    for (int i = 0; i < 2; i++) evaluate_grid(m, sets[i], sizes[i], &train[i]);
+    ck_assert_msg(model_reserve(m, largest, 0) == 0, "%s: model_reserve: %s", what, rn_last_error());
+    model_measure_reference(m, sets[0], sizes[0]);
+    ck_assert_msg(memcmp(reference, m->reference, sizeof(float) * m->num_reference_floats) == 0,
+                  "%s: reference statistics differ on the inference arena", what);
+    for (int i = 0; i < 2; i++) {
+        evaluate_grid(m, sets[i], sizes[i], &infer[i]);
+        expect_same_grids(what, &train[i], &infer[i]);
+        free(train[i].logits);
+        free(infer[i].logits);
+    }
+    free(reference);
+}
+
+/* The depth-20 fixtures' evaluated models (as in evaluation_matches_torch), seed and paper, on their
+ * evaluation and training batches: _i = fixture * n_paths + path. */
+START_TEST(inference_arena_matches_training_arena) {
+    use_path(_i % n_paths);
+    Case c;
+    case_open(&c, _i / n_paths);
+    if (!has(&c, "eval_logits_batch")) {
+        case_close(&c);
+        return;
+    }
+    case_start(&c);
+    if (has(&c, "step3/fc.weight")) {
+        load_params(&c, "step3/");
+        if (c.m.num_buffer_tensors > 0) load_buffers(&c, "running/");
+    } else {
+        train_forward(&c);
+    }
+    const float *sets[2] = {need(&c, "", "eval_images", 0)->data, c.images};
+    const int sizes[2] = {eval_batch(&c), c.batch};
+    expect_inference_arena(c.file, &c.m, sets, sizes);
+    case_close(&c);
+}
+END_TEST
+
+/* Larger sets of random images than the fixtures hold, so that the convolutions run in several chunks
+ * (im2col's), at CIFAR's shape (depth 8) and at an odd image size, where a
+ * stride-2 block's output is more than half its input (depth 8, 9x9: 9 -> 5 -> 3). _i = (shape * 2 + arch)
+ * * n_paths + path. */
+START_TEST(inference_arena_large_sets) {
+    use_path(_i % n_paths);
+    static const int shapes[][4] = {{8, 3, 32, 40}, {8, 1, 9, 40}};   /* depth, channels, size, images */
+    const int which = _i / n_paths, s = which / 2;
+    ModelConfig mc = {.arch = which % 2 ? ARCH_PAPER : ARCH_SEED, .depth = shapes[s][0],
+                      .in_channels = shapes[s][1], .image_size = shapes[s][2], .classes = 10};
+    const int n = shapes[s][3], small = n / 3;
+    Model m;
+    ck_assert_int_eq(model_init(&m, &mc, 7), 0);
+    ck_assert_int_eq(model_reserve(&m, n, 1), 0);
+    const size_t pixels = (size_t)mc.in_channels * mc.image_size * mc.image_size;
+    float *images = malloc(sizeof(float) * pixels * n);
+    ck_assert_ptr_nonnull(images);
+    uint64_t z = 12345;
+    for (size_t i = 0; i < pixels * n; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        images[i] = (float)(z >> 40) / (float)(1 << 24);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s depth %d %dx%d, %d images", mc.arch == ARCH_PAPER ? "paper" : "seed",
+             mc.depth, mc.image_size, mc.image_size, n);
+    const float *sets[2] = {images, images + (size_t)(n - small) * pixels};
+    const int sizes[2] = {n, small};
+    expect_inference_arena(what, &m, sets, sizes);
+    free(images);
+    model_free(&m);
+}
+END_TEST
+
 Suite *test_suite(void) {
     Suite *s = suite_create("parity");
     TCase *t = tcase_create("torch");
@@ -516,5 +661,13 @@ Suite *test_suite(void) {
     tcase_add_loop_test(t, adam_steps_match_torch, 0, NUM_FIXTURES);
     tcase_add_loop_test(t, evaluation_matches_torch, 0, NUM_FIXTURES);
     suite_add_tcase(s, t);
+    TCase *arena = tcase_create("inference_arena");
+    tcase_set_timeout(arena, 120);
+    for (int i = 0; i < ALL_PATHS; i++)
+        if (conv_select_isa(all_paths[i]) == 0) paths[n_paths++] = all_paths[i];
+    conv_select_isa(NULL);
+    tcase_add_loop_test(arena, inference_arena_matches_training_arena, 0, 2 * n_paths);
+    tcase_add_loop_test(arena, inference_arena_large_sets, 0, 4 * n_paths);
+    suite_add_tcase(s, arena);
     return s;
 }

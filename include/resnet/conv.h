@@ -16,6 +16,12 @@ size_t conv_scratch_floats(ConvShape s, int n, int h, int w);
 void conv_forward(float *y, const float *x, const float *weight, const float *bias,
                   int n, int h, int w, ConvShape s, float *scratch);
 
+/* y [cout, n, ho, wo] += the convolution conv_forward computes: each value becomes y + (conv_forward's
+ * value), one rounding, bit for bit what conv_forward into another buffer followed by add_inplace gives, so a
+ * residual sum can be formed in the buffer that holds the shortcut. y must not overlap x. */
+void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias,
+                             int n, int h, int w, ConvShape s, float *scratch);
+
 /* dy [cout, n, ho, wo]. dx [cin, n, h, w] is overwritten (skipped when NULL); dweight [cout, cin, k, k]
  * and dbias [cout] (may be NULL) are accumulated into, so a parameter used twice sums its gradients. */
 void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
