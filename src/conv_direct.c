@@ -582,6 +582,9 @@ static void direct_run(const Direct *d) {
             if (d->ntap == 9) {
                 for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 9);
                 for (; v < vb; v++) direct_tile(d, cb, v, 1, 9);
+            } else if (d->ntap == 1) {   /* 1x1 / stride 2 */
+                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 1);
+                for (; v < vb; v++) direct_tile(d, cb, v, 1, 1);
             } else {
                 for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, d->ntap);
                 for (; v < vb; v++) direct_tile(d, cb, v, 1, d->ntap);
