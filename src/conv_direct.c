@@ -10,8 +10,8 @@
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
  * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
  * vectors at the row ends may point before or after the array. No im2col, no col2im. On AVX2, where each
- * masked load also loads its mask vector, 3x3 / stride 1 with whole-vector rows takes the halo path instead
- * (see halo_fill): a zero-bordered copy of the input and plain loads.
+ * masked load also loads its mask vector, 3x3 with whole-vector output rows takes the halo path instead
+ * (see halo_fill, and halo_split for stride 2): a zero-bordered copy of the input and plain loads.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -166,15 +166,24 @@ static int round_up(int a, int b) { return (a + b - 1) / b * b; }
 /* planes per input channel: 1 for stride 1 (x itself) and 1x1 / stride 2 (even/even), else 4 */
 static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
 
-/* The halo path (see halo_fill): 3x3 / stride 1 / pad 1 with rows of whole vectors, where DIRECT_HALO
- * asks for it (AVX2). */
-static int uses_halo(ConvShape s, int w) { return DIRECT_HALO && s.k == 3 && s.stride == 1 && s.pad == 1 && w % VW == 0; }
+/* The halo path (see halo_fill): 3x3 / pad 1 with output rows of whole vectors (wo a multiple of VW), where
+ * DIRECT_HALO asks for it (AVX2); stride 2 borders the planes (see halo_split). Not 1x1 / stride 2: with
+ * no shift it gains nothing from the border, and its input gradient would pay a bordered copy of dY
+ * (measured 1.09-1.16x slower backward). */
+static int uses_halo(ConvShape s, int wo) { return DIRECT_HALO && s.k == 3 && wo % VW == 0; }
+
+/* Bordered channels of the halo buffer: X's planes (the forward pass, the weight gradient), then dY's
+ * channels (the input gradient). */
+static size_t halo_chunk_channels(ConvShape s) {
+    const size_t xc = (size_t)s.cin * direct_planes(s);
+    return xc > (size_t)s.cout ? xc : (size_t)s.cout;
+}
 
 /* Images per chunk of the stride-2 plane buffer or the halo buffer, bounded like im2col's chunks. */
 static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
-    const int cmax = s.cin > s.cout ? s.cin : s.cout;
     if (s.stride == 1 && !uses_halo(s, wo)) return n;
-    const size_t per_image = uses_halo(s, wo) ? (size_t)cmax * (ho + 2) * (wo + 2)
+    const size_t per_image = uses_halo(s, wo) ? halo_chunk_channels(s) * (ho + 2) * (wo + 2) +
+                                                    (s.stride == 2 ? (size_t)s.cin * direct_planes(s) * ho * wo : 0)
                                               : (size_t)s.cin * direct_planes(s) * ho * wo;
     int nc = (int)((uses_halo(s, wo) ? HALO_CHUNK_FLOATS : CONV_CHUNK_FLOATS) / per_image);
     return nc < 1 ? 1 : nc > n ? n : nc;
@@ -190,24 +199,26 @@ static size_t dw_chunk_vecs(ConvShape s) {
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
  * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
  * [chunk][cout][cin][k*k] | packed weights | planes (stride 2) or halo buffer and its vector offsets. */
-typedef struct { size_t masks, acc, part, packed, planes, hoff, total; } DirectLayout;
+typedef struct { size_t masks, acc, part, packed, planes, dxplanes, hoff, total; } DirectLayout;
 
 static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const int period = ho * wo / gcd_int(ho * wo, VW), cmax = s.cin > s.cout ? s.cin : s.cout;
+    const int nc = direct_chunk_images(s, n, ho, wo);
     DirectLayout l;
     l.masks = 0;
     l.acc = l.masks + MASK_TABLE_FLOATS((period + DW_SUB) * 9);
     l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
-    const size_t nv = ((size_t)direct_chunk_images(s, n, ho, wo) * ho * wo + VW - 1) / VW,
+    const size_t nv = ((size_t)nc * ho * wo + VW - 1) / VW,
                  chunk_vecs = dw_chunk_vecs(s);
     l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
     l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
-    l.hoff = l.total = l.planes;
+    l.dxplanes = l.hoff = l.total = l.planes;
     if (s.stride == 2)
-        l.total += (size_t)s.cin * direct_planes(s) * direct_chunk_images(s, n, ho, wo) * ho * wo;
-    if (uses_halo(s, wo)) {
-        l.hoff = l.planes + (size_t)round_up(cmax * direct_chunk_images(s, n, ho, wo) * (ho + 2) * (wo + 2), 16);
+        l.total += (size_t)s.cin * direct_planes(s) * nc * ho * wo;
+    if (uses_halo(s, wo)) {   /* the bordered buffer, then (stride 2) the input gradient's planes */
+        l.dxplanes = l.planes + round_up((int)(halo_chunk_channels(s) * nc * (ho + 2) * (wo + 2)), 16);
+        l.hoff = l.dxplanes + (s.stride == 2 ? round_up(s.cin * direct_planes(s) * nc * ho * wo, 16) : 0);
         l.total = l.hoff + nv;   /* one int32 per pixel vector */
     }
     return l;
@@ -369,6 +380,44 @@ static void halo_fill(float *halo, const float *src, int c, int n, int h, int w,
         }
 }
 
+/* The halo path at stride 2: split_planes into bordered planes, [ci][g][i][ho + 2][wo + 2] with plane (rp, cp)
+ * at (a + 1, b + 1) holding x[2a + rp][2b + cp] (zero past the edge), so the split and the border cost
+ * the one pass the masked path's split costs. */
+static void halo_split(float *halo, const float *x, int cin, int G, int n, int h, int w, int n0, int nc, int ho,
+                       int wo) {
+    const size_t hw = (size_t)h * w, img = halo_image(ho, wo), pcs = (size_t)nc * img;   /* plane stride */
+    const int wp = wo + 2, even = 2 * wo <= w;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int i = 0; i < nc; i++) {
+            const float *src = x + ((size_t)ci * n + n0 + i) * hw;
+            float *pl = halo + ((size_t)ci * G * nc + i) * img;
+            for (int g = 0; g < G; g++) {
+                float *d = pl + (size_t)g * pcs;
+                memset(d, 0, sizeof(float) * (size_t)(wp + 1));
+                memset(d + (size_t)(ho + 1) * wp, 0, sizeof(float) * (size_t)wp);
+            }
+            for (int rp = 0; rp < (G == 4 ? 2 : 1); rp++)
+                for (int a = 0; a < ho; a++) {
+                    const int iy = 2 * a + rp;
+                    float *e = pl + (size_t)(rp * 2) * pcs + (size_t)(a + 1) * wp + 1, *o = e + pcs;
+                    const float *row = src + (size_t)iy * w;
+                    if (iy < h && even && G == 4) {   /* a plain deinterleave that the compiler vectorises */
+                        for (int b = 0; b < wo; b++) {
+                            e[b] = row[2 * b];
+                            o[b] = row[2 * b + 1];
+                        }
+                    } else {
+                        for (int b = 0; b < wo; b++) e[b] = iy < h && 2 * b < w ? row[2 * b] : 0.0f;
+                        if (G == 4)
+                            for (int b = 0; b < wo; b++) o[b] = iy < h && 2 * b + 1 < w ? row[2 * b + 1] : 0.0f;
+                    }
+                    e[wo] = e[wo + 1] = 0.0f;
+                    if (G == 4) o[wo] = o[wo + 1] = 0.0f;
+                }
+        }
+}
+
 /* hoff[v]: where pixel vector v of the chunk (VW pixels of one image row) starts in a halo channel */
 static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
     const int per_row = w / VW;
@@ -454,8 +503,10 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
     }
 }
 
-/* direct_tile on the halo path: every tap a plain load from the bordered copy, 9 taps, all lanes valid. */
-static inline __attribute__((always_inline)) void direct_tile_halo(const Direct *d, int cb, size_t v0, int pv) {
+/* direct_tile on the halo path: every tap a plain load from the bordered copy, all lanes valid; ntap (9, or a
+ * stride-2 plane's 4, 2, 1) a compile-time constant at the call sites. */
+static inline __attribute__((always_inline)) void direct_tile_halo(const Direct *d, int cb, size_t v0, int pv,
+                                                                   int ntap) {
     const float *xs[DC_PV];
     for (int j = 0; j < pv; j++) xs[j] = d->src + d->hoff[v0 + j];
     vec acc[DC_COB][DC_PV];
@@ -463,13 +514,18 @@ static inline __attribute__((always_inline)) void direct_tile_halo(const Direct 
     for (int c = 0; c < DC_COB; c++)
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) acc[c][j] = VEC_ZERO();
-    const float *wc = d->wp + (size_t)cb * d->cin * 9 * DC_COB;
-    for (int ci = 0; ci < d->cin; ci++, wc += 9 * DC_COB) {
+    const float *wc = d->wp + (size_t)cb * d->cin * ntap * DC_COB;
+    for (int ci = 0; ci < d->cin; ci++, wc += ntap * DC_COB) {
         #pragma GCC unroll 9
-        for (int t = 0; t < 9; t++) {
+        for (int t = 0; t < ntap; t++) {
             vec in[DC_PV];
             #pragma GCC unroll 16
-            for (int j = 0; j < pv; j++) in[j] = VEC_LOADU(xs[j] + d->off[t]);
+            for (int j = 0; j < pv; j++) {
+                in[j] = VEC_LOADU(xs[j] + d->off[t]);
+                /* keep the input in a register: GCC otherwise folds the load into each of the DC_COB FMAs
+                 * below as a memory operand (as in dw_span), and the loads, not the FMAs, bound the tile */
+                __asm__("" : "+v"(in[j]));
+            }
             #pragma GCC unroll 16
             for (int c = 0; c < DC_COB; c++) {
                 const vec wv = VEC_SET1(wc[t * DC_COB + c]);
@@ -496,6 +552,24 @@ static inline __attribute__((always_inline)) void direct_tile_halo(const Direct 
     }
 }
 
+/* the halo tiles of pixel vectors va .. vb, with the tap count a constant for the kernels' counts */
+static void direct_halo_tiles(const Direct *d, int cb, size_t va, size_t vb) {
+#define HALO_TILES(ntap)                                                                   \
+    do {                                                                                   \
+        size_t v = va;                                                                     \
+        for (; v + DC_PV <= vb; v += DC_PV) direct_tile_halo(d, cb, v, DC_PV, ntap);       \
+        for (; v < vb; v++) direct_tile_halo(d, cb, v, 1, ntap);                           \
+    } while (0)
+    switch (d->ntap) {
+    case 9: HALO_TILES(9); break;
+    case 4: HALO_TILES(4); break;
+    case 2: HALO_TILES(2); break;
+    case 1: HALO_TILES(1); break;
+    default: HALO_TILES(d->ntap); break;
+    }
+#undef HALO_TILES
+}
+
 static void direct_run(const Direct *d) {
     const int ncb = (d->cout + DC_COB - 1) / DC_COB;
     /* work items of DC_TILES_PER_TASK tiles, fewer for small batches so each thread gets several (the
@@ -511,11 +585,15 @@ static void direct_run(const Direct *d) {
         for (int cb = 0; cb < ncb; cb++) {
             size_t v = va;
             if (d->hoff) {
-                for (; v + DC_PV <= vb; v += DC_PV) direct_tile_halo(d, cb, v, DC_PV);
-                for (; v < vb; v++) direct_tile_halo(d, cb, v, 1);
-            } else if (d->ntap == 9) {
+                direct_halo_tiles(d, cb, va, vb);
+                continue;
+            }
+            if (d->ntap == 9) {
                 for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 9);
                 for (; v < vb; v++) direct_tile(d, cb, v, 1, 9);
+            } else if (d->ntap == 1) {   /* 1x1 / stride 2 */
+                for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, 1);
+                for (; v < vb; v++) direct_tile(d, cb, v, 1, 1);
             } else {
                 for (; v + DC_PV <= vb; v += DC_PV) direct_tile(d, cb, v, DC_PV, d->ntap);
                 for (; v < vb; v++) direct_tile(d, cb, v, 1, d->ntap);
@@ -706,6 +784,24 @@ static void direct_dw_run(const DirectDw *d) {
     }
 }
 
+/* X of images n0 .. n0 + nc bordered for the halo path (stride 1: halo_fill, stride 2: halo_split), and
+ * the offsets of its pixel vectors */
+static void halo_input(float *halo, int32_t *hoff, const float *x, ConvShape s, const Geometry *geo, int n, int h,
+                       int w, int n0, int nc) {
+    if (s.stride == 1)
+        halo_fill(halo, x, s.cin, n, h, w, n0, nc);
+    else
+        halo_split(halo, x, s.cin, geo->G, n, h, w, n0, nc, geo->ho, geo->wo);
+    halo_offsets(hoff, geo->ho, geo->wo, nc);
+}
+
+/* Where tap tp reads X relative to the output pixel: in the bordered planes of the halo path, or in the
+ * planes of P = nc * ho * wo pixels (the stride-1 input itself) of the masked path. */
+static ptrdiff_t tap_offset(Tap tp, const Geometry *geo, int nc, int halo) {
+    const size_t plane = (size_t)nc * (halo ? halo_image(geo->ho, geo->wo) : (size_t)geo->ho * geo->wo);
+    return (ptrdiff_t)tp.g * (ptrdiff_t)plane + tp.dy * (geo->wo + (halo ? 2 : 0)) + tp.dx;
+}
+
 static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
                            int w, ConvShape s, float *scratch, int accumulate) {
     const Geometry geo = make_geometry(s, h, w);
@@ -713,7 +809,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
     int32_t *hoff = (int32_t *)(scratch + lay.hoff);
-    const int halo = uses_halo(s, w);
+    const int halo = uses_halo(s, geo.wo);
     const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
     build_masks(masks, geo.ho, geo.wo, geo.period);
     for (int cb = 0; cb < ncb; cb++)
@@ -731,10 +827,9 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         const size_t P = (size_t)nc * ohw;
         Direct d = {0};
         if (halo) {
-            halo_fill(planes, x, s.cin, n, h, w, n0, nc);
-            halo_offsets(hoff, h, w, nc);
+            halo_input(planes, hoff, x, s, &geo, n, h, w, n0, nc);
             d.src = planes;
-            d.src_cs = (size_t)nc * halo_image(h, w);
+            d.src_cs = (size_t)geo.G * nc * halo_image(geo.ho, geo.wo);
             d.hoff = hoff;
         } else if (s.stride == 1) {
             d.src = x + n0 * hw;
@@ -758,7 +853,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.tail = tail_mask(P);
         for (int t = 0; t < geo.ntap; t++) {
             const Tap tp = geo.tap[t];
-            d.off[t] = halo ? tp.dy * (w + 2) + tp.dx : (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo.wo + tp.dx;
+            d.off[t] = tap_offset(tp, &geo, nc, halo);
             d.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
         }
         direct_run(&d);
@@ -795,17 +890,16 @@ static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s,
 static void direct_dw_chunk(const float *dy, const float *x, float *scratch, const DirectLayout *lay,
                             const Geometry *geo, ConvShape s, int n, int h, int w, int n0, int nc) {
     const size_t ohw = (size_t)geo->ho * geo->wo, hw = (size_t)h * w, P = (size_t)nc * ohw;
-    const int halo = uses_halo(s, w);
+    const int halo = uses_halo(s, geo->wo);
     float *planes = scratch + lay->planes;
     int32_t *hoff = (int32_t *)(scratch + lay->hoff);
     DirectDw dw = {0};
     dw.dy = dy + n0 * ohw;
     dw.dy_cs = (size_t)n * ohw;
     if (halo) {
-        halo_fill(planes, x, s.cin, n, h, w, n0, nc);
-        halo_offsets(hoff, h, w, nc);
+        halo_input(planes, hoff, x, s, geo, n, h, w, n0, nc);
         dw.x = planes;
-        dw.x_cs = (size_t)nc * halo_image(h, w);
+        dw.x_cs = (size_t)geo->G * nc * halo_image(geo->ho, geo->wo);
         dw.hoff = hoff;
     } else if (s.stride == 1) {
         dw.x = x + n0 * hw;
@@ -828,7 +922,7 @@ static void direct_dw_chunk(const float *dy, const float *x, float *scratch, con
     dw.tail = tail_mask(P);
     for (int t = 0; t < geo->ntap; t++) {
         const Tap tp = geo->tap[t];
-        dw.off[t] = halo ? tp.dy * (w + 2) + tp.dx : (ptrdiff_t)tp.g * (ptrdiff_t)P + tp.dy * geo->wo + tp.dx;
+        dw.off[t] = tap_offset(tp, geo, nc, halo);
         dw.mk[t] = (tp.dy + 1) * 3 + tp.dx + 1;
         dw.widx[t] = tp.widx;
     }
@@ -843,9 +937,9 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
     double *acc = (double *)(scratch + lay.acc);
-    float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
+    float *wp = scratch + lay.packed, *planes = scratch + lay.planes, *dxplanes = scratch + lay.dxplanes;
     int32_t *hoff = (int32_t *)(scratch + lay.hoff);
-    const int halo = uses_halo(s, w), kk = s.k * s.k;
+    const int halo = uses_halo(s, geo.wo), kk = s.k * s.k;
     build_masks(masks, geo.ho, geo.wo, geo.period);
     const size_t nw = (size_t)s.cout * s.cin * kk;
     memset(acc, 0, sizeof(double) * nw);
@@ -859,22 +953,23 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
         const size_t P = (size_t)nc * ohw;
         direct_dw_chunk(dy, x, scratch, &lay, &geo, s, n, h, w, n0, nc);
         if (!dx) continue;
+        /* dY into the halo buffer, which the weight gradient has finished with (the offsets stay: same grid) */
+        if (halo) halo_fill(planes, dy, s.cout, n, geo.ho, geo.wo, n0, nc);
         /* input gradient plane by plane: the taps of plane g in reverse, shifts negated, over dY's cout channels */
         for (int g = 0; g < geo.G; g++) {
             Direct d = {0};
             d.src = dy + n0 * ohw;
             d.src_cs = (size_t)n * ohw;
-            if (halo) {   /* dY into the halo buffer, which the weight gradient has finished with */
-                halo_fill(planes, dy, s.cout, n, h, w, n0, nc);
+            if (halo) {
                 d.src = planes;
-                d.src_cs = (size_t)nc * halo_image(h, w);
+                d.src_cs = (size_t)nc * halo_image(geo.ho, geo.wo);
                 d.hoff = hoff;
             }
             if (s.stride == 1) {
                 d.dst = dx + n0 * hw;
                 d.dst_cs = (size_t)n * hw;
             } else {
-                d.dst = planes + (size_t)g * P;
+                d.dst = dxplanes + (size_t)g * P;
                 d.dst_cs = (size_t)geo.G * P;
             }
             d.wp = wp + plane_wp[g];
@@ -887,12 +982,12 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
             d.tail = tail_mask(P);
             for (int t = 0; t < d.ntap; t++) {
                 const Tap tp = geo.tap[plane_t0[g + 1] - 1 - t];
-                d.off[t] = -(ptrdiff_t)(tp.dy * (halo ? w + 2 : geo.wo) + tp.dx);
+                d.off[t] = -(ptrdiff_t)(tp.dy * (geo.wo + (halo ? 2 : 0)) + tp.dx);
                 d.mk[t] = (1 - tp.dy) * 3 + 1 - tp.dx;
             }
             direct_run(&d);
         }
-        if (s.stride == 2) merge_planes(dx, planes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
+        if (s.stride == 2) merge_planes(dx, dxplanes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
     }
     for (size_t i = 0; i < nw; i++) dweight[i] += (float)acc[i];
 }

@@ -27,10 +27,14 @@ void relu_forward(float *y, const float *x, size_t count) {
 }
 
 /* dy, y [count] -> dx [count] = dy where y > 0, else 0. The mask comes from the output so that the input
- * need not be kept; dx may alias dy. */
+ * need not be kept; dx may alias dy. dy is loaded for every lane: read only where y > 0, GCC would emit a
+ * masked load (slow on AMD, see batchnorm.c's row_grad_sums). */
 void relu_backward(float *dx, const float *dy, const float *y, size_t count) {
     #pragma omp parallel for simd schedule(static) if (count >= PAR_MIN_ELEMS)
-    for (size_t i = 0; i < count; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < count; i++) {
+        const float g = dy[i];
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 /* a, b [count] -> y [count] = a + b; y may alias a or b. */

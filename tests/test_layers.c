@@ -665,14 +665,18 @@ END_TEST
 
 /* The shapes ResNet-20 itself runs, at small batches. 16 -> 16 at 32x32 with 9 images needs more
  * im2col than one scratch chunk holds (147456 floats per image), so the images are split in chunks; with
- * 57 images the AVX2 kernels' bordered copy (18496 floats per image, 14 a chunk) splits them too, 56 + 1. */
+ * 57 images the AVX2 kernels' bordered copy (18496 floats per image, 14 a chunk) splits them too, 56 + 1,
+ * and 16 -> 32 at stride 2 with 9 (bordered planes and input-gradient planes, 37120 floats per image, 7 a
+ * chunk). 15x15 at stride 2: odd extents and 8x8 outputs, whole AVX2 vectors, so the bordered split meets
+ * the edge. */
 START_TEST(ref_conv_resnet_shapes) {
     const char *isa = use_isa(_i);
     TRng rng = {401};
     /* cin, cout, k, stride, pad, h, n */
     static const int cases[][7] = {{3, 16, 3, 1, 1, 32, 3}, {16, 16, 3, 1, 1, 32, 9}, {16, 32, 3, 2, 1, 32, 3},
                                    {32, 64, 3, 2, 1, 16, 3}, {64, 64, 3, 1, 1, 8, 3}, {16, 32, 1, 2, 0, 32, 2},
-                                   {16, 16, 3, 1, 1, 32, 57}};
+                                   {16, 16, 3, 1, 1, 32, 57}, {16, 32, 3, 2, 1, 32, 9}, {5, 7, 3, 2, 1, 15, 2},
+                                   {5, 7, 1, 2, 0, 15, 3}};
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         const int *q = cases[t];
         ConvShape s = {q[0], q[1], q[2], q[3], q[4]};
