@@ -453,6 +453,27 @@ typedef struct {
     int mk[9];
 } Direct;
 
+/* The tile's results into dst (bias added; with accumulate, added to what dst holds, one rounding).
+ * masked: the last vector of the run may be partial (the masked path); 0: every vector is whole (halo). */
+static inline __attribute__((always_inline)) void tile_store(const Direct *d, vec acc[DC_COB][DC_PV], int cb,
+                                                             size_t v0, int pv, int masked) {
+    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
+    #pragma GCC unroll 16
+    for (int c = 0; c < DC_COB; c++) {
+        if (c >= nco) break;
+        const int co = cb * DC_COB + c;
+        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
+        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
+        #pragma GCC unroll 16
+        for (int j = 0; j < pv; j++) {
+            const int last = masked && v0 + j == d->nv - 1;
+            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            if (d->accumulate) r = VEC_ADD(VEC_LOAD_LANES(out + VW * j, last, d->tail), r);
+            VEC_STORE_LANES(out + VW * j, last, d->tail, r);
+        }
+    }
+}
+
 /* One register tile: output channels cb*DC_COB .. +DC_COB, pixel vectors v0 .. v0+pv. pv (DC_PV or 1) and,
  * for stride 1, ntap (9) are compile-time constants at the call sites, so acc[][] lives in registers and
  * the tap loop unrolls. */
@@ -486,21 +507,7 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
             }
         }
     }
-    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
-    #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++) {
-        if (c >= nco) break;
-        const int co = cb * DC_COB + c;
-        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
-        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
-        #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++) {
-            const int last = v0 + j == d->nv - 1;
-            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            if (d->accumulate) r = VEC_ADD(VEC_LOAD_LANES(out + VW * j, last, d->tail), r);
-            VEC_STORE_LANES(out + VW * j, last, d->tail, r);
-        }
-    }
+    tile_store(d, acc, cb, v0, pv, 1);
 }
 
 /* direct_tile on the halo path: every tap a plain load from the bordered copy, all lanes valid; ntap (9, or a
@@ -536,20 +543,7 @@ static inline __attribute__((always_inline)) void direct_tile_halo(const Direct 
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) xs[j] += d->src_cs;
     }
-    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
-    #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++) {
-        if (c >= nco) break;
-        const int co = cb * DC_COB + c;
-        float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
-        const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
-        #pragma GCC unroll 16
-        for (int j = 0; j < pv; j++) {
-            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            if (d->accumulate) r = VEC_ADD(VEC_LOADU(out + VW * j), r);
-            VEC_STORE_LANES(out + VW * j, 0, d->tail, r);
-        }
-    }
+    tile_store(d, acc, cb, v0, pv, 0);
 }
 
 /* the halo tiles of pixel vectors va .. vb, with the tap count a constant for the kernels' counts */

@@ -463,22 +463,29 @@ static void expect_reference(Case *c, const float *eval_images, int n_eval) {
     free(batch_logits);
 }
 
+/* The fixture's evaluated model in c: the step-3 weights (and running statistics) for the step cases, the
+ * initial weights after one training forward for the general ones. 0 (c closed): the fixture has none. */
+static int open_evaluated(Case *c, int index) {
+    case_open(c, index);
+    if (!has(c, "eval_logits_batch")) {
+        case_close(c);
+        return 0;
+    }
+    case_start(c);
+    if (has(c, "step3/fc.weight")) {
+        load_params(c, "step3/");
+        if (c->m.num_buffer_tensors > 0) load_buffers(c, "running/");
+    } else {
+        train_forward(c);
+    }
+    return 1;
+}
+
 /* Evaluation with batch statistics (and, paper, running statistics) of the fixture's evaluated model:
  * the step-3 weights for the step cases, the initial weights after one training forward otherwise. */
 START_TEST(evaluation_matches_torch) {
     Case c;
-    case_open(&c, _i);
-    if (!has(&c, "eval_logits_batch")) {
-        case_close(&c);
-        return;
-    }
-    case_start(&c);
-    if (has(&c, "step3/fc.weight")) {
-        load_params(&c, "step3/");
-        if (c.m.num_buffer_tensors > 0) load_buffers(&c, "running/");
-    } else {
-        train_forward(&c);   /* the general cases evaluate after one training forward */
-    }
+    if (!open_evaluated(&c, _i)) return;
     const int n_eval = eval_batch(&c);
     const float *eval_images = need(&c, "", "eval_images", 0)->data;
     size_t nbuf = c.m.num_buffer_floats;
@@ -600,18 +607,7 @@ static void expect_inference_arena(const char *what, Model *m, const float *cons
 START_TEST(inference_arena_matches_training_arena) {
     use_path(_i % n_paths);
     Case c;
-    case_open(&c, _i / n_paths);
-    if (!has(&c, "eval_logits_batch")) {
-        case_close(&c);
-        return;
-    }
-    case_start(&c);
-    if (has(&c, "step3/fc.weight")) {
-        load_params(&c, "step3/");
-        if (c.m.num_buffer_tensors > 0) load_buffers(&c, "running/");
-    } else {
-        train_forward(&c);
-    }
+    if (!open_evaluated(&c, _i / n_paths)) return;
     const float *sets[2] = {need(&c, "", "eval_images", 0)->data, c.images};
     const int sizes[2] = {eval_batch(&c), c.batch};
     expect_inference_arena(c.file, &c.m, sets, sizes);
