@@ -697,7 +697,7 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
 
     float *params = malloc(sizeof(float) * (m->num_params ? m->num_params : 1));
     float *buffers = malloc(sizeof(float) * (m->num_buffer_floats ? m->num_buffer_floats : 1));
-    float *reference = malloc(sizeof(float) * m->num_reference_floats);
+    float *reference = malloc(sizeof(float) * (m->num_reference_floats ? m->num_reference_floats : 1));
     int reference_valid = 0;
     const size_t state_floats = opt ? optim_state_floats(opt) : 0;
     float *state = malloc(sizeof(float) * (state_floats ? state_floats : 1));
@@ -725,7 +725,8 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
         memcpy(m->params, params, sizeof(float) * m->num_params);
         if (m->num_buffer_floats) memcpy(m->buffers, buffers, sizeof(float) * m->num_buffer_floats);
         m->bn_batches_tracked = tracked;
-        if (reference_valid) memcpy(m->reference, reference, sizeof(float) * m->num_reference_floats);
+        if (reference_valid && m->num_reference_floats)
+            memcpy(m->reference, reference, sizeof(float) * m->num_reference_floats);
         m->reference_valid = reference_valid;
         if (opt) {
             if (state_floats) memcpy(opt->state, state, sizeof(float) * state_floats);

@@ -33,7 +33,12 @@ static TensorInfo fuzz_buffer_info[] = {
     {"bn1.running_var", 2, 2, 1, {2}},
 };
 
-static inline void fuzz_model(Model *m, float *params, float *buffers) {
+/* The reference BN statistics of that BN (--bn-eval reference): [1 application, mean/var, 2 channels]. */
+static TensorInfo fuzz_reference_info[] = {
+    {"bn1.reference", 0, 4, 3, {1, 2, 2}},
+};
+
+static inline void fuzz_model(Model *m, float *params, float *buffers, float *reference) {
     memset(m, 0, sizeof *m);
     m->cfg = (ModelConfig){.arch = ARCH_PAPER, .depth = 8, .in_channels = 1, .image_size = 4, .classes = 2};
     m->num_param_tensors = 3;
@@ -44,6 +49,10 @@ static inline void fuzz_model(Model *m, float *params, float *buffers) {
     m->buffer_info = fuzz_buffer_info;
     m->num_buffer_floats = 4;
     m->buffers = buffers;
+    m->num_reference_tensors = 1;
+    m->reference_info = fuzz_reference_info;
+    m->num_reference_floats = 4;
+    m->reference = reference;
 }
 
 #endif

@@ -50,9 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     expect_clean_error(rc, NAME);
     if (rc != 0) return 0;
 
-    float params[26], buffers[4];
+    float params[26], buffers[4], reference[4];
     Model fake;
-    fuzz_model(&fake, params, buffers);
+    fuzz_model(&fake, params, buffers, reference);
     read_into(data, size, &fake, optimizer_of(&s), has_ema(&s));
 
     return 0;

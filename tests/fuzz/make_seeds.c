@@ -27,9 +27,9 @@ static void write_file(const char *dir, const char *sub, const char *name, const
 }
 
 static void checkpoint_seed(const char *dir) {
-    float params[26], buffers[4];
+    float params[26], buffers[4], reference[4] = {0};
     Model m;
-    fuzz_model(&m, params, buffers);
+    fuzz_model(&m, params, buffers, reference);
     for (int i = 0; i < 26; i++) params[i] = 0.25f * (float)(i - 13);
     for (int i = 0; i < 4; i++) buffers[i] = 1.0f + (float)i;
     m.bn_batches_tracked = 7;
