@@ -628,6 +628,21 @@ typedef struct {
     int mk[9], widx[9];
 } DirectDw;
 
+/* acc[c][k] += dY vector c of the packed block * X column k, for the DW_COB channels of one pixel vector. */
+static inline __attribute__((always_inline)) void dw_fma(vec acc[DW_COB][3], const float *blk, vec x0, vec x1,
+                                                         vec x2) {
+    #pragma GCC unroll 16
+    for (int c = 0; c < DW_COB; c++) {
+        vec g = VEC_LOAD(blk + c * VW);
+        /* keep g in a register: GCC would otherwise fold this load into each of the 3 FMAs below as a
+         * memory operand, 27 loads per 24 FMAs instead of 11 */
+        __asm__("" : "+v"(g));
+        acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
+        acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
+        acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
+    }
+}
+
 /* part[c][k] += sum over nv pixel vectors of dY * X, lane by lane: dY from the packed sub-block blk
  * ([vector][DW_COB][VW]), X from rows xr[k] with lane masks read from mr[k] (one row of 9 per vector, the
  * rows running on without wrapping, see build_masks). The kernel's inner loop: one pointer for all DW_COB
@@ -646,16 +661,7 @@ static __attribute__((noinline)) void dw_span(vec part[DW_COB][3], const float *
         const vec x0 = VEC_MASKZ_LOADU(VMASK_AT(mr0 + u), xr0 + p);
         const vec x1 = VEC_MASKZ_LOADU(VMASK_AT(mr1 + u), xr1 + p);
         const vec x2 = VEC_MASKZ_LOADU(VMASK_AT(mr2 + u), xr2 + p);
-        #pragma GCC unroll 16
-        for (int c = 0; c < DW_COB; c++) {
-            vec g = VEC_LOAD(blk + c * VW);
-            /* keep g in a register: GCC would otherwise fold this load into each of the 3 FMAs below as a
-             * memory operand, 27 loads per 24 FMAs instead of 11 */
-            __asm__("" : "+v"(g));
-            acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
-            acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
-            acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
-        }
+        dw_fma(acc, blk, x0, x1, x2);
     }
     #pragma GCC unroll 16
     for (int c = 0; c < DW_COB; c++)
@@ -675,14 +681,7 @@ static __attribute__((noinline)) void dw_span_halo(vec part[DW_COB][3], const fl
     for (size_t v = 0; v < nv; v++, blk += DW_COB * VW) {
         const ptrdiff_t o = hoff[v];
         const vec x0 = VEC_LOADU(xr0 + o), x1 = VEC_LOADU(xr1 + o), x2 = VEC_LOADU(xr2 + o);
-        #pragma GCC unroll 16
-        for (int c = 0; c < DW_COB; c++) {
-            vec g = VEC_LOAD(blk + c * VW);
-            __asm__("" : "+v"(g));   /* as in dw_span */
-            acc[c][0] = VEC_FMADD(g, x0, acc[c][0]);
-            acc[c][1] = VEC_FMADD(g, x1, acc[c][1]);
-            acc[c][2] = VEC_FMADD(g, x2, acc[c][2]);
-        }
+        dw_fma(acc, blk, x0, x1, x2);
     }
     #pragma GCC unroll 16
     for (int c = 0; c < DW_COB; c++)
