@@ -20,6 +20,14 @@ for case in "0 val_acc" "0.5 val_acc_ema"; do
   [ "$got" = "$steps $best" ] || fail "--ema $ema: replay of $series says '$got', the run '$steps $best'"
   pass "--ema $ema: replaying $series stops at step $steps with best $best, as the run did"
 done
+# a tie counts as no rise (the seed's `<=`): 0.5, 0.6, 0.6, 0.6 with patience 1 stops at the fourth check
+for i in 1 2 3 4; do
+  printf '{"step":%d,"epoch":1,"val_acc":%s}\n' "$i" "$( [ "$i" -eq 1 ] && echo 0.5 || echo 0.6)"
+done > "$TMP/ties.jsonl"
+got=$(replay "$TMP/ties.jsonl" --patience 1 --json |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["val_acc"]["would_stop_step"])')
+[ "$got" = 4 ] || fail "ties: the replay stops at '$got', the seed's rule at step 4"
+pass "a tie counts as no rise: stops at step 4"
 set +e
 err=$(replay "$TMP/none.jsonl" 2>&1); code=$?
 set -e
