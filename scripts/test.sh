@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh Debian machine: installs the packages it needs when they are missing,
-# builds with meson, runs `meson test`, then runs the unit suites again under ASan + UBSan in a portable
+# builds with meson, runs `meson test` (two tests at a time), then runs the unit suites again under ASan + UBSan in a portable
 # build (-Dnative=false) and fuzzes each file reader for 10 s (scripts/fuzz.sh, clang + libFuzzer).
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the release build's tests only (no sanitizer build, no fuzzing)
@@ -34,7 +34,7 @@ fi
 
 [ -f build/build.ninja ] || meson setup build --buildtype=release
 meson compile -C build
-meson test -C build --print-errorlogs --num-processes 1
+meson test -C build --print-errorlogs --num-processes 2
 
 if [ "${1:-}" != "--quick" ]; then
   # Sanitizers on the unit suites: memory errors and undefined behaviour in the kernels, model, readers
@@ -53,7 +53,7 @@ for t in json.load(sys.stdin):
   [ "${#unit_exes[@]}" -gt 0 ] || { echo "test.sh: error: no unit suites found in build-asan" >&2; exit 1; }
   ninja -C build-asan "${unit_exes[@]}"
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    meson test -C build-asan --suite unit --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 4
+    meson test -C build-asan --suite unit --no-rebuild --print-errorlogs --num-processes 2 --timeout-multiplier 4
   # the readers (CIFAR-10, IDX/gzip, checkpoints) under libFuzzer, 10 s each from the committed seeds
   scripts/fuzz.sh all 10
 fi
