@@ -101,8 +101,12 @@ void perf_print_phases(FILE *out, const PerfSummary *s, int threads) {
     for (int i = 0; i < PERF_COUNT; i++) {
         const PerfStat *st = &s->phase[i];
         if (st->max <= 0 && i != PERF_TOTAL) continue;
-        fprintf(out, "  %-15s %10.2f %10.2f %10.2f %6.1f%%\n", phase_names[i], st->min, st->mean, st->max,
-                total > 0 ? 100.0 * st->mean / total : 0.0);
+        /* a phase outside the step loop (the final checkpoint of a run that took no step) has no share */
+        if (total > 0 && st->mean <= total)
+            fprintf(out, "  %-15s %10.2f %10.2f %10.2f %6.1f%%\n", phase_names[i], st->min, st->mean, st->max,
+                    100.0 * st->mean / total);
+        else
+            fprintf(out, "  %-15s %10.2f %10.2f %10.2f %7s\n", phase_names[i], st->min, st->mean, st->max, "-");
     }
 }
 
@@ -116,6 +120,11 @@ void perf_report(FILE *out, PerfReduce reduce, int ranks, int threads, double im
     perf_summarize(&s, reduce, ranks);
     if (!out) return;
     perf_print_phases(out, &s, threads);
+    if (images <= 0) {
+        fprintf(out, "  no training step in this run; peak memory per rank %.0f / %.0f / %.0f MiB\n",
+                s.peak_mib.min, s.peak_mib.mean, s.peak_mib.max);
+        return;
+    }
     const double gflops = seconds > 0 ? images * flops_per_image / seconds * 1e-9 : 0.0;
     char share[96] = "";
     if (machine_peak_gflops > 0)

@@ -172,6 +172,7 @@ typedef struct {
     long run_start_step;
     double last_progress;     /* when the progress line was last drawn */
     long reference_step;      /* the step the model's reference BN statistics were measured at; -1: none */
+    int resumed_early_stop;   /* the checkpoint resumed is of a run its early-stopping rule ended */
 } Run;
 
 static void run_free(Run *r) {
@@ -432,6 +433,7 @@ static int setup_resume(Run *r, const char *resume_path) {
         } else {
             const char *b = settings_get(&file, "batch-size");
             if (b && atol(b) > 0) file_batch_size = atol(b);
+            r->resumed_early_stop = strcmp(r->ts.stop_reason, "early-stop") == 0;
             r->ts.stop_reason[0] = '\0';
             r->elapsed_before = r->ts.elapsed_s;
             if (strcmp(resume_path, r->last_path) == 0) r->saved_step = r->ts.step;
@@ -439,6 +441,7 @@ static int setup_resume(Run *r, const char *resume_path) {
     }
     if (agree_failure(failed)) return EXIT_FAILED;
     if (resume_path) map_resume_position(r, file_batch_size);
+    dist_bcast(&r->resumed_early_stop, sizeof r->resumed_early_stop, 0);
     /* replicas start identical even if some rank's initialisation or file read differed */
     dist_bcast(r->model.params, sizeof(float) * r->model.num_params, 0);
     dist_bcast(&r->model.reference_valid, sizeof r->model.reference_valid, 0);
@@ -831,6 +834,19 @@ static int training_over(const Run *r) {
     return r->ts.epoch >= r->cfg->epochs || (r->cfg->max_steps > 0 && r->ts.step >= r->cfg->max_steps);
 }
 
+/* A run its early-stopping rule ended stays ended when it is resumed (a requeued job, a `--resume auto`
+ * in a script run twice): without this it would train until the rule, whose count of checks without a
+ * rise is already past --patience, fired again at the next validation. --early-stop off continues it.
+ * 1 when the resumed run is over. */
+static int stays_stopped(Run *r) {
+    if (!r->resumed_early_stop || r->cfg->early_stop == EARLY_STOP_OFF) return 0;
+    snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "early-stop");
+    if (dist_rank() == 0 && !r->cfg->quiet)
+        printf("resume: this run stopped early at step %ld, so no step is taken (--early-stop off trains on)\n",
+               r->ts.step);
+    return 1;
+}
+
 /* Why training stopped and the best validation, when there was one (-1 only means "none yet"). */
 static void print_stop_line(const Run *r) {
     const TrainState *ts = &r->ts;
@@ -1011,7 +1027,7 @@ int train_main(Config *cfg) {
     }
     signals_startup_over();
 
-    int exit_code = EXIT_OK, stop = 0;
+    int exit_code = EXIT_OK, stop = stays_stopped(r);
     r->run_start = rn_now();
     r->run_start_step = r->ts.step;
     perf_start(PERF_TOTAL);

@@ -2,7 +2,8 @@
 # scripts/early-stop-replay.py replays the program's early-stopping rule over a metrics log: on runs that
 # stop early (--patience 1, a check every step), the step it says the followed series stops at is the
 # step the program stopped at (without --ema: val_acc; with --ema: val_acc_ema, the series the program
-# follows), and its best is the program's best.
+# follows), and its best is the program's best. Resuming a run that stopped early takes no step unless
+# --early-stop off.
 source "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 replay() { python3 "$here/../scripts/early-stop-replay.py" "$@"; }
@@ -19,7 +20,22 @@ for case in "0 val_acc" "0.5 val_acc_ema"; do
   got=$(python3 -c 'import json,sys; s=json.loads(sys.argv[1])[sys.argv[2]]; print(s["would_stop_step"], "%.4f" % s["best"], s["best_step"])' "$json" "$series")
   [ "$got" = "$steps $best" ] || fail "--ema $ema: replay of $series says '$got', the run '$steps $best'"
   pass "--ema $ema: replaying $series stops at step $steps with best $best, as the run did"
+  [ "$ema" = 0 ] && stopped_at=$steps
 done
+# resuming a run that stopped early (a requeued job, a script run twice) takes no step; --early-stop off
+# trains on
+out=$("$BIN" "${common[@]}" --ema 0 --checkpoint-dir "$TMP/ck0" --resume auto) || fail "resume of the stopped run"
+grep -q "^stopped: early-stop after $stopped_at steps" <<<"$out" || fail "resume: $(grep '^stopped' <<<"$out")"
+grep -q "^resume: this run stopped early at step $stopped_at, so no step is taken" <<<"$out" ||
+  fail "resume: no line saying why no step is taken"
+grep -q "no training step in this run" <<<"$out" || fail "resume: the performance report: $(tail -n 3 <<<"$out")"
+[ "$(h5dump -a /train/step "$TMP/ck0/last.h5" | sed -n 's/^ *(0): *//p')" = "$stopped_at" ] ||
+  fail "resume: last.h5 moved on from step $stopped_at"
+pass "resuming the stopped run takes no step (still step $stopped_at)"
+out=$("$BIN" "${common[@]}" --ema 0 --checkpoint-dir "$TMP/ck0" --resume auto --early-stop off) ||
+  fail "resume with --early-stop off"
+grep -q "^stopped: max-steps after 40 steps" <<<"$out" || fail "--early-stop off: $(grep '^stopped' <<<"$out")"
+pass "--early-stop off trains the stopped run on to --max-steps 40"
 # a tie counts as no rise (the seed's `<=`): 0.5, 0.6, 0.6, 0.6 with patience 1 stops at the fourth check
 for i in 1 2 3 4; do
   printf '{"step":%d,"epoch":1,"val_acc":%s}\n' "$i" "$( [ "$i" -eq 1 ] && echo 0.5 || echo 0.6)"
