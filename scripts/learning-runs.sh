@@ -5,6 +5,7 @@
 # lost session, and it goes on from the last checkpoint, bit for bit. A run that ended (exit 0) is marked
 # OUT/NAME/done and skipped. At the end it prints the table rows (scripts/learning-table.sh).
 #   scripts/learning-runs.sh [--data DIR] [--out DIR] [NAME...]      (default: all runs, in this order)
+# RESNET_MPI names the program (default build/resnet_mpi).
 # The runs (50 epochs or the seed's early stop; the seed recipe otherwise):
 #   seed-ema   the seed recipe + --ema 0.999: its raw weights are the baseline at global batch 128, and
 #              reference BN statistics and TTA are applied afterwards by eval (learning-table.sh)
@@ -15,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=data/cifar-10-batches-bin out=runs
+bin=${RESNET_MPI:-build/resnet_mpi}   # a copy keeps a rebuild from changing the program mid-queue
 while [ $# -gt 0 ]; do
   case $1 in
     --data) data=$2; shift 2 ;;
@@ -35,7 +37,7 @@ for name in "${order[@]}"; do
   [ -n "${flags[$name]+x}" ] || { echo "learning-runs.sh: no run named $name (${!flags[*]})" >&2; exit 2; }
 done
 [ -f "$data/data_batch_1.bin" ] || { echo "learning-runs.sh: $data/data_batch_1.bin not found (scripts/get-cifar10.sh)" >&2; exit 1; }
-[ -x build/resnet_mpi ] || { echo "learning-runs.sh: build/resnet_mpi not built (meson setup build && meson compile -C build)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "learning-runs.sh: $bin not built (meson setup build && meson compile -C build)" >&2; exit 1; }
 [ "$(id -u)" -ne 0 ] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 for name in "${order[@]}"; do
@@ -43,7 +45,7 @@ for name in "${order[@]}"; do
   [ -f "$dir/done" ] && continue
   mkdir -p "$dir"
   # shellcheck disable=SC2206  # the flags are words
-  cmd=(mpirun -np 2 --bind-to none build/resnet_mpi train --data "$data" --threads 1 ${flags[$name]}
+  cmd=(mpirun -np 2 --bind-to none "$bin" train --data "$data" --threads 1 ${flags[$name]}
        --checkpoint-dir "$dir/ck" --progress never --resume auto)
   echo "$(date -u +%FT%TZ) $name: ${cmd[*]}" | tee -a "$dir/train.log"
   set +e
@@ -56,4 +58,4 @@ for name in "${order[@]}"; do
 done
 dirs=()
 for name in "${order[@]}"; do dirs+=("$out/$name/ck"); done
-scripts/learning-table.sh --data "$data" "${dirs[@]}"
+RESNET_MPI=$bin scripts/learning-table.sh --data "$data" "${dirs[@]}"
