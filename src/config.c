@@ -209,7 +209,7 @@ static const SettingDef table[] = {
     {"eval-images", F(eval_images), INT, 0, 1000000, NULL, BENCH, "5000", NULL, G_BENCH, "N",
      "images of the timed evaluation (the seed's validation), 0 for none (default 5000)"},
     {"profile", F(profile), FLAG, 0, 0, NULL, BENCH, NULL, NULL, G_BENCH, NULL,
-     "also print where the time of a step goes"},
+     "also print where a step's and the evaluation's time goes, per layer"},
 };
 #define NUM_SETTINGS ((int)(sizeof table / sizeof table[0]))
 

@@ -53,15 +53,17 @@ static int slower_first(const void *a, const void *b) {
     return (x < y) - (x > y);
 }
 
-void perf_profile_report(FILE *out, int steps, double peak_gflops) {
+void perf_profile_report(FILE *out, int passes, int evaluation, double peak_gflops) {
     double total = 0;
     for (int i = 0; i < profile_count; i++) total += profile[i].seconds;
     qsort(profile, profile_count, sizeof *profile, slower_first);
-    fprintf(out, "profile (per step; %d steps; %% of peak: of this rank's measured FMA peak, %.1f GFLOP/s):\n"
-                 "  %-38s %9s %7s %9s %8s\n", steps, peak_gflops, "layer", "ms", "share", "GFLOP/s", "of peak");
+    fprintf(out, "%s (per %s; %d of them; %% of peak: of this rank's measured FMA peak, %.1f GFLOP/s):\n"
+                 "  %-38s %9s %7s %9s %8s\n", evaluation ? "evaluation profile" : "profile",
+            evaluation ? "evaluation forward" : "step", passes, peak_gflops, "layer", "ms", "share", "GFLOP/s",
+            "of peak");
     for (int i = 0; i < profile_count; i++) {
         const ProfileEntry *e = &profile[i];
-        fprintf(out, "  %-38s %9.2f %6.1f%%", e->label, 1000.0 * e->seconds / steps, 100.0 * e->seconds / total);
+        fprintf(out, "  %-38s %9.2f %6.1f%%", e->label, 1000.0 * e->seconds / passes, 100.0 * e->seconds / total);
         if (e->flops > 0) {
             const double gflops = e->flops / e->seconds * 1e-9;
             fprintf(out, " %9.1f", gflops);
@@ -69,7 +71,8 @@ void perf_profile_report(FILE *out, int steps, double peak_gflops) {
         }
         fprintf(out, "\n");
     }
-    fprintf(out, "  %-38s %9.2f\n", "total (forward + backward)", 1000.0 * total / steps);
+    fprintf(out, "  %-38s %9.2f\n", evaluation ? "total (forward)" : "total (forward + backward)",
+            1000.0 * total / passes);
 }
 
 /* ---- FLOP counts ------------------------------------------------------------------------------------ */

@@ -63,6 +63,15 @@ grep -q "images/s" "$TMP/out" && grep -q "GFLOP/s" "$TMP/out" && grep -q "^eval:
 grep -Eq "^step: [0-9.]+ ms; compute [1-9][0-9.]*, allreduce 0\.00, optimizer [0-9.]+ ms \(mean over ranks\); allreduce least 0\.00, most 0\.00 ms over ranks; gradient reduced in one allreduce after the backward$" "$TMP/out" ||
   fail "bench: no step split: $(cat "$TMP/out")"
 pass "bench: $(grep '^train:' "$TMP/out")"
+# --profile: the step's layers (forward and backward), then the evaluation forward's (forward only)
+expect 0 "$BIN" bench --batch-size 16 --steps 1 --warmup 0 --threads 1 --eval-images 100 --profile
+step_rows=$(sed -n '/^profile (per step; 1 of them/,/^  total (forward + backward)/p' "$TMP/out")
+eval_rows=$(sed -n '/^evaluation profile (per evaluation forward; 2 of them/,/^  total (forward) /p' "$TMP/out")
+grep -q "conv 3x3/1  16->16  32x32 backward" <<<"$step_rows" || fail "bench --profile: no step profile: $(cat "$TMP/out")"
+grep -q "conv 3x3/1  16->16  32x32 forward" <<<"$eval_rows" && grep -q "batchnorm (+relu) forward" <<<"$eval_rows" ||
+  fail "bench --profile: no evaluation profile: $(cat "$TMP/out")"
+! grep -q "backward" <<<"$eval_rows" || fail "bench --profile: a backward in the evaluation profile: $eval_rows"
+pass "bench --profile: per-layer tables of the step and of the evaluation forward"
 
 # The kernel path: chosen at start-up from the CPU (flags read here from /proc/cpuinfo, apart from the
 # program's own check), forced with RESNET_ISA to any path the CPU runs, refused (exit 2, one line) for a

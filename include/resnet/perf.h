@@ -25,9 +25,10 @@ void perf_profile_enable(int on);
 int perf_profile_enabled(void);
 void perf_profile_reset(void);
 void perf_profile_add(const char *label, double seconds, double flops);
-/* ms per step, share and GFLOP/s of every label, slowest first */
-/* The per-layer table; peak_gflops (this rank's measured FMA peak, 0: none) adds each layer's share. */
-void perf_profile_report(FILE *out, int steps, double peak_gflops);
+/* The per-layer table, slowest first: ms per pass (a training step, or an evaluation forward when
+ * evaluation is set), share and GFLOP/s; peak_gflops (this rank's measured FMA peak, 0: none) adds each
+ * layer's share of it. */
+void perf_profile_report(FILE *out, int passes, int evaluation, double peak_gflops);
 /* The FMA peak of all ranks' threads together (peak.c, summed over ranks): perf_report then prints the
  * achieved share beside GFLOP/s. */
 void perf_set_peak(double gflops);
