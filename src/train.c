@@ -835,15 +835,17 @@ static int training_over(const Run *r) {
 }
 
 /* A run its early-stopping rule ended stays ended when it is resumed (a requeued job, a `--resume auto`
- * in a script run twice): without this it would train until the rule, whose count of checks without a
- * rise is already past --patience, fired again at the next validation. --early-stop off continues it.
- * 1 when the resumed run is over. */
+ * in a script run twice) while the rule still says stop: without this it would train until the rule,
+ * whose count of checks without a rise is already past --patience, fired again at the next validation.
+ * --early-stop off, or a --patience the count does not exceed, continues it. 1 when the run is over. */
 static int stays_stopped(Run *r) {
-    if (!r->resumed_early_stop || r->cfg->early_stop == EARLY_STOP_OFF) return 0;
+    const Config *cfg = r->cfg;
+    if (!r->resumed_early_stop || cfg->early_stop == EARLY_STOP_OFF || r->ts.non_increase_count <= cfg->patience)
+        return 0;
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "early-stop");
-    if (dist_rank() == 0 && !r->cfg->quiet)
-        printf("resume: this run stopped early at step %ld, so no step is taken (--early-stop off trains on)\n",
-               r->ts.step);
+    if (dist_rank() == 0 && !cfg->quiet)
+        printf("resume: this run stopped early at step %ld, so no step is taken (--early-stop off, or a "
+               "--patience of %d or more, trains on)\n", r->ts.step, r->ts.non_increase_count);
     return 1;
 }
 

@@ -32,10 +32,18 @@ grep -q "no training step in this run" <<<"$out" || fail "resume: the performanc
 [ "$(h5dump -a /train/step "$TMP/ck0/last.h5" | sed -n 's/^ *(0): *//p')" = "$stopped_at" ] ||
   fail "resume: last.h5 moved on from step $stopped_at"
 pass "resuming the stopped run takes no step (still step $stopped_at)"
+cp -r "$TMP/ck0" "$TMP/ck0-patience"
 out=$("$BIN" "${common[@]}" --ema 0 --checkpoint-dir "$TMP/ck0" --resume auto --early-stop off) ||
   fail "resume with --early-stop off"
 grep -q "^stopped: max-steps after 40 steps" <<<"$out" || fail "--early-stop off: $(grep '^stopped' <<<"$out")"
 pass "--early-stop off trains the stopped run on to --max-steps 40"
+# the stopped run's count of checks without a rise is 2 (above patience 1): a patience of 2 trains on
+out=$("$BIN" "${common[@]}" --ema 0 --checkpoint-dir "$TMP/ck0-patience" --resume auto --patience 2) ||
+  fail "resume with --patience 2"
+taken=$(sed -n 's/^stopped: [a-z-]* after \([0-9]*\) steps.*/\1/p' <<<"$out")
+! grep -q "^resume: this run stopped early" <<<"$out" && [ -n "$taken" ] && [ "$taken" -gt "$stopped_at" ] ||
+  fail "--patience 2: $(grep '^resume\|^stopped' <<<"$out")"
+pass "a larger --patience trains the stopped run on: $(grep '^stopped' <<<"$out")"
 # a tie counts as no rise (the seed's `<=`): 0.5, 0.6, 0.6, 0.6 with patience 1 stops at the fourth check
 for i in 1 2 3 4; do
   printf '{"step":%d,"epoch":1,"val_acc":%s}\n' "$i" "$( [ "$i" -eq 1 ] && echo 0.5 || echo 0.6)"
