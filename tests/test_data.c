@@ -259,6 +259,15 @@ static void write_idx_pair(const char *dir, int gz, const uint8_t *ib, size_t il
     }
 }
 
+/* The pair written to dir (gzipped or not) is refused by idx_load with a message holding frag1 and frag2. */
+static void expect_pair_refused(const char *dir, int gz, const uint8_t *ib, size_t il, const uint8_t *lb, size_t ll,
+                                const char *frag1, const char *frag2) {
+    char img[600], lab[600];
+    ImageSet s;
+    write_idx_pair(dir, gz, ib, il, lb, ll, img, lab);
+    expect_error(idx_load(img, lab, &s), &s, frag1, frag2);
+}
+
 static void write_valid_pair(const char *dir, int gz, char *img, char *lab) {
     size_t il, ll;
     uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N, &ll);
@@ -343,31 +352,25 @@ START_TEST(idx_bad_magic) {
     expect_error(idx_load(lab, img, &s), &s, "train-labels-idx1-ubyte.gz", "bad magic");
     ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il);
     lb = idx_labels(0x803, IDX_N, &ll);
-    write_idx_pair(dir, 0, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-labels-idx1-ubyte", "bad magic 0x00000803");
+    expect_pair_refused(dir, 0, ib, il, lb, ll, "train-labels-idx1-ubyte", "bad magic 0x00000803");
     free(ib);
     free(lb);
 }
 END_TEST
 
 START_TEST(idx_wrong_dimensions) {
-    char img[600], lab[600];
     size_t il, ll;
-    ImageSet s;
     const char *dir = test_dir("idx_dims");
     uint8_t *lb = idx_labels(0x801, IDX_N, &ll);
     uint8_t *ib = idx_images(0x803, IDX_N, 28, 27, &il);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "28x27");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-images-idx3-ubyte.gz", "28x27");
     free(ib);
     ib = idx_images(0x803, IDX_N, 0, 0, &il);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "0x0");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-images-idx3-ubyte.gz", "0x0");
     free(ib);
     /* a header cut short */
     ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il);
-    write_idx_pair(dir, 1, ib, 10, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "truncated");
+    expect_pair_refused(dir, 1, ib, 10, lb, ll, "train-images-idx3-ubyte.gz", "truncated");
     free(ib);
     free(lb);
 }
@@ -413,8 +416,7 @@ START_TEST(idx_truncated_and_trailing) {
     uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N, &ll);
     uint8_t *longer = calloc(il + 1, 1);
     memcpy(longer, ib, il);
-    write_idx_pair(dir, 1, longer, il + 1, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "more data");
+    expect_pair_refused(dir, 1, longer, il + 1, lb, ll, "train-images-idx3-ubyte.gz", "more data");
     write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
     f = fopen(img, "ab");
     fputs("garbage\n", f);
@@ -432,8 +434,7 @@ START_TEST(idx_count_mismatch_and_labels) {
     ImageSet s;
     const char *dir = test_dir("idx_count");
     uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N - 1, &ll);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-labels-idx1-ubyte.gz: 49 labels", "train-images-idx3-ubyte.gz");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-labels-idx1-ubyte.gz: 49 labels", "train-images-idx3-ubyte.gz");
     free(lb);
     lb = idx_labels(0x801, IDX_N, &ll);
     lb[8 + 3] = 10;
