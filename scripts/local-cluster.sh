@@ -30,28 +30,26 @@
 #   RESNET_CLUSTER_MEM    memory in MB each host offers (default: this machine's / N)
 #   RESNET_CLUSTER_SLURM  0: hosts and mpirun only, no Slurm daemons (default 1)
 #   RESNET_CLUSTER_WAIT   seconds to wait for the Slurm nodes to come up idle (default 60)
-# Slurm runs as in scripts/local-slurm.sh: no cgroups (proctrack/linuxproc, task/none), no accounting
-# database, requeued jobs may start again after 10 s, job ids from the clock.
+# Slurm runs as in scripts/local-slurm.sh (the settings both share: scripts/slurm-common.sh): no cgroups
+# (proctrack/linuxproc, task/none), no accounting database, requeued jobs may start again after 10 s, job
+# ids from the clock.
 set -euo pipefail
 
 DIR=${RESNET_CLUSTER_DIR:-/tmp/resnet-cluster}
 PORT=${RESNET_CLUSTER_PORT:-16917}
 WAIT=${RESNET_CLUSTER_WAIT:-60}
-CONF=$DIR/etc/slurm.conf
-MUNGE_SOCKET=$DIR/munge/munge.socket.2
 STATE=$DIR/cluster.env
 K="" NODES=0 SLURM=1   # read from $STATE once the cluster exists
+SAY_AS=local-cluster
+# shellcheck source=slurm-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/slurm-common.sh"
 
-say() { echo "local-cluster: $*" >&2; }
-die() { say "error: $*"; exit 1; }
 unsupported() { say "cannot make hosts here: $*"; exit 77; }
 
 usage() {
   echo "usage: $0 start [--nodes N] | stop | status | env | on NODE CMD... | ps NODE | kill-node NODE | link NODE up|down" >&2
   exit 2
 }
-
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # --- names ---------------------------------------------------------------------------------------------
 bridge() { echo "rnm-br$K"; }
@@ -201,97 +199,36 @@ remove_hosts() {
 
 # --- Slurm ---------------------------------------------------------------------------------------------
 write_slurm_config() {
-  local cpus=$1 mem=$2 user node
-  user=$(id -un)
-  cat > "$CONF" <<EOF
+  local cpus=$1 mem=$2 node
+  {
+    cat <<EOF
 # Written by scripts/local-cluster.sh: a $NODES-host cluster for testing. Remove with 'local-cluster.sh stop'.
 ClusterName=resnet-nodes$K
 SlurmctldHost=$(hostname -s)(10.213.$K.1)
-SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
-SlurmUser=$user
-SlurmdUser=$user
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
-StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool/%n
 # each host's own temporary folder: srun --mpi=pmix makes spmix_appdir_<uid>_<job>.<step> in it on every
 # node of a step, and one folder for all would clash ("File exists") since the hosts share /tmp
 TmpFS=$DIR/tmp/%n
-SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd-%n.pid
-SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
-SlurmctldDebug=info
-SlurmdDebug=info
-PlugStackConfig=$DIR/etc/plugstack.conf
-MailProg=/bin/true
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$DIR/log/jobcomp.txt
-SwitchType=switch/none
-MpiDefault=none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=$((mem / cpus))
-PreemptType=preempt/none
-PreemptMode=OFF
-JobRequeue=1
-ReturnToService=2
-MinJobAge=3600
-FirstJobId=$(( $(date +%s) % 50000000 + 1 ))
-KillWait=30
-InactiveLimit=0
-SlurmdTimeout=300
-SlurmctldTimeout=120
-SlurmdParameters=config_overrides
-PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 EOF
-  for node in $(node_list); do
-    echo "NodeName=$node NodeAddr=$(node_addr "$node") CPUs=$cpus RealMemory=$mem State=UNKNOWN" >> "$CONF"
-  done
-  : > "$DIR/etc/plugstack.conf"
-}
-
-start_munge() {
-  local key=$DIR/munge-key/munge.key up
-  mungekey --create --keyfile="$key" 2>/dev/null || dd if=/dev/urandom of="$key" bs=1 count=1024 status=none
-  chmod 600 "$key"
-  chmod 755 "$DIR" "$DIR/munge"
-  up=$(dirname "$DIR")
-  while [ "$up" != / ]; do
-    [ "$(( 0$(stat -c %a "$up") & 1 ))" -eq 1 ] ||
-      die "munged needs every folder above its socket searchable by all: chmod o+x $up (or set RESNET_CLUSTER_DIR)"
-    up=$(dirname "$up")
-  done
-  munged --socket="$MUNGE_SOCKET" --key-file="$key" --pid-file="$DIR/run/munged.pid" \
-    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" || { logs_tail; die "munged did not start"; }
-}
-
-logs_tail() {
-  local f
-  for f in "$DIR"/log/*.log; do
-    [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
-  done
-  return 0
+    slurm_common_config "$cpus" "$mem"
+    echo "PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP"
+    for node in $(node_list); do
+      echo "NodeName=$node NodeAddr=$(node_addr "$node") CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    done
+  } > "$CONF"
 }
 
 node_states() { SLURM_CONF=$CONF sinfo -h -N -o '%N %T' 2>/dev/null | sort -u; }
 
 start_slurm() {
   local cpus=$1 mem=$2 node t states bad
-  for node in slurmctld slurmd munged sinfo; do
-    command -v "$node" >/dev/null || die "$node not found (apt-get install slurm-wlm munge)"
-  done
+  need slurmctld slurmd munged sinfo
   mkdir -p "$DIR"/{etc,state,spool,run,log,munge,munge-key}
   chmod 700 "$DIR/munge-key"
   write_slurm_config "$cpus" "$mem"
-  start_munge
+  make_munge_key "$DIR/munge-key/munge.key"
+  start_munged "$DIR/munge-key/munge.key" RESNET_CLUSTER_DIR
   SLURM_CONF=$CONF slurmctld -c -f "$CONF" || { logs_tail; die "slurmctld did not start"; }
   for node in $(node_list); do
     mkdir -p "$DIR/spool/$node" "$DIR/tmp/$node"
@@ -310,26 +247,8 @@ start_slurm() {
 
 stop_slurm() {
   [ -f "$CONF" ] || return 0
-  if pid_alive "$DIR/run/slurmctld.pid"; then
-    SLURM_CONF=$CONF scancel --full --quiet --partition=debug 2>/dev/null || true
-    local t
-    for ((t = 0; t < 20; t++)); do
-      [ -z "$(SLURM_CONF=$CONF squeue -h -t R,CG 2>/dev/null)" ] && break
-      sleep 0.5
-    done
-  fi
-  # all at once (each takes a few seconds to save its state), then whatever is left after 10 s is killed
-  local f p t pids=()
-  for f in "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"; do
-    pid_alive "$f" || continue
-    p=$(cat "$f")
-    kill "$p" 2>/dev/null && pids+=("$p")
-  done
-  for p in "${pids[@]}"; do
-    for ((t = 0; t < 40; t++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  return 0
+  cancel_jobs
+  end_daemons "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"
 }
 
 # --- commands ------------------------------------------------------------------------------------------

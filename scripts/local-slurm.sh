@@ -35,41 +35,21 @@ set -euo pipefail
 DIR=${RESNET_SLURM_DIR:-/tmp/resnet-slurm}
 PORT=${RESNET_SLURM_PORT:-16817}
 WAIT=${RESNET_SLURM_WAIT:-60}
-CONF=$DIR/etc/slurm.conf
-MUNGE_SOCKET=$DIR/munge/munge.socket.2
-
-say() { echo "local-slurm: $*" >&2; }
-die() { say "error: $*"; exit 1; }
+SAY_AS=local-slurm
+# shellcheck source=slurm-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/slurm-common.sh"
 
 usage() {
   echo "usage: $0 start|stop|status|env" >&2
   exit 2
 }
 
-# pid_alive FILE: the pid in FILE names a running process
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
 print_env() { echo "export SLURM_CONF=$CONF"; }
 
 node_state() { SLURM_CONF=$CONF sinfo -h -N -o '%T' 2>/dev/null | head -n 1; }
 
-logs_tail() {
-  local f
-  for f in "$DIR"/log/munged.log "$DIR"/log/slurmctld.log "$DIR"/log/slurmd.log; do
-    [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
-  done
-  return 0
-}
-
-need() {
-  local c
-  for c in "$@"; do
-    command -v "$c" >/dev/null 2>&1 || die "$c not found (apt-get install slurm-wlm munge)"
-  done
-}
-
 write_config() {
-  local node cpus mem hw user
+  local node cpus mem hw
   node=$(hostname -s)
   # slurmd -C prints e.g. "NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ... RealMemory=24105"
   hw=$(slurmd -C 2>/dev/null | head -n 1) || true
@@ -86,85 +66,28 @@ write_config() {
   mem=${RESNET_SLURM_MEM:-$mem}
   [[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "bad CPU count '$cpus'"
   [[ "$mem" =~ ^[1-9][0-9]*$ ]] || die "bad memory size '$mem'"
-  user=$(id -un)
 
-  cat > "$CONF" <<EOF
+  {
+    cat <<EOF
 # Written by scripts/local-slurm.sh: a one-node cluster for testing. Remove with 'local-slurm.sh stop'.
 ClusterName=resnet-local
 SlurmctldHost=$node(127.0.0.1)
-SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
-SlurmUser=$user
-SlurmdUser=$user
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
-StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool/%n
-SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd.pid
-SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-PlugStackConfig=$DIR/etc/plugstack.conf
-MailProg=/bin/true
-# no cgroups in most containers: track processes through /proc, no confinement
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$DIR/log/jobcomp.txt
-SwitchType=switch/none
-MpiDefault=none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=$((mem / cpus))
-PreemptType=preempt/none
-PreemptMode=OFF
-JobRequeue=1
-ReturnToService=2
-# keep finished jobs visible to scontrol for an hour (there is no accounting database)
-MinJobAge=3600
-# job ids from the clock: a restarted cluster does not hand out the ids (and with them the log files and
-# checkpoint folders, which jobs/train.sbatch resumes from) of an earlier one
-FirstJobId=$(( $(date +%s) % 50000000 + 1 ))
-KillWait=30
-InactiveLimit=0
-SlurmdTimeout=300
-SlurmctldTimeout=120
-SlurmdParameters=config_overrides
+EOF
+    slurm_common_config "$cpus" "$mem"
+    cat <<EOF
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus $topology RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
-  : > "$DIR/etc/plugstack.conf"
+  } > "$CONF"
   say "node $node: $cpus CPUs, $mem MB"
 }
 
 start_munge() {
-  local key=$DIR/munge-key/munge.key
-  if [ -n "${RESNET_MUNGE_KEY:-}" ]; then
-    key=$RESNET_MUNGE_KEY
-  elif [ ! -s "$key" ]; then
-    # our own key, not /etc/munge/munge.key: this cluster talks to nobody else
-    mungekey --create --keyfile="$key" 2>/dev/null ||
-      dd if=/dev/urandom of="$key" bs=1 count=1024 status=none
-    chmod 600 "$key"
-  fi
-  # munged insists on a socket folder everyone may enter and a key only its owner may read
-  chmod 755 "$DIR" "$DIR/munge"
-  local up
-  up=$(dirname "$DIR")
-  while [ "$up" != / ]; do
-    [ "$(( 0$(stat -c %a "$up") & 1 ))" -eq 1 ] ||
-      die "munged needs every folder above its socket searchable by all: chmod o+x $up (or set RESNET_SLURM_DIR)"
-    up=$(dirname "$up")
-  done
-  munged --socket="$MUNGE_SOCKET" --key-file="$key" --pid-file="$DIR/run/munged.pid" \
-    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" ||
-    { logs_tail; die "munged did not start"; }
+  local key=${RESNET_MUNGE_KEY:-$DIR/munge-key/munge.key}
+  [ -n "${RESNET_MUNGE_KEY:-}" ] || make_munge_key "$key"
+  start_munged "$key" RESNET_SLURM_DIR
   munge --socket="$MUNGE_SOCKET" -n | unmunge --socket="$MUNGE_SOCKET" >/dev/null ||
     { logs_tail; die "munge does not work (socket $MUNGE_SOCKET)"; }
 }
@@ -205,30 +128,8 @@ start() {
 
 # stop_daemons: cancel jobs, then end the daemons this script started (by their pid files)
 stop_daemons() {
-  if pid_alive "$DIR/run/slurmctld.pid"; then
-    SLURM_CONF=$CONF scancel --full --quiet --partition=debug 2>/dev/null || true
-    local t
-    for ((t = 0; t < 20; t++)); do
-      [ -z "$(SLURM_CONF=$CONF squeue -h -t R,CG 2>/dev/null)" ] && break
-      sleep 0.5
-    done
-  fi
-  local name f p t
-  for name in slurmd slurmctld munged; do
-    f=$DIR/run/$name.pid
-    pid_alive "$f" || continue
-    p=$(cat "$f")
-    kill "$p" 2>/dev/null || true
-    for ((t = 0; t < 40; t++)); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.25
-    done
-    if kill -0 "$p" 2>/dev/null; then
-      say "$name ($p) did not stop on SIGTERM: killing it"
-      kill -KILL "$p" 2>/dev/null || true
-    fi
-  done
-  return 0
+  cancel_jobs
+  end_daemons "$DIR/run/slurmd.pid" "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"
 }
 
 stop() {

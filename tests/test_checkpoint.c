@@ -174,9 +174,66 @@ static void assert_error_names(const char *path, const char *needle) {
     ck_assert_msg(strchr(msg, '\n') == NULL, "message is not one line: %s", msg);
 }
 
+/* 0, or -1 with the reason in rn_last_error(). */
+static int try_write_state(const char *path, const State *s) {
+    return checkpoint_write(path, &s->model, &s->opt, &s->ts, &s->hist, &s->settings);
+}
+
 static void write_state(const char *path, const State *s) {
-    int rc = checkpoint_write(path, &s->model, &s->opt, &s->ts, &s->hist, &s->settings);
-    ck_assert_msg(rc == 0, "write failed: %s", rn_last_error());
+    ck_assert_msg(try_write_state(path, s) == 0, "write failed: %s", rn_last_error());
+}
+
+/* What most tests start from: a temporary folder, a state that looks mid-training (10 classes) and a path
+ * in the folder for its checkpoint; and, once keep_bytes has read them, the bytes of that checkpoint. */
+typedef struct {
+    State s;
+    char path[512];
+    unsigned char *bytes;
+    long size;
+} Fixture;
+
+static void start_with_state(Fixture *fx, Arch arch, OptimizerKind kind, int history_entries) {
+    memset(fx, 0, sizeof *fx);
+    make_tmpdir();
+    make_state(&fx->s, arch, kind, 10, history_entries);
+    in_tmp(fx->path, sizeof fx->path, "last.h5");
+}
+
+static void start_with_checkpoint(Fixture *fx, Arch arch, OptimizerKind kind, int history_entries) {
+    start_with_state(fx, arch, kind, history_entries);
+    write_state(fx->path, &fx->s);
+}
+
+/* The checkpoint most bad-file tests spoil: paper, Adam, three history entries. */
+static void start_with_good_checkpoint(Fixture *fx) { start_with_checkpoint(fx, ARCH_PAPER, OPT_ADAM, 3); }
+
+static void finish(Fixture *fx) {
+    free(fx->bytes);
+    free_state(&fx->s);
+    remove_tmpdir();
+}
+
+/* The file at path holds exactly these size bytes. */
+static void assert_file_holds(const char *path, const unsigned char *bytes, long size) {
+    long n;
+    unsigned char *now = slurp(path, &n);
+    ck_assert_int_eq(n, size);
+    ck_assert_msg(memcmp(now, bytes, (size_t)size) == 0, "%s: not the bytes expected", path);
+    free(now);
+}
+
+/* Remembers the checkpoint's bytes, for assert_file_unchanged after a write that must not replace it. */
+static void keep_bytes(Fixture *fx) { fx->bytes = slurp(fx->path, &fx->size); }
+
+static void assert_file_unchanged(const Fixture *fx) { assert_file_holds(fx->path, fx->bytes, fx->size); }
+
+/* An empty state to read into: a model of (arch, classes) with other initial weights (seed), an optimizer
+ * of oc. */
+static void blank_state(State *t, Arch arch, int classes, const OptimConfig *oc, uint64_t seed) {
+    memset(t, 0, sizeof *t);
+    ModelConfig mc = model_config(arch, classes);
+    ck_assert_int_eq(model_init(&t->model, &mc, seed), 0);
+    ck_assert_int_eq(optim_init(&t->opt, oc, t->model.num_params), 0);
 }
 
 /* ---- round trips ------------------------------------------------------------------------------------ */
@@ -216,34 +273,28 @@ static void assert_same_state(const State *a, const State *b) {
 
 /* Writes s, reads it into a freshly built model (other initial weights) and compares everything. */
 static void round_trip(Arch arch, OptimizerKind kind, int history_entries) {
-    make_tmpdir();
-    State s, t;
-    make_state(&s, arch, kind, 10, history_entries);
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    write_state(path, &s);
+    Fixture fx;
+    start_with_checkpoint(&fx, arch, kind, history_entries);
     ck_assert_int_eq(hidden_files(), 0);
 
-    memset(&t, 0, sizeof t);
-    ModelConfig mc = model_config(arch, 10);
-    ck_assert_int_eq(model_init(&t.model, &mc, 99), 0);
-    ck_assert_int_eq(optim_init(&t.opt, &s.opt.cfg, t.model.num_params), 0);
+    State t;
+    blank_state(&t, arch, 10, &fx.s.opt.cfg, 99);
     history_append(&t.hist, 1, 1, 1, 1, 1);   /* replaced, not appended to */
-    ck_assert_msg(checkpoint_read(path, &t.model, &t.opt, &t.ts, &t.hist) == 0, "%s", rn_last_error());
+    ck_assert_msg(checkpoint_read(fx.path, &t.model, &t.opt, &t.ts, &t.hist) == 0, "%s", rn_last_error());
     ck_assert_int_eq(t.model.bn_batches_tracked, arch == ARCH_PAPER ? 4321 : 0);
     ck_assert(isinf(t.ts.prev_val_acc) && t.ts.prev_val_acc < 0);
-    assert_same_state(&s, &t);
+    assert_same_state(&fx.s, &t);
 
     /* a read with no optimizer, train state or history (what eval does) */
     Model m;
+    ModelConfig mc = model_config(arch, 10);
     ck_assert_int_eq(model_init(&m, &mc, 5), 0);
-    ck_assert_int_eq(checkpoint_read(path, &m, NULL, NULL, NULL), 0);
-    ck_assert(memcmp(m.params, s.model.params, sizeof(float) * m.num_params) == 0);
+    ck_assert_int_eq(checkpoint_read(fx.path, &m, NULL, NULL, NULL), 0);
+    ck_assert(memcmp(m.params, fx.s.model.params, sizeof(float) * m.num_params) == 0);
     model_free(&m);
 
-    free_state(&s);
     free_state(&t);
-    remove_tmpdir();
+    finish(&fx);
 }
 
 START_TEST(round_trip_paper_sgd) { round_trip(ARCH_PAPER, OPT_SGD, 9); }
@@ -256,29 +307,26 @@ START_TEST(round_trip_adamw_empty_history) { round_trip(ARCH_SEED, OPT_ADAMW, 0)
 END_TEST
 
 START_TEST(settings_round_trip) {
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 1);
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_ADAM, 1);
     /* the awkward spellings: each either keeps its text or comes back as the same number */
-    settings_put(&s.settings, "zero-pad", "007");
-    settings_put(&s.settings, "exp", "1e-3");
-    settings_put(&s.settings, "negative", "-5");
-    settings_put(&s.settings, "empty", "");
-    settings_put(&s.settings, "not-a-number", "inf");
-    settings_put(&s.settings, "hex", "0x10");
-    settings_put(&s.settings, "huge", "123456789012345678901234567890");
-    settings_put(&s.settings, "list", "32000,48000");
-    char path[512];
-    in_tmp(path, sizeof path, "c.h5");
-    write_state(path, &s);
+    settings_put(&fx.s.settings, "zero-pad", "007");
+    settings_put(&fx.s.settings, "exp", "1e-3");
+    settings_put(&fx.s.settings, "negative", "-5");
+    settings_put(&fx.s.settings, "empty", "");
+    settings_put(&fx.s.settings, "not-a-number", "inf");
+    settings_put(&fx.s.settings, "hex", "0x10");
+    settings_put(&fx.s.settings, "huge", "123456789012345678901234567890");
+    settings_put(&fx.s.settings, "list", "32000,48000");
+    write_state(fx.path, &fx.s);
 
     Settings back;
-    ck_assert_msg(checkpoint_read_settings(path, &back) == 0, "%s", rn_last_error());
-    ck_assert_int_eq(back.count, s.settings.count);
+    ck_assert_msg(checkpoint_read_settings(fx.path, &back) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(back.count, fx.s.settings.count);
     static const struct { const char *key, *value; } changed[] = {
         {"zero-pad", "7"}, {"exp", "0.001"}, {NULL, NULL}};
-    for (int i = 0; i < s.settings.count; i++) {
-        const char *key = s.settings.items[i].key, *want = s.settings.items[i].value;
+    for (int i = 0; i < fx.s.settings.count; i++) {
+        const char *key = fx.s.settings.items[i].key, *want = fx.s.settings.items[i].value;
         for (int k = 0; changed[k].key; k++)
             if (!strcmp(changed[k].key, key)) want = changed[k].value;
         /* written in order, read back in order */
@@ -304,7 +352,7 @@ START_TEST(settings_round_trip) {
     ck_assert(c.split_seed == UINT64_MAX);
 
     /* the types a reader of the file sees */
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t g = H5Gopen2(f, "config", H5P_DEFAULT);
     struct { const char *key; H5T_class_t cls; } types[] = {
         {"depth", H5T_INTEGER}, {"lr", H5T_FLOAT}, {"arch", H5T_STRING}, {"class_names", H5T_STRING},
@@ -322,8 +370,7 @@ START_TEST(settings_round_trip) {
     H5Aclose(a);
     H5Gclose(g);
     H5Fclose(f);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
@@ -344,37 +391,27 @@ END_TEST
 
 /* Same state, same bytes (given a pinned creation time): no object modification times in the file. */
 START_TEST(deterministic_bytes) {
-    make_tmpdir();
     setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
-    State s;
-    make_state(&s, ARCH_PAPER, OPT_SGD, 10, 5);
-    char a[512], b[512];
-    in_tmp(a, sizeof a, "a.h5");
-    in_tmp(b, sizeof b, "b.h5");
-    write_state(a, &s);
+    Fixture fx;
+    start_with_checkpoint(&fx, ARCH_PAPER, OPT_SGD, 5);
+    keep_bytes(&fx);
     sleep(1);
-    write_state(b, &s);
-    long na, nb;
-    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
-    ck_assert_int_eq(na, nb);
-    ck_assert_msg(memcmp(x, y, (size_t)na) == 0, "two writes of the same state differ");
-    free(x);
-    free(y);
-    free_state(&s);
-    remove_tmpdir();
+    char again[512];
+    in_tmp(again, sizeof again, "again.h5");
+    write_state(again, &fx.s);
+    assert_file_holds(again, fx.bytes, fx.size);
+    finish(&fx);
 }
 END_TEST
 
 /* ---- atomicity -------------------------------------------------------------------------------------- */
 
 START_TEST(write_into_missing_or_bad_folder) {
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 2);
-    char path[512];
-    in_tmp(path, sizeof path, "no-such-folder/last.h5");
-    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
-    assert_error_names(path, "cannot create: No such file or directory");
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_ADAM, 2);
+    in_tmp(fx.path, sizeof fx.path, "no-such-folder/last.h5");
+    ck_assert_int_eq(try_write_state(fx.path, &fx.s), -1);
+    assert_error_names(fx.path, "cannot create: No such file or directory");
 
     /* a "folder" that is a file: refused for root too */
     char file[512];
@@ -382,60 +419,44 @@ START_TEST(write_into_missing_or_bad_folder) {
     FILE *f = fopen(file, "w");
     fputs("x", f);
     fclose(f);
-    in_tmp(path, sizeof path, "plain/last.h5");
-    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
-    assert_error_names(path, "cannot create: Not a directory");
-    free_state(&s);
-    remove_tmpdir();
+    in_tmp(fx.path, sizeof fx.path, "plain/last.h5");
+    ck_assert_int_eq(try_write_state(fx.path, &fx.s), -1);
+    assert_error_names(fx.path, "cannot create: Not a directory");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(unwritable_folder_keeps_old_file) {
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 2);
-    char sub[512], path[600];
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_ADAM, 2);
+    char sub[512];
     in_tmp(sub, sizeof sub, "ro");
     ck_assert_int_eq(mkdir(sub, 0755), 0);
-    snprintf(path, sizeof path, "%s/last.h5", sub);
-    write_state(path, &s);
-    long n0;
-    unsigned char *before = slurp(path, &n0);
+    in_tmp(fx.path, sizeof fx.path, "ro/last.h5");
+    write_state(fx.path, &fx.s);
+    keep_bytes(&fx);
     chmod(sub, 0555);
     if (access(sub, W_OK) == 0) {
         /* root ignores the mode bits: nothing to test here */
         chmod(sub, 0755);
-        free(before);
-        free_state(&s);
-        remove_tmpdir();
+        finish(&fx);
         return;
     }
-    s.model.params[0] += 1.0f;
-    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
-    assert_error_names(path, "cannot create: Permission denied");
+    fx.s.model.params[0] += 1.0f;
+    ck_assert_int_eq(try_write_state(fx.path, &fx.s), -1);
+    assert_error_names(fx.path, "cannot create: Permission denied");
     chmod(sub, 0755);
-    long n1;
-    unsigned char *after = slurp(path, &n1);
-    ck_assert_int_eq(n0, n1);
-    ck_assert(memcmp(before, after, (size_t)n0) == 0);
-    free(before);
-    free(after);
-    free_state(&s);
-    remove_tmpdir();
+    assert_file_unchanged(&fx);
+    finish(&fx);
 }
 END_TEST
 
 /* A write that fails part way (the file-size limit stands in for a full disk): the old checkpoint is
  * byte-identical and the temporary file is gone. */
 START_TEST(failed_write_keeps_old_file) {
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 4);
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    write_state(path, &s);
-    long n0;
-    unsigned char *before = slurp(path, &n0);
+    Fixture fx;
+    start_with_checkpoint(&fx, ARCH_PAPER, OPT_ADAM, 4);
+    keep_bytes(&fx);
 
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit old, lim;
@@ -443,57 +464,44 @@ START_TEST(failed_write_keeps_old_file) {
     lim = old;
     lim.rlim_cur = 200 * 1024;   /* the checkpoint is about 3 MB */
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    s.model.params[0] += 1.0f;
-    const int rc = checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings);
+    fx.s.model.params[0] += 1.0f;
+    const int rc = try_write_state(fx.path, &fx.s);
     setrlimit(RLIMIT_FSIZE, &old);
     ck_assert_int_eq(rc, -1);
-    assert_error_names(path, "cannot write: File too large");
+    assert_error_names(fx.path, "cannot write: File too large");
     ck_assert_int_eq(hidden_files(), 0);
-
-    long n1;
-    unsigned char *after = slurp(path, &n1);
-    ck_assert_int_eq(n0, n1);
-    ck_assert(memcmp(before, after, (size_t)n0) == 0);
-    free(before);
-    free(after);
-    free_state(&s);
-    remove_tmpdir();
+    assert_file_unchanged(&fx);
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(relative_path_in_current_folder) {
-    make_tmpdir();
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_SGD, 1);
     char cwd[512];
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     ck_assert_int_eq(chdir(tmpdir), 0);
-    State s;
-    make_state(&s, ARCH_SEED, OPT_SGD, 10, 1);
-    write_state("here.h5", &s);
-    write_state("here.h5", &s);   /* over an existing file */
+    write_state("here.h5", &fx.s);
+    write_state("here.h5", &fx.s);   /* over an existing file */
     ck_assert_int_eq(hidden_files(), 0);
     Settings back;
     ck_assert_int_eq(checkpoint_read_settings("here.h5", &back), 0);
     ck_assert_int_eq(chdir(cwd), 0);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
 /* ---- bad files -------------------------------------------------------------------------------------- */
 
-/* A good file at path and a fresh model/optimizer that would read it. */
-static void good_file(const char *path, State *s) {
-    make_state(s, ARCH_PAPER, OPT_ADAM, 10, 3);
-    write_state(path, s);
+/* A fresh model/optimizer of (arch, kind, classes), with the optimizer's defaults, ready to read into. */
+static void fresh_state(State *t, Arch arch, OptimizerKind kind, int classes) {
+    OptimConfig oc;
+    optim_defaults(&oc, kind);
+    blank_state(t, arch, classes, &oc, 5);
 }
 
 static int read_into_fresh(const char *path, Arch arch, OptimizerKind kind, int classes, State *out) {
-    memset(out, 0, sizeof *out);
-    ModelConfig mc = model_config(arch, classes);
-    ck_assert_int_eq(model_init(&out->model, &mc, 5), 0);
-    OptimConfig oc;
-    optim_defaults(&oc, kind);
-    ck_assert_int_eq(optim_init(&out->opt, &oc, out->model.num_params), 0);
+    fresh_state(out, arch, kind, classes);
     float *before = malloc(sizeof(float) * out->model.num_params);
     memcpy(before, out->model.params, sizeof(float) * out->model.num_params);
     int rc = checkpoint_read(path, &out->model, &out->opt, &out->ts, &out->hist);
@@ -512,19 +520,21 @@ static void assert_read_refused(const char *path, Arch arch, OptimizerKind kind,
     free_state(&t);
 }
 
-START_TEST(truncated_file) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    ck_assert_int_eq(truncate(path, file_size(path) / 2), 0);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "not an HDF5 file or truncated");
+/* A spoilt start_with_good_checkpoint file is refused by the full read and by the read of /config alone
+ * (what resume and eval read first), both naming the file and needle. */
+static void assert_good_file_reads_refused(const char *path, const char *needle) {
+    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, needle);
     Settings back;
     ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
-    assert_error_names(path, "not an HDF5 file or truncated");
-    free_state(&s);
-    remove_tmpdir();
+    assert_error_names(path, needle);
+}
+
+START_TEST(truncated_file) {
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    ck_assert_int_eq(truncate(fx.path, file_size(fx.path) / 2), 0);
+    assert_good_file_reads_refused(fx.path, "not an HDF5 file or truncated");
+    finish(&fx);
 }
 END_TEST
 
@@ -550,100 +560,73 @@ START_TEST(not_hdf5_and_missing) {
 END_TEST
 
 START_TEST(missing_dataset) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
     ck_assert_int_ge(H5Ldelete(f, "/model/fc.weight", H5P_DEFAULT), 0);
     H5Fclose(f);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "missing dataset /model/fc.weight");
-    free_state(&s);
-    remove_tmpdir();
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "missing dataset /model/fc.weight");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(wrong_shape) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 12, "/model/fc.weight has shape [10,64], expected [12,64]");
-    free_state(&s);
-    remove_tmpdir();
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 12, "/model/fc.weight has shape [10,64], expected [12,64]");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(other_architecture) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);   /* paper */
+    Fixture fx;
+    start_with_good_checkpoint(&fx);   /* paper */
     /* the seed's stem has a bias, the paper's none */
-    assert_read_refused(path, ARCH_SEED, OPT_ADAM, 10, "missing dataset /model/conv1.bias");
-    free_state(&s);
+    assert_read_refused(fx.path, ARCH_SEED, OPT_ADAM, 10, "missing dataset /model/conv1.bias");
+    free_state(&fx.s);
 
     /* and the other way: a seed file into a paper model has no running statistics */
-    make_state(&s, ARCH_SEED, OPT_ADAM, 10, 1);
-    write_state(path, &s);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "/model/");
-    free_state(&s);
-    remove_tmpdir();
+    make_state(&fx.s, ARCH_SEED, OPT_ADAM, 10, 1);
+    write_state(fx.path, &fx.s);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "/model/");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(extra_dataset) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t d = H5Dcreate2(f, "/model/stowaway.weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dclose(d);
     H5Sclose(sp);
     H5Fclose(f);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "/model/stowaway.weight is not a tensor of this model");
-    free_state(&s);
-    remove_tmpdir();
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "/model/stowaway.weight is not a tensor of this model");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(wrong_format_version) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
     const int64_t three = 3;
     ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &three), 0);
     H5Aclose(a);
     H5Fclose(f);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "format_version 3, this program reads 1 to 2");
-    Settings back;
-    ck_assert_int_eq(checkpoint_read_settings(path, &back), -1);
-    assert_error_names(path, "format_version 3, this program reads 1 to 2");
-    free_state(&s);
-    remove_tmpdir();
+    assert_good_file_reads_refused(fx.path, "format_version 3, this program reads 1 to 2");
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(optimizer_mismatch) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);   /* adam */
-    assert_read_refused(path, ARCH_PAPER, OPT_SGD, 10, "optimizer state is for adam, this run uses sgd");
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAMW, 10, "optimizer state is for adam, this run uses adamw");
-    free_state(&s);
-    remove_tmpdir();
+    Fixture fx;
+    start_with_good_checkpoint(&fx);   /* adam */
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_SGD, 10, "optimizer state is for adam, this run uses sgd");
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAMW, 10, "optimizer state is for adam, this run uses adamw");
+    finish(&fx);
 }
 END_TEST
 
@@ -678,16 +661,12 @@ static const char *const bad_train_needles[] = {
 #define BAD_TRAIN_STATES ((int)(sizeof bad_train_needles / sizeof bad_train_needles[0]))
 
 START_TEST(train_state_out_of_range) {
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
-    spoil_train_state(_i, &s.ts, &s.opt.step);
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    write_state(path, &s);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, bad_train_needles[_i]);
-    free_state(&s);
-    remove_tmpdir();
+    Fixture fx;
+    start_with_state(&fx, ARCH_PAPER, OPT_ADAM, 3);
+    spoil_train_state(_i, &fx.s.ts, &fx.s.opt.step);
+    write_state(fx.path, &fx.s);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, bad_train_needles[_i]);
+    finish(&fx);
 }
 END_TEST
 
@@ -700,12 +679,9 @@ START_TEST(nonfinite_tensor_refused) {
     static const char *const needles[] = {"/model/conv1.weight holds a non-finite value (nan at index 0)",
                                           "/optimizer/exp_avg/fc.bias holds a non-finite value (inf at index 0)",
                                           "/optimizer/exp_avg_sq/module1.0.conv1.weight holds a negative value"};
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t d = H5Dopen2(f, datasets[_i], H5P_DEFAULT), space = H5Dget_space(d);
     hid_t one = H5Screate_simple(1, (hsize_t[]){1}, NULL);
     hsize_t first[4] = {0, 0, 0, 0};
@@ -715,37 +691,27 @@ START_TEST(nonfinite_tensor_refused) {
     H5Sclose(space);
     H5Dclose(d);
     H5Fclose(f);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, needles[_i]);
-    free_state(&s);
-    remove_tmpdir();
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, needles[_i]);
+    finish(&fx);
 }
 END_TEST
 
 /* A diverged model is never written over a good checkpoint: the write is refused and the file stays. */
 START_TEST(nonfinite_state_not_written) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
-    long n0, n1;
-    unsigned char *before = slurp(path, &n0);
-    s.model.params[s.model.param_info[1].offset] = NAN;
-    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
-    assert_error_names(path, "not written: /model/");
-    ck_assert_ptr_nonnull(strstr(rn_last_error(), s.model.param_info[1].name));
-    s.model.params[s.model.param_info[1].offset] = 0;
-    s.opt.state[s.opt.n + 3] = INFINITY;
-    ck_assert_int_eq(checkpoint_write(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings), -1);
-    assert_error_names(path, "not written: optimizer state of");
-    unsigned char *after = slurp(path, &n1);
-    ck_assert_int_eq(n0, n1);
-    ck_assert(memcmp(before, after, (size_t)n0) == 0);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    keep_bytes(&fx);
+    fx.s.model.params[fx.s.model.param_info[1].offset] = NAN;
+    ck_assert_int_eq(try_write_state(fx.path, &fx.s), -1);
+    assert_error_names(fx.path, "not written: /model/");
+    ck_assert_ptr_nonnull(strstr(rn_last_error(), fx.s.model.param_info[1].name));
+    fx.s.model.params[fx.s.model.param_info[1].offset] = 0;
+    fx.s.opt.state[fx.s.opt.n + 3] = INFINITY;
+    ck_assert_int_eq(try_write_state(fx.path, &fx.s), -1);
+    assert_error_names(fx.path, "not written: optimizer state of");
+    assert_file_unchanged(&fx);
     ck_assert_int_eq(hidden_files(), 0);
-    free(before);
-    free(after);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
@@ -772,13 +738,10 @@ START_TEST(h5dump_layout) {
         fprintf(stderr, "h5dump_layout: h5dump not installed, skipped\n");
         return;
     }
-    make_tmpdir();
-    State s;
-    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
-    char path[512], cmd[1400];
-    in_tmp(path, sizeof path, "last.h5");
-    write_state(path, &s);
-    snprintf(cmd, sizeof cmd, "h5dump -H '%s' 2>&1", path);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "h5dump -H '%s' 2>&1", fx.path);
     int status;
     char *out = command_output(cmd, &status);
     ck_assert_ptr_nonnull(out);
@@ -795,16 +758,15 @@ START_TEST(h5dump_layout) {
     free(out);
 
     /* a file without history entries is still one h5dump reads whole */
-    history_free(&s.hist);
-    write_state(path, &s);
-    snprintf(cmd, sizeof cmd, "h5dump -g /history -A 0 '%s' 2>&1 && h5dump -a /train/prev_val_acc '%s' 2>&1", path,
-             path);
+    history_free(&fx.s.hist);
+    write_state(fx.path, &fx.s);
+    snprintf(cmd, sizeof cmd, "h5dump -g /history -A 0 '%s' 2>&1 && h5dump -a /train/prev_val_acc '%s' 2>&1", fx.path,
+             fx.path);
     out = command_output(cmd, &status);
     ck_assert_msg(status == 0, "h5dump failed: %s", out);
     ck_assert_msg(strstr(out, "-inf") || strstr(out, "-Inf") || strstr(out, "-INF"), "prev_val_acc: %s", out);
     free(out);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
@@ -880,18 +842,16 @@ static void assert_same_settings(const Settings *a, const Settings *b) {
  * (metadata, padding): every read either fails with one line naming the file, or gives back exactly
  * what was written; and checkpoint_verify never passes a file that reads differently. */
 START_TEST(flipped_bytes_never_load_silently) {
-    make_tmpdir();
-    State s;
-    char path[512], flipped[512];
-    in_tmp(path, sizeof path, "last.h5");
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    char flipped[512];
     in_tmp(flipped, sizeof flipped, "flipped.h5");
-    good_file(path, &s);
     Settings want;
-    ck_assert_int_eq(checkpoint_read_settings(path, &want), 0);
+    ck_assert_int_eq(checkpoint_read_settings(fx.path, &want), 0);
     long size;
-    unsigned char *original = slurp(path, &size), *copy = malloc((size_t)size);
+    unsigned char *original = slurp(fx.path, &size), *copy = malloc((size_t)size);
     ChunkRanges chunks = {.count = 0};
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDONLY, H5P_DEFAULT);
     collect_chunks(f, &chunks);
     H5Fclose(f);
     ck_assert_int_gt(chunks.count, 40);
@@ -922,7 +882,7 @@ START_TEST(flipped_bytes_never_load_silently) {
         if (rc == 0) rc = read_into_fresh(flipped, ARCH_PAPER, OPT_ADAM, 10, &t);
         else memset(&t, 0, sizeof t);
         if (rc == 0) {
-            assert_same_state(&s, &t);
+            assert_same_state(&fx.s, &t);
             assert_same_settings(&want, &back);
             identical++;
         } else {
@@ -944,22 +904,18 @@ START_TEST(flipped_bytes_never_load_silently) {
     ck_assert_int_ge(detected, 50);   /* every data flip at least */
     free(original);
     free(copy);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
 START_TEST(verify_names_the_damaged_dataset) {
-    make_tmpdir();
-    State s;
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    good_file(path, &s);
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
     long step = 0;
-    ck_assert_msg(checkpoint_verify(path, &step) == 0, "%s", rn_last_error());
-    ck_assert_int_eq(step, s.ts.step);
+    ck_assert_msg(checkpoint_verify(fx.path, &step) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(step, fx.s.ts.step);
     /* one value of fc.weight changed in place, behind HDF5's back */
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = H5Fopen(fx.path, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t d = H5Dopen2(f, "/model/fc.weight", H5P_DEFAULT);
     haddr_t addr;
     hid_t space = H5Dget_space(d);
@@ -968,17 +924,16 @@ START_TEST(verify_names_the_damaged_dataset) {
     H5Dclose(d);
     H5Fclose(f);
     long size;
-    unsigned char *bytes = slurp(path, &size);
+    unsigned char *bytes = slurp(fx.path, &size);
     bytes[addr + 100] ^= 0x40;
-    FILE *out = fopen(path, "wb");
+    FILE *out = fopen(fx.path, "wb");
     fwrite(bytes, 1, (size_t)size, out);
     fclose(out);
     free(bytes);
-    ck_assert_int_eq(checkpoint_verify(path, &step), -1);
-    assert_error_names(path, "/model/fc.weight: checksum mismatch (the file is corrupt)");
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "/model/fc.weight: checksum mismatch (the file is corrupt)");
-    free_state(&s);
-    remove_tmpdir();
+    ck_assert_int_eq(checkpoint_verify(fx.path, &step), -1);
+    assert_error_names(fx.path, "/model/fc.weight: checksum mismatch (the file is corrupt)");
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "/model/fc.weight: checksum mismatch (the file is corrupt)");
+    finish(&fx);
 }
 END_TEST
 
@@ -1108,13 +1063,13 @@ static void copy_group(hid_t src, hid_t dst) {
 
 /* Checkpoints of format_version 1 (no checksums) still load, bit for bit. */
 START_TEST(format_version_1_still_loads) {
-    make_tmpdir();
-    State s, t;
-    char path[512], old[512];
-    in_tmp(path, sizeof path, "new.h5");
+    Fixture fx;
+    start_with_good_checkpoint(&fx);
+    State t;
+    char old[512];
     in_tmp(old, sizeof old, "old.h5");
-    good_file(path, &s);
-    hid_t src = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), dst = H5Fcreate(old, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t src = H5Fopen(fx.path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t dst = H5Fcreate(old, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hid_t g = H5Gopen2(src, "/", H5P_DEFAULT), root = H5Gopen2(dst, "/", H5P_DEFAULT);
     copy_group(g, root);
     H5Gclose(g);
@@ -1130,15 +1085,14 @@ START_TEST(format_version_1_still_loads) {
     H5Fclose(f);
 
     ck_assert_msg(read_into_fresh(old, ARCH_PAPER, OPT_ADAM, 10, &t) == 0, "%s", rn_last_error());
-    assert_same_state(&s, &t);
+    assert_same_state(&fx.s, &t);
     Settings a, b;
-    ck_assert_int_eq(checkpoint_read_settings(path, &a), 0);
+    ck_assert_int_eq(checkpoint_read_settings(fx.path, &a), 0);
     ck_assert_msg(checkpoint_read_settings(old, &b) == 0, "%s", rn_last_error());
     assert_same_settings(&a, &b);
     ck_assert_msg(checkpoint_verify(old, NULL) == 0, "%s", rn_last_error());
-    free_state(&s);
     free_state(&t);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
@@ -1209,95 +1163,81 @@ static void make_average(Ema *e, const State *s, double decay, long n_averaged) 
 /* Reading path with a fresh average into a fresh model must fail naming the file and needle. */
 static void assert_ema_read_refused(const char *path, Ema *want, const char *needle) {
     State t;
-    memset(&t, 0, sizeof t);
-    ModelConfig mc = model_config(ARCH_PAPER, 10);
-    ck_assert_int_eq(model_init(&t.model, &mc, 5), 0);
-    OptimConfig oc;
-    optim_defaults(&oc, OPT_ADAM);
-    ck_assert_int_eq(optim_init(&t.opt, &oc, t.model.num_params), 0);
+    fresh_state(&t, ARCH_PAPER, OPT_ADAM, 10);
     ck_assert_int_eq(checkpoint_read_ema(path, &t.model, &t.opt, &t.ts, &t.hist, want), -1);
     assert_error_names(path, needle);
     free_state(&t);
 }
 
 START_TEST(ema_round_trip) {
-    make_tmpdir();
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    State s, t;
-    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
+    Fixture fx;
+    start_with_state(&fx, ARCH_PAPER, OPT_ADAM, 3);
+    State t;
     Ema e, back;
-    make_average(&e, &s, 0.999, 700);
-    free_state(&s);
-    write_with_ema(path, &s, "0.999", &e);
+    make_average(&e, &fx.s, 0.999, 700);
+    free_state(&fx.s);
+    write_with_ema(fx.path, &fx.s, "0.999", &e);
 
-    memset(&t, 0, sizeof t);
-    ModelConfig mc = model_config(ARCH_PAPER, 10);
-    ck_assert_int_eq(model_init(&t.model, &mc, 99), 0);
-    ck_assert_int_eq(optim_init(&t.opt, &s.opt.cfg, t.model.num_params), 0);
+    blank_state(&t, ARCH_PAPER, 10, &fx.s.opt.cfg, 99);
     ck_assert_int_eq(ema_init(&back, 0.5, t.model.params, t.model.num_params), 0);
-    ck_assert_msg(checkpoint_read_ema(path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
-    assert_same_state(&s, &t);
+    ck_assert_msg(checkpoint_read_ema(fx.path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
+    assert_same_state(&fx.s, &t);
     ck_assert(memcmp(back.params, e.params, sizeof(float) * e.n) == 0);
     ck_assert(back.decay == 0.999);
     ck_assert_int_eq(back.n_averaged, 700);
     /* the raw weights alone (eval --weights raw): /ema is checked, not loaded */
-    ck_assert_msg(checkpoint_read(path, &t.model, NULL, NULL, NULL) == 0, "%s", rn_last_error());
-    ck_assert_int_eq(checkpoint_verify(path, NULL), 0);
+    ck_assert_msg(checkpoint_read(fx.path, &t.model, NULL, NULL, NULL) == 0, "%s", rn_last_error());
+    ck_assert_int_eq(checkpoint_verify(fx.path, NULL), 0);
     ema_free(&back);
     free_state(&t);
 
     /* the average's tensors carry the parameters' names and shapes, under /ema */
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "h5dump -H -g /ema '%s' | grep -c 'DATASET \"'", path);
+    snprintf(cmd, sizeof cmd, "h5dump -H -g /ema '%s' | grep -c 'DATASET \"'", fx.path);
     FILE *p = popen(cmd, "r");
     int datasets = 0;
     ck_assert_int_eq(fscanf(p, "%d", &datasets), 1);
     pclose(p);
-    ck_assert_int_eq(datasets, s.model.num_param_tensors);
+    ck_assert_int_eq(datasets, fx.s.model.num_param_tensors);
     ema_free(&e);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 
 /* /ema exactly when /config says ema > 0, with its decay, a count within the steps, finite values; an
  * average asked of a file without one is refused; a non-finite average is never written. */
 START_TEST(ema_inconsistent_files_refused) {
-    make_tmpdir();
-    char path[512];
-    in_tmp(path, sizeof path, "last.h5");
-    State s;
+    Fixture fx;
+    start_with_state(&fx, ARCH_PAPER, OPT_ADAM, 3);
     Ema e, want;
-    make_state(&s, ARCH_PAPER, OPT_ADAM, 10, 3);
-    make_average(&e, &s, 0.999, 700);
-    ck_assert_int_eq(ema_init(&want, 0.999, s.model.params, s.model.num_params), 0);
-    free_state(&s);
+    make_average(&e, &fx.s, 0.999, 700);
+    ck_assert_int_eq(ema_init(&want, 0.999, fx.s.model.params, fx.s.model.num_params), 0);
+    free_state(&fx.s);
 
-    write_with_ema(path, &s, "0.999", NULL);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "missing group /ema");
-    free_state(&s);
-    write_with_ema(path, &s, "0", &e);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "/ema is present, but /config says ema 0");
-    free_state(&s);
-    write_with_ema(path, &s, "0.9", &e);
-    assert_read_refused(path, ARCH_PAPER, OPT_ADAM, 10, "attribute decay of /ema is 0.999");
-    free_state(&s);
+    write_with_ema(fx.path, &fx.s, "0.999", NULL);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "missing group /ema");
+    free_state(&fx.s);
+    write_with_ema(fx.path, &fx.s, "0", &e);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "/ema is present, but /config says ema 0");
+    free_state(&fx.s);
+    write_with_ema(fx.path, &fx.s, "0.9", &e);
+    assert_read_refused(fx.path, ARCH_PAPER, OPT_ADAM, 10, "attribute decay of /ema is 0.999");
+    free_state(&fx.s);
     e.n_averaged = 778;   /* /train says 777 steps */
-    write_with_ema(path, &s, "0.999", &e);
-    assert_ema_read_refused(path, &want, "attribute n_averaged of /ema is 778");
-    free_state(&s);
-    write_with_ema(path, &s, "0", NULL);
-    assert_ema_read_refused(path, &want, "no moving average (/ema)");
+    write_with_ema(fx.path, &fx.s, "0.999", &e);
+    assert_ema_read_refused(fx.path, &want, "attribute n_averaged of /ema is 778");
+    free_state(&fx.s);
+    write_with_ema(fx.path, &fx.s, "0", NULL);
+    assert_ema_read_refused(fx.path, &want, "no moving average (/ema)");
 
     e.n_averaged = 7;
     e.params[e.n - 1] = NAN;
-    ck_assert_int_eq(checkpoint_write_ema(path, &s.model, &s.opt, &s.ts, &s.hist, &s.settings, &e), -1);
-    assert_error_names(path, "not written: /ema/fc.bias holds a non-finite value");
+    const int rc = checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e);
+    ck_assert_int_eq(rc, -1);
+    assert_error_names(fx.path, "not written: /ema/fc.bias holds a non-finite value");
     ema_free(&want);
     ema_free(&e);
-    free_state(&s);
-    remove_tmpdir();
+    finish(&fx);
 }
 END_TEST
 

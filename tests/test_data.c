@@ -39,6 +39,17 @@ static void write_file(const char *path, const void *data, size_t n) {
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* dir/name holding the n bytes at data. */
+static void write_in(const char *dir, const char *name, const void *data, size_t n) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    write_file(path, data, n);
+}
+
+static void write_text_in(const char *dir, const char *name, const char *text) {
+    write_in(dir, name, text, strlen(text));
+}
+
 static void write_gz(const char *path, const void *data, size_t n) {
     gzFile f = gzopen(path, "wb");
     ck_assert_msg(f != NULL, "cannot create %s", path);
@@ -82,10 +93,8 @@ static uint8_t *cifar_bytes(int first, int n) {
 }
 
 static void write_cifar(const char *dir, const char *name, int first) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
     uint8_t *buf = cifar_bytes(first, CIFAR_PER_FILE);
-    write_file(path, buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD);
+    write_in(dir, name, buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD);
     free(buf);
 }
 
@@ -102,10 +111,8 @@ START_TEST(cifar_test_batch_loads) {
     const char *dir = test_dir("cifar_test");
     write_cifar(dir, "test_batch.bin", 0);
     /* names with CR LF and trailing blank lines, as files edited elsewhere come */
-    char path[600];
-    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
-    const char *meta = "plane\r\ncar\r\nbird\r\ncat\r\ndeer\r\ndog\r\nfrog\r\nhorse\r\nship\r\ntruck\r\n\r\n\n";
-    write_file(path, meta, strlen(meta));
+    write_text_in(dir, "batches.meta.txt",
+                  "plane\r\ncar\r\nbird\r\ncat\r\ndeer\r\ndog\r\nfrog\r\nhorse\r\nship\r\ntruck\r\n\r\n\n");
     ImageSet s;
     ck_assert_int_eq(cifar10_load(dir, 0, &s), 0);
     ck_assert_int_eq(s.count, 10000);
@@ -163,16 +170,16 @@ END_TEST
 START_TEST(cifar_wrong_size) {
     const char *dir = test_dir("cifar_size");
     uint8_t *buf = cifar_bytes(0, CIFAR_PER_FILE);
-    char path[600];
-    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
     ImageSet s;
-    write_file(path, buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD - 1000);
+    write_in(dir, "test_batch.bin", buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD - 1000);
     expect_error(cifar10_load(dir, 0, &s), &s, "test_batch.bin: size 30729000 bytes, expected 30730000",
                  "10000 records of 3073");
-    write_file(path, buf, 0);
+    write_in(dir, "test_batch.bin", buf, 0);
     expect_error(cifar10_load(dir, 0, &s), &s, "test_batch.bin: size 0 bytes", NULL);
     free(buf);
     /* a folder where the file should be */
+    char path[600];
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
     ck_assert_int_eq(unlink(path), 0);
     ck_assert_int_eq(mkdir(path, 0755), 0);
     expect_error(cifar10_load(dir, 0, &s), &s, "test_batch.bin", NULL);
@@ -183,9 +190,7 @@ START_TEST(cifar_label_out_of_range) {
     const char *dir = test_dir("cifar_label");
     uint8_t *buf = cifar_bytes(0, CIFAR_PER_FILE);
     buf[(size_t)17 * CIFAR_RECORD] = 12;
-    char path[600];
-    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
-    write_file(path, buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD);
+    write_in(dir, "test_batch.bin", buf, (size_t)CIFAR_PER_FILE * CIFAR_RECORD);
     free(buf);
     ImageSet s;
     expect_error(cifar10_load(dir, 0, &s), &s, "test_batch.bin: record 17 has label 12", "0..9");
@@ -195,14 +200,10 @@ END_TEST
 START_TEST(cifar_bad_class_names) {
     const char *dir = test_dir("cifar_meta");
     write_cifar(dir, "test_batch.bin", 0);
-    char path[600];
-    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
-    const char *nine = "a\nb\nc\nd\ne\nf\ng\nh\ni\n";
-    write_file(path, nine, strlen(nine));
+    write_text_in(dir, "batches.meta.txt", "a\nb\nc\nd\ne\nf\ng\nh\ni\n");
     ImageSet s;
     expect_error(cifar10_load(dir, 0, &s), &s, "batches.meta.txt", "9 class names");
-    const char *eleven = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
-    write_file(path, eleven, strlen(eleven));
+    write_text_in(dir, "batches.meta.txt", "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n");
     expect_error(cifar10_load(dir, 0, &s), &s, "batches.meta.txt", "more than 10");
 }
 END_TEST
@@ -256,6 +257,15 @@ static void write_idx_pair(const char *dir, int gz, const uint8_t *ib, size_t il
         write_file(img, ib, il);
         write_file(lab, lb, ll);
     }
+}
+
+/* The pair written to dir (gzipped or not) is refused by idx_load with a message holding frag1 and frag2. */
+static void expect_pair_refused(const char *dir, int gz, const uint8_t *ib, size_t il, const uint8_t *lb, size_t ll,
+                                const char *frag1, const char *frag2) {
+    char img[600], lab[600];
+    ImageSet s;
+    write_idx_pair(dir, gz, ib, il, lb, ll, img, lab);
+    expect_error(idx_load(img, lab, &s), &s, frag1, frag2);
 }
 
 static void write_valid_pair(const char *dir, int gz, char *img, char *lab) {
@@ -342,31 +352,25 @@ START_TEST(idx_bad_magic) {
     expect_error(idx_load(lab, img, &s), &s, "train-labels-idx1-ubyte.gz", "bad magic");
     ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il);
     lb = idx_labels(0x803, IDX_N, &ll);
-    write_idx_pair(dir, 0, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-labels-idx1-ubyte", "bad magic 0x00000803");
+    expect_pair_refused(dir, 0, ib, il, lb, ll, "train-labels-idx1-ubyte", "bad magic 0x00000803");
     free(ib);
     free(lb);
 }
 END_TEST
 
 START_TEST(idx_wrong_dimensions) {
-    char img[600], lab[600];
     size_t il, ll;
-    ImageSet s;
     const char *dir = test_dir("idx_dims");
     uint8_t *lb = idx_labels(0x801, IDX_N, &ll);
     uint8_t *ib = idx_images(0x803, IDX_N, 28, 27, &il);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "28x27");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-images-idx3-ubyte.gz", "28x27");
     free(ib);
     ib = idx_images(0x803, IDX_N, 0, 0, &il);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "0x0");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-images-idx3-ubyte.gz", "0x0");
     free(ib);
     /* a header cut short */
     ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il);
-    write_idx_pair(dir, 1, ib, 10, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "truncated");
+    expect_pair_refused(dir, 1, ib, 10, lb, ll, "train-images-idx3-ubyte.gz", "truncated");
     free(ib);
     free(lb);
 }
@@ -412,8 +416,7 @@ START_TEST(idx_truncated_and_trailing) {
     uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N, &ll);
     uint8_t *longer = calloc(il + 1, 1);
     memcpy(longer, ib, il);
-    write_idx_pair(dir, 1, longer, il + 1, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-images-idx3-ubyte.gz", "more data");
+    expect_pair_refused(dir, 1, longer, il + 1, lb, ll, "train-images-idx3-ubyte.gz", "more data");
     write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
     f = fopen(img, "ab");
     fputs("garbage\n", f);
@@ -431,8 +434,7 @@ START_TEST(idx_count_mismatch_and_labels) {
     ImageSet s;
     const char *dir = test_dir("idx_count");
     uint8_t *ib = idx_images(0x803, IDX_N, IDX_SIDE, IDX_SIDE, &il), *lb = idx_labels(0x801, IDX_N - 1, &ll);
-    write_idx_pair(dir, 1, ib, il, lb, ll, img, lab);
-    expect_error(idx_load(img, lab, &s), &s, "train-labels-idx1-ubyte.gz: 49 labels", "train-images-idx3-ubyte.gz");
+    expect_pair_refused(dir, 1, ib, il, lb, ll, "train-labels-idx1-ubyte.gz: 49 labels", "train-images-idx3-ubyte.gz");
     free(lb);
     lb = idx_labels(0x801, IDX_N, &ll);
     lb[8 + 3] = 10;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "check_main.h"
-#include "fixture.h"
+#include "fixture_check.h"
 #include "resnet/ema.h"
 #include "resnet/optim.h"
 
@@ -25,12 +25,7 @@ static Fixture fx;
 static void load_fixture(void) { ck_assert_int_eq(fixture_load(&fx, "ref_ema.bin"), 0); }
 static void free_fixture(void) { fixture_free(&fx); }
 
-static const FixtureTensor *need(const char *name, int dtype) {
-    const FixtureTensor *t = fixture_get(&fx, name);
-    ck_assert_msg(t != NULL, "fixture tensor %s missing", name);
-    ck_assert_int_eq(t->dtype, dtype);
-    return t;
-}
+static const FixtureTensor *need(const char *name, int dtype) { return fixture_need(&fx, name, dtype); }
 
 static const FixtureTensor *need_step(const char *prefix, int step) {
     char key[160];

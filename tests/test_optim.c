@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "check_main.h"
-#include "fixture.h"
+#include "fixture_check.h"
 #include "resnet/optim.h"
 
 /* float32 updates of the same formulas: a few ulps per step, far below this */
@@ -19,12 +19,7 @@ static Fixture fx;
 static void load_fixture(void) { ck_assert_int_eq(fixture_load(&fx, "ref_optim.bin"), 0); }
 static void free_fixture(void) { fixture_free(&fx); }
 
-static const FixtureTensor *need(const char *name, int dtype) {
-    const FixtureTensor *t = fixture_get(&fx, name);
-    ck_assert_msg(t != NULL, "fixture tensor %s missing", name);
-    ck_assert_int_eq(t->dtype, dtype);
-    return t;
-}
+static const FixtureTensor *need(const char *name, int dtype) { return fixture_need(&fx, name, dtype); }
 
 /* config: kind, lr, weight decay, beta1, beta2, eps, momentum, nesterov (see make_reference.py) */
 static OptimConfig case_config(const char *name) {
