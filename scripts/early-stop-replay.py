@@ -28,7 +28,11 @@ def replay(points, rule, patience):
 
 
 def read_log(path):
-    series = {}
+    """The validation points of each val_acc* series in step order. A run resumed from a checkpoint writes
+    {"event": "resume", "from_step": N}: the points it had logged after step N were thrown away with that
+    continuation and are dropped (as plot.py does; a step that does not increase starts a segment too),
+    so the replay sees what one uninterrupted run would have, whose rule state the checkpoint carries."""
+    rows = []
     try:
         with open(path) as f:
             for number, line in enumerate(f, 1):
@@ -36,14 +40,30 @@ def read_log(path):
                     continue
                 try:
                     row = json.loads(line)
+                except ValueError:
+                    print(f"early-stop-replay.py: {path}:{number}: skipping a line that is not JSON "
+                          "(a run killed while writing?)", file=sys.stderr)
+                    continue
+                if isinstance(row, dict) and row.get("event") == "resume":
+                    try:
+                        start = int(row["from_step"])
+                    except (ValueError, KeyError, TypeError):
+                        raise SystemExit(f"early-stop-replay.py: {path}:{number}: a resume line without from_step")
+                    rows = [r for r in rows if r[0] <= start]
+                    continue
+                try:
                     step, epoch = int(row["step"]), int(row["epoch"])
                 except (ValueError, KeyError, TypeError):
                     raise SystemExit(f"early-stop-replay.py: {path}:{number}: not a metrics line with step and epoch")
-                for key, value in row.items():
-                    if key.startswith("val_acc") and isinstance(value, (int, float)):
-                        series.setdefault(key, []).append((step, epoch, float(value)))
+                rows = [r for r in rows if r[0] < step]
+                rows.append((step, epoch, row))
     except OSError as e:
         raise SystemExit(f"early-stop-replay.py: {path}: {e.strerror}")
+    series = {}
+    for step, epoch, row in rows:
+        for key, value in row.items():
+            if key.startswith("val_acc") and isinstance(value, (int, float)):
+                series.setdefault(key, []).append((step, epoch, float(value)))
     if not series:
         raise SystemExit(f"early-stop-replay.py: {path}: no validation accuracy in it")
     return series
@@ -82,11 +102,11 @@ def main():
         return
     for key, s in out.items():
         reached = ", ".join(f"{t} in epoch {v['epoch']}" if v else f"{t} never" for t, v in s["first_reached"].items())
-        stop = (f"step {s['would_stop_step']} (epoch {s['would_stop_epoch']})" if s["would_stop_step"]
-                else "never")
+        stop = (f"would stop at step {s['would_stop_step']} (epoch {s['would_stop_epoch']})"
+                if s["would_stop_step"] else "would not stop")
         print(f"{key}: {s['checks']} checks, best {s['best']:.4f} at step {s['best_step']} (epoch {s['best_epoch']}), "
               f"last {s['last']:.4f} at step {s['last_step']}; reached {reached}; "
-              f"--early-stop {args.rule} --patience {args.patience} would stop at {stop}")
+              f"--early-stop {args.rule} --patience {args.patience} {stop}")
 
 
 if __name__ == "__main__":

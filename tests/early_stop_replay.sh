@@ -52,6 +52,17 @@ got=$(replay "$TMP/ties.jsonl" --patience 1 --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["val_acc"]["would_stop_step"])')
 [ "$got" = 4 ] || fail "ties: the replay stops at '$got', the seed's rule at step 4"
 pass "a tie counts as no rise: stops at step 4"
+# a resumed run's log: the continuation abandoned at the resume (steps 3-4 logged before a crash, the
+# run resumed from step 2's checkpoint) is dropped, as is a torn last line: the replay sees the
+# uninterrupted run's 4 checks 0.5, 0.6, 0.5, 0.4 (patience 1: stops at step 4), not 7
+{ printf '{"step":1,"epoch":1,"val_acc":0.5}\n{"step":2,"epoch":1,"val_acc":0.6}\n'
+  printf '{"step":3,"epoch":1,"val_acc":0.3}\n{"step":4,"epoch":1,"val_acc":0.2}\n'
+  printf '{"event":"resume","from_step":2,"epoch":1,"time_s":1.0}\n'
+  printf '{"step":3,"epoch":1,"val_acc":0.5}\n{"step":4,"epoch":1,"val_acc":0.4}\n{"step":5,"ep'; } > "$TMP/resumed.jsonl"
+got=$(replay "$TMP/resumed.jsonl" --patience 1 --json 2>/dev/null |
+  python3 -c 'import json,sys; s=json.load(sys.stdin)["val_acc"]; print(s["would_stop_step"], s["checks"], s["best"])')
+[ "$got" = "4 4 0.6" ] || fail "resumed log: the replay says '$got' (stop step, checks, best), not '4 4 0.6'"
+pass "a resumed run's log: the abandoned continuation and a torn line are left out"
 set +e
 err=$(replay "$TMP/none.jsonl" 2>&1); code=$?
 set -e
