@@ -45,5 +45,5 @@ for dir in "$@"; do
     done
   done
   [ -f "$dir/metrics.jsonl" ] && python3 scripts/early-stop-replay.py "$dir/metrics.jsonl"
-  [ -f "$dir/report.json" ] && python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("wall time of the last process: %.0f s; stopped: %s" % (r["time"]["wall_s"], r["outcome"]["stop_reason"]))' "$dir/report.json" || true
+  [ -f "$dir/report.json" ] && python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); t=r["time"]; print("training time over all its processes (resumes): %.0f s (%.2f h), the last process %.0f s; stopped: %s" % (t["training_total_s"], t["training_total_s"] / 3600, t["wall_s"], r["outcome"]["stop_reason"]))' "$dir/report.json" || true
 done
