@@ -441,7 +441,6 @@ static int setup_resume(Run *r, const char *resume_path) {
     }
     if (agree_failure(failed)) return EXIT_FAILED;
     if (resume_path) map_resume_position(r, file_batch_size);
-    dist_bcast(&r->resumed_early_stop, sizeof r->resumed_early_stop, 0);
     /* replicas start identical even if some rank's initialisation or file read differed */
     dist_bcast(r->model.params, sizeof(float) * r->model.num_params, 0);
     dist_bcast(&r->model.reference_valid, sizeof r->model.reference_valid, 0);
@@ -837,11 +836,15 @@ static int training_over(const Run *r) {
 /* A run its early-stopping rule ended stays ended when it is resumed (a requeued job, a `--resume auto`
  * in a script run twice) while the rule still says stop: without this it would train until the rule,
  * whose count of checks without a rise is already past --patience, fired again at the next validation.
- * --early-stop off, or a --patience the count does not exceed, continues it. 1 when the run is over. */
+ * --early-stop off, or a --patience the count does not exceed, continues it. 1 when the run is over;
+ * collective. */
 static int stays_stopped(Run *r) {
     const Config *cfg = r->cfg;
-    if (!r->resumed_early_stop || cfg->early_stop == EARLY_STOP_OFF || r->ts.non_increase_count <= cfg->patience)
-        return 0;
+    /* rank 0's reading decides for all (every rank read the same file, but no rank may train alone) */
+    int stopped = r->resumed_early_stop && cfg->early_stop != EARLY_STOP_OFF &&
+                  r->ts.non_increase_count > cfg->patience;
+    dist_bcast(&stopped, sizeof stopped, 0);
+    if (!stopped) return 0;
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "early-stop");
     if (dist_rank() == 0 && !cfg->quiet)
         printf("resume: this run stopped early at step %ld, so no step is taken (--early-stop off, or a "
