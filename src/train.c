@@ -122,6 +122,11 @@ static void check_replicas(const Model *m, int quiet) {
 
 /* ---- the early-stopping rule ------------------------------------------------------------------------ */
 
+/* whether the rule stops a run that has had non_increase_count checks without a rise */
+static int early_stop_fires(int rule, int patience, int non_increase_count) {
+    return rule != EARLY_STOP_OFF && non_increase_count > patience;
+}
+
 int early_stop_update(int rule, int patience, double val_acc, double *prev_val_acc, double *best_val_acc,
                       int *non_increase_count) {
     if (rule == EARLY_STOP_BEST) {
@@ -134,8 +139,7 @@ int early_stop_update(int rule, int patience, double val_acc, double *prev_val_a
     }
     *prev_val_acc = val_acc;
     if (val_acc > *best_val_acc) *best_val_acc = val_acc;
-    if (rule == EARLY_STOP_OFF) return 0;
-    return *non_increase_count > patience;
+    return early_stop_fires(rule, patience, *non_increase_count);
 }
 
 /* ---- training --------------------------------------------------------------------------------------- */
@@ -841,8 +845,7 @@ static int training_over(const Run *r) {
 static int stays_stopped(Run *r) {
     const Config *cfg = r->cfg;
     /* rank 0's reading decides for all (every rank read the same file, but no rank may train alone) */
-    int stopped = r->resumed_early_stop && cfg->early_stop != EARLY_STOP_OFF &&
-                  r->ts.non_increase_count > cfg->patience;
+    int stopped = r->resumed_early_stop && early_stop_fires(cfg->early_stop, cfg->patience, r->ts.non_increase_count);
     dist_bcast(&stopped, sizeof stopped, 0);
     if (!stopped) return 0;
     snprintf(r->ts.stop_reason, sizeof r->ts.stop_reason, "early-stop");
