@@ -55,7 +55,8 @@ def read_log(path):
                     step, epoch = int(row["step"]), int(row["epoch"])
                 except (ValueError, KeyError, TypeError):
                     raise SystemExit(f"early-stop-replay.py: {path}:{number}: not a metrics line with step and epoch")
-                rows = [r for r in rows if r[0] < step]
+                if rows and step <= rows[-1][0]:
+                    rows = [r for r in rows if r[0] < step]
                 rows.append((step, epoch, row))
     except OSError as e:
         raise SystemExit(f"early-stop-replay.py: {path}: {e.strerror}")
