@@ -54,10 +54,11 @@ T_max 10), sched_warmup (LinearLR 0.1 from 1/4 over 4 steps) and sched_warmup_co
 min(1, (s+1)/4) x the cosine over 12 steps): the lr in force for the update after k completed updates.
 
 ref_ema.bin: --ema against torch.optim.swa_utils.AveragedModel(model, avg_fn=lambda avg, p, n:
-DECAY * avg + (1 - DECAY) * p) (use_buffers=False), update_parameters(model) after every Adam step of a
-1000-vector: params0 [1000], grads [6, 1000], adam float64 [lr, weight decay], params/step1..step6 (the
-model's parameters after each step) and, per case (decay_0_9, decay_0_999, decay_0_5), <case>/decay
-float64 [1], <case>/init (the average before any update: AveragedModel's copy of the model),
+D * avg + (1 - D) * p) (use_buffers=False), D = DECAY or, with --ema-warmup on, min(DECAY, (1 + n) /
+(10 + n)), update_parameters(model) after every Adam step of a 1000-vector: params0 [1000], grads
+[6, 1000], adam float64 [lr, weight decay], params/step1..step6 (the model's parameters after each step)
+and, per case (decay_0_9, decay_0_999, decay_0_5; warmup_0_999, warmup_0_3 with the warmup),
+<case>/decay float64 [1], <case>/warmup int32 [1], <case>/init (the average before any update: AveragedModel's copy of the model),
 <case>/step1..step6 (the average after the update that follows each step) and <case>/n_averaged int32 [6].
 """
 import argparse
@@ -416,7 +417,7 @@ def optim_fixture():
 
 # ---- moving average (--ema) fixture -------------------------------------------------------------------
 
-EMA_DECAYS = {"decay_0_9": 0.9, "decay_0_999": 0.999, "decay_0_5": 0.5}
+EMA_DECAYS = {"decay_0_9": 0.9, "decay_0_999": 0.999, "decay_0_5": 0.5, "warmup_0_999": 0.999, "warmup_0_3": 0.3}
 EMA_STEPS, EMA_N, EMA_LR, EMA_WD = 6, 1000, 1e-2, 5e-2
 
 
@@ -440,9 +441,18 @@ def ema_fixture():
     model = OneTensor(params0)
     opt = torch.optim.Adam(model.parameters(), lr=EMA_LR, weight_decay=EMA_WD)
     averaged = {}
+    def warmed(avg, p, n, decay):
+        d = min(decay, (1 + int(n)) / (10 + int(n)))   # the update's number n as a Python int
+        return d * avg + (1 - d) * p
+
     for case, decay in EMA_DECAYS.items():
-        averaged[case] = AveragedModel(model, avg_fn=lambda avg, p, n, d=decay: d * avg + (1 - d) * p)
+        warmup = case.startswith("warmup")
+        if warmup:
+            averaged[case] = AveragedModel(model, avg_fn=lambda avg, p, n, d=decay: warmed(avg, p, n, d))
+        else:
+            averaged[case] = AveragedModel(model, avg_fn=lambda avg, p, n, d=decay: d * avg + (1 - d) * p)
         w.add(case + "/decay", [decay], np.float64)
+        w.add(case + "/warmup", [int(warmup)], np.int32)
         w.add(case + "/init", averaged[case].module.w)
     counts = {case: [] for case in EMA_DECAYS}
     for k in range(EMA_STEPS):

@@ -1,6 +1,7 @@
 /* The parameters' exponential moving average: see ema.h. */
 #include "resnet/ema.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "resnet/util.h"
@@ -31,10 +32,13 @@ void ema_update(Ema *e, const float *params) {
         e->n_averaged = 1;
         return;
     }
-    /* PyTorch: DECAY * avg (the Python float as the tensor's float), (1 - DECAY) computed in double,
-     * then rounded, times p; the two products summed. Separate statements and -std=c11 (GCC's
-     * -ffp-contract=off) keep the compiler from fusing a product into the sum. */
-    const float keep = (float)e->decay, take = (float)(1.0 - e->decay);
+    /* PyTorch: D * avg (the Python float as the tensor's float), (1 - D) computed in double, then
+     * rounded, times p; the two products summed. Separate statements and -std=c11 (GCC's
+     * -ffp-contract=off) keep the compiler from fusing a product into the sum. The warmup's ratio is
+     * Python's int / int, a double. */
+    const double n_before = (double)e->n_averaged;
+    const double decay = e->warmup ? fmin(e->decay, (1.0 + n_before) / (10.0 + n_before)) : e->decay;
+    const float keep = (float)decay, take = (float)(1.0 - decay);
     float *restrict avg = e->params;
     const float *restrict p = params;
     const long n = (long)e->n;

@@ -165,6 +165,7 @@ static int normalised_equal(const Config *base, const char *key, const char *a, 
 int config_merge_checkpoint(Config *cfg, const char *path, int report, int evaluating) {
     Settings file;
     if (checkpoint_read_settings(path, &file)) return EXIT_FAILED;
+    config_fill_missing(cfg, &file);
     static const char *const fixed[] = {"arch", "depth", "dataset", NULL};
     for (int i = 0; i < file.count; i++) {
         const char *key = file.items[i].key, *value = file.items[i].value;

@@ -411,10 +411,12 @@ static void start_ema(Run *r, int loaded, const char *resume_path) {
     if (r->cfg->ema <= 0) return;
     if (loaded) {
         r->ema.decay = r->cfg->ema;
+        r->ema.warmup = r->cfg->ema_warmup;
         dist_bcast(r->ema.params, sizeof(float) * r->ema.n, 0);
         return;
     }
     ema_reset(&r->ema, r->model.params);
+    r->ema.warmup = r->cfg->ema_warmup;
     if (resume_path && dist_rank() == 0)
         printf("resume: %s has no moving average: --ema starts one at step %ld\n", resume_path, r->ts.step);
 }

@@ -118,6 +118,7 @@ static void make_state(State *s, Arch arch, OptimizerKind kind, int classes, int
     Config c;
     config_defaults(&c);
     c.arch = arch;   /* /config describes the model in the file, as the trainer's does */
+    c.ema = 0;       /* and says it has no moving average (/ema) */
     c.optimizer = kind;
     c.split_seed = UINT64_MAX;   /* above INT64_MAX: must come back digit for digit */
     config_to_settings(&c, &s->settings);

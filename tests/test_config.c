@@ -37,8 +37,8 @@ static void setup(void) { unsetenv("RESNET_DATA"); }
 
 /* ---- defaults and recipes ---- */
 
-static void assert_seed_recipe(const Config *c) {
-    ck_assert_str_eq(c->recipe, "seed");
+/* the seed notebook's training settings, which the tuned recipe shares */
+static void assert_seed_training(const Config *c) {
     ck_assert_int_eq(c->arch, ARCH_SEED);
     ck_assert_int_eq(c->optimizer, OPT_ADAM);
     ck_assert_float_eq(c->lr, 1e-3f);
@@ -52,10 +52,26 @@ static void assert_seed_recipe(const Config *c) {
     ck_assert_int_eq(c->max_steps, 0);
     ck_assert_int_eq(c->eval_every, 50);
     ck_assert_int_eq(c->early_stop, EARLY_STOP_SEED);
-    ck_assert_int_eq(c->bn_eval, BN_EVAL_BATCH);
 }
 
-START_TEST(defaults_are_the_seed_recipe) {
+static void assert_seed_recipe(const Config *c) {
+    ck_assert_str_eq(c->recipe, "seed");
+    assert_seed_training(c);
+    ck_assert_int_eq(c->bn_eval, BN_EVAL_BATCH);
+    ck_assert(c->ema == 0);
+    ck_assert_int_eq(c->ema_warmup, 0);
+}
+
+/* the default: the seed's training with the moving average and reference statistics */
+static void assert_tuned_recipe(const Config *c) {
+    ck_assert_str_eq(c->recipe, "tuned");
+    assert_seed_training(c);
+    ck_assert_int_eq(c->bn_eval, BN_EVAL_REFERENCE);
+    ck_assert(c->ema == 0.999);
+    ck_assert_int_eq(c->ema_warmup, 1);
+}
+
+START_TEST(defaults_are_the_tuned_recipe) {
     Config c;
     config_defaults(&c);
     ck_assert_str_eq(c.command, "train");
@@ -65,7 +81,7 @@ START_TEST(defaults_are_the_seed_recipe) {
     ck_assert_uint_eq(c.split_seed, 0);
     ck_assert_int_eq(c.limit_train, 0);
     ck_assert_int_eq(c.augment, 1);
-    assert_seed_recipe(&c);
+    assert_tuned_recipe(&c);
     ck_assert_int_eq(c.depth, 20);
     ck_assert_int_eq(c.patience, 5);
     ck_assert_int_eq(c.sync_bn, 0);
@@ -85,12 +101,20 @@ START_TEST(defaults_are_the_seed_recipe) {
     ck_assert_int_eq(c.warmup, 3);
     ck_assert_int_eq(c.profile, 0);
     ck_assert_int_eq(c.given.count, 0);
-    /* no arguments at all is the seed's run */
+    /* no arguments at all is the tuned run; the seed's is one flag away, and the tuned recipe named
+     * after another one restores its own values */
     ck_assert_int_eq(parse(&c, NULL), 0);
-    assert_seed_recipe(&c);
+    assert_tuned_recipe(&c);
     ck_assert_int_eq(config_validate(&c), 0);
     ck_assert_int_eq(parse(&c, "--recipe", "seed", NULL), 0);
     assert_seed_recipe(&c);
+    ck_assert_int_eq(config_validate(&c), 0);
+    ck_assert_int_eq(parse(&c, "--recipe", "paper", "--recipe", "tuned", NULL), 0);
+    assert_tuned_recipe(&c);
+    ck_assert_int_eq(parse(&c, "--ema", "0", "--recipe", "tuned", "--bn-eval", "batch", NULL), 0);
+    ck_assert(c.ema == 0);
+    ck_assert_int_eq(c.bn_eval, BN_EVAL_BATCH);
+    ck_assert_str_eq(c.recipe, "tuned");
 }
 END_TEST
 
@@ -129,6 +153,7 @@ static void assert_paper_except_lr(const Config *c) {
     ck_assert_int_eq(c->bn_eval, BN_EVAL_RUNNING);
     ck_assert_int_eq(c->eval_every, 0);
     ck_assert_int_eq(c->early_stop, EARLY_STOP_OFF);
+    ck_assert(c->ema == 0);
 }
 
 START_TEST(paper_recipe) {
@@ -203,7 +228,8 @@ static const Case bad_values[] = {
     {"timeout", "-1"},         {"timeout", "x"},         {"timeout", "nan"},         {"timeout", "1e9"},
     {"timeout", ""},           {"timeout", "5s"},
     {"ema", "1"},              {"ema", "-0.1"},          {"ema", "x"},               {"ema", "nan"},
-    {"ema", "1.5"},            {"ema", ""},              {"ema", "0.9x"},
+    {"ema", "1.5"},            {"ema", ""},              {"ema", "0.9x"},            {"ema-warmup", "1"},
+    {"ema-warmup", "yes"},
 };
 
 START_TEST(bad_value_is_a_usage_error) {
@@ -520,7 +546,7 @@ static const char *const training_keys[] = {
     "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size", "epochs",
     "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
     "checkpoint-dir", "checkpoint-every", "keep", "batch-per-rank", "lr-scaling", "base-batch", "warmup-steps",
-    "warmup-epochs", "eval-protocol", "ema", "bn-sample", NULL};
+    "warmup-epochs", "eval-protocol", "ema", "ema-warmup", "bn-sample", NULL};
 
 static void assert_same_settings(const Settings *a, const Settings *b) {
     ck_assert_int_eq(a->count, b->count);
@@ -560,6 +586,7 @@ static void assert_same_training(const Config *a, const Config *b) {
     ck_assert_int_eq(a->bn_eval, b->bn_eval);
     ck_assert_int_eq(a->sync_bn, b->sync_bn);
     ck_assert_msg(memcmp(&a->ema, &b->ema, sizeof a->ema) == 0, "ema %.17g vs %.17g", a->ema, b->ema);
+    ck_assert_int_eq(a->ema_warmup, b->ema_warmup);
     ck_assert_uint_eq(a->seed, b->seed);
     ck_assert_int_eq(a->threads, b->threads);
     ck_assert_int_eq(a->checkpoint_every, b->checkpoint_every);
@@ -630,13 +657,13 @@ START_TEST(settings_round_trip) {
 }
 END_TEST
 
-/* --ema DECAY: 0 is off (the default), else 0 < DECAY < 1, kept as the double typed (PyTorch computes
+/* --ema DECAY: 0 is off (the seed recipe's), else 0 < DECAY < 1, kept as the double typed (PyTorch computes
  * 1 - DECAY from the Python float); a training setting saved in /config, refused by eval, which has
  * --weights instead. */
 START_TEST(ema_values) {
     Config c;
     config_defaults(&c);
-    ck_assert(c.ema == 0);
+    ck_assert(c.ema == 0.999);
     ck_assert_str_eq(c.weights, "");
     ck_assert_int_eq(parse(&c, "--ema", "0.999", NULL), 0);
     ck_assert(c.ema == 0.999);
@@ -644,10 +671,12 @@ START_TEST(ema_values) {
     ck_assert(c.ema == 0);
     ck_assert_int_eq(parse(&c, "--ema", "1e-3", NULL), 0);
     ck_assert(c.ema == 1e-3);
-    ck_assert_int_eq(parse(&c, "--ema", "0.9999", NULL), 0);
+    ck_assert_int_eq(parse(&c, "--ema", "0.9999", "--ema-warmup", "off", NULL), 0);
+    ck_assert_int_eq(c.ema_warmup, 0);
     Settings s;
     config_to_settings(&c, &s);
     ck_assert_str_eq(settings_get(&s, "ema"), "0.9999");
+    ck_assert_str_eq(settings_get(&s, "ema-warmup"), "off");
     round_trip(&c, 0);
     ck_assert_int_eq(parse(&c, "--ema", "1", NULL), -1);
     assert_error_mentions("--ema", "'1'");
@@ -659,6 +688,38 @@ START_TEST(ema_values) {
     ck_assert_str_eq(c.weights, "raw");
     ck_assert_int_eq(parse(&c, "--weights", "ema", NULL), -1);
     assert_error_mentions("--weights is an option of eval", NULL);
+}
+END_TEST
+
+/* A checkpoint written before a recipe setting existed lacks its key: a resume or eval takes the value of
+ * the file's recipe (seed for files without one), not today's default, unless the user gives it. */
+START_TEST(missing_recipe_settings_take_the_file_s_recipe) {
+    Config c;
+    Settings file = {0};
+    ck_assert_int_eq(settings_put(&file, "lr", "0.002"), 0);
+    ck_assert_int_eq(parse(&c, NULL), 0);
+    config_fill_missing(&c, &file);   /* no recipe in the file: the seed's */
+    ck_assert(c.ema == 0);
+    ck_assert_int_eq(c.bn_eval, BN_EVAL_BATCH);
+    ck_assert_float_eq(c.lr, 1e-3f);   /* a key the file has is the merge's to set, not this */
+    ck_assert_int_eq(settings_put(&file, "recipe", "tuned"), 0);
+    ck_assert_int_eq(parse(&c, NULL), 0);
+    c.ema = 0;   /* as a replayed setting could have left it */
+    c.bn_eval = BN_EVAL_BATCH;
+    config_fill_missing(&c, &file);
+    ck_assert(c.ema == 0.999);
+    ck_assert_int_eq(c.bn_eval, BN_EVAL_REFERENCE);
+    ck_assert_int_eq(settings_put(&file, "recipe", "paper"), 0);
+    ck_assert_int_eq(settings_put(&file, "bn-eval", "batch"), 0);
+    ck_assert_int_eq(parse(&c, "--ema", "0.99", NULL), 0);
+    config_fill_missing(&c, &file);
+    ck_assert(c.ema == 0.99);                       /* given */
+    ck_assert_int_eq(c.ema_warmup, 0);               /* missing: the paper's */
+    ck_assert_int_eq(c.bn_eval, BN_EVAL_REFERENCE);  /* in the file: left to the merge */
+    ck_assert_int_eq(c.max_steps, 64000);           /* missing: the paper's */
+    ck_assert_int_eq(parse(&c, "--recipe", "seed", NULL), 0);
+    config_fill_missing(&c, &file);                 /* a recipe given beats the file's */
+    ck_assert_int_eq(c.max_steps, 0);
 }
 END_TEST
 
@@ -809,7 +870,8 @@ Suite *test_suite(void) {
     Suite *s = suite_create("config");
     TCase *t = tcase_create("recipes");
     tcase_add_checked_fixture(t, setup, NULL);
-    tcase_add_test(t, defaults_are_the_seed_recipe);
+    tcase_add_test(t, defaults_are_the_tuned_recipe);
+    tcase_add_test(t, missing_recipe_settings_take_the_file_s_recipe);
     tcase_add_test(t, data_dir_defaults);
     tcase_add_test(t, paper_recipe);
     tcase_add_test(t, flags_override_the_recipe_in_any_order);

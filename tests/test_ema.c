@@ -1,6 +1,7 @@
 /* --ema against PyTorch 1.13 (tests/data/ref_ema.bin from scripts/make_reference.py):
- * torch.optim.swa_utils.AveragedModel with avg_fn DECAY * avg + (1 - DECAY) * p, updated after each of
- * six Adam steps of a 1000-vector, for decays 0.9, 0.999 and 0.5. Fed PyTorch's own parameters the
+ * torch.optim.swa_utils.AveragedModel with avg_fn D * avg + (1 - D) * p, updated after each of six Adam
+ * steps of a 1000-vector, for D = DECAY 0.9, 0.999 and 0.5, and with --ema-warmup's D = min(DECAY,
+ * (1 + n) / (10 + n)) for 0.999 and 0.3 (where the cap takes over at the third update). Fed PyTorch's own parameters the
  * average must be PyTorch's bit for bit (the same float operations); fed our Adam's, within rounding. */
 #include <check.h>
 #include <math.h>
@@ -17,8 +18,8 @@
 /* our Adam's parameters differ from PyTorch's by a few ulps per step; the average inherits that */
 #define AVERAGE_TOL 1e-6
 
-static const char *const cases[] = {"decay_0_9", "decay_0_999", "decay_0_5"};
-#define NUM_CASES 3
+static const char *const cases[] = {"decay_0_9", "decay_0_999", "decay_0_5", "warmup_0_999", "warmup_0_3"};
+#define NUM_CASES 5
 
 static Fixture fx;
 
@@ -39,6 +40,14 @@ static double case_decay(const char *name) {
     return ((const double *)need(key, 2)->data)[0];
 }
 
+/* the case's average, fresh from params: its decay and --ema-warmup */
+static void case_init(Ema *e, const char *name, const float *params, size_t n) {
+    char key[160];
+    snprintf(key, sizeof key, "%s/warmup", name);
+    ck_assert_int_eq(ema_init(e, case_decay(name), params, n), 0);
+    e->warmup = ((const int *)need(key, 1)->data)[0];
+}
+
 /* The first mismatching index of two float vectors compared bit for bit, or n. */
 static size_t first_difference(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -54,7 +63,7 @@ START_TEST(average_of_torch_parameters_is_torch_bitwise) {
         char key[160];
         snprintf(key, sizeof key, "%s/init", cases[c]);
         Ema e;
-        ck_assert_int_eq(ema_init(&e, case_decay(cases[c]), p0->data, n), 0);
+        case_init(&e, cases[c], p0->data, n);
         ck_assert_int_eq(e.n_averaged, 0);
         ck_assert_uint_eq(first_difference(e.params, need(key, 0)->data, n), n);
         snprintf(key, sizeof key, "%s/n_averaged", cases[c]);
@@ -88,7 +97,7 @@ START_TEST(average_along_our_adam_matches_torch) {
         float *p = malloc(n * sizeof *p);
         memcpy(p, p0->data, n * sizeof *p);
         Ema e;
-        ck_assert_int_eq(ema_init(&e, case_decay(cases[c]), p, n), 0);
+        case_init(&e, cases[c], p, n);
         for (int k = 1; k <= steps; k++) {
             optim_step(&opt, p, (const float *)grads->data + (size_t)(k - 1) * n, oc.lr);
             ema_update(&e, p);

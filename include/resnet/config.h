@@ -24,7 +24,7 @@ typedef struct {
     long limit_train;         /* 0: all */
     int augment;
     /* model */
-    char recipe[16];          /* seed | paper */
+    char recipe[16];          /* tuned | seed | paper */
     Arch arch;
     int depth;
     /* optimization */
@@ -49,6 +49,7 @@ typedef struct {
     int bn_sample;            /* images the reference statistics are measured over */
     int sync_bn;
     double ema;               /* --ema DECAY: the parameters' moving average (ema.h); 0: off */
+    int ema_warmup;           /* --ema-warmup on|off: the early updates' smaller decay (ema.h) */
     uint64_t seed;
     /* machine */
     int threads;              /* 0: cores on the node / ranks on the node */
@@ -76,8 +77,12 @@ typedef struct {
     Settings given;           /* the options the user gave, as typed (key without "--") */
 } Config;
 
-/* The defaults of the seed recipe. */
+/* The defaults: the tuned recipe (the seed's with weight averaging and reference BN statistics). */
 void config_defaults(Config *c);
+/* Resume and eval of a file whose /config lacks a recipe setting (written before the setting existed):
+ * that setting takes the file's recipe's value (seed for files older than the recipes), not today's
+ * default, unless the user gave it. */
+void config_fill_missing(Config *c, const Settings *file);
 /* Applies one option by its long name without dashes ("lr", "batch-size"). 0, or -1 with rn_error
  * naming the flag and the bad value. Flags without a value take "1" (or "0" for no-augment etc.). */
 int config_set(Config *c, const char *key, const char *value);
