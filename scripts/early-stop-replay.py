@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from metrics_log import LogError, read_points
+
 
 def replay(points, rule, patience):
     """The step of the check that stops the run, or None."""
@@ -28,43 +30,18 @@ def replay(points, rule, patience):
 
 
 def read_log(path):
-    """The validation points of each val_acc* series in step order. A run resumed from a checkpoint writes
-    {"event": "resume", "from_step": N}: the points it had logged after step N were thrown away with that
-    continuation and are dropped (as plot.py does; a step that does not increase starts a segment too),
-    so the replay sees what one uninterrupted run would have, whose rule state the checkpoint carries."""
-    rows = []
+    """The validation points of each val_acc* series in step order, the log read as one uninterrupted
+    run (metrics_log.py: a resume drops the continuation it abandoned), whose rule state the checkpoint
+    carries."""
     try:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    print(f"early-stop-replay.py: {path}:{number}: skipping a line that is not JSON "
-                          "(a run killed while writing?)", file=sys.stderr)
-                    continue
-                if isinstance(row, dict) and row.get("event") == "resume":
-                    try:
-                        start = int(row["from_step"])
-                    except (ValueError, KeyError, TypeError):
-                        raise SystemExit(f"early-stop-replay.py: {path}:{number}: a resume line without from_step")
-                    rows = [r for r in rows if r[0] <= start]
-                    continue
-                try:
-                    step, epoch = int(row["step"]), int(row["epoch"])
-                except (ValueError, KeyError, TypeError):
-                    raise SystemExit(f"early-stop-replay.py: {path}:{number}: not a metrics line with step and epoch")
-                if rows and step <= rows[-1][0]:
-                    rows = [r for r in rows if r[0] < step]
-                rows.append((step, epoch, row))
-    except OSError as e:
-        raise SystemExit(f"early-stop-replay.py: {path}: {e.strerror}")
+        points, _ = read_points(path, "early-stop-replay.py")
+    except LogError as e:
+        raise SystemExit(f"early-stop-replay.py: {e}")
     series = {}
-    for step, epoch, row in rows:
+    for row in points:
         for key, value in row.items():
             if key.startswith("val_acc") and isinstance(value, (int, float)):
-                series.setdefault(key, []).append((step, epoch, float(value)))
+                series.setdefault(key, []).append((row["step"], row["epoch"], float(value)))
     if not series:
         raise SystemExit(f"early-stop-replay.py: {path}: no validation accuracy in it")
     return series

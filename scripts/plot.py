@@ -30,6 +30,9 @@ import numpy as np
 
 import matplotlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # also when loaded as a module by path
+from metrics_log import LogError, read_points  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -184,29 +187,13 @@ class Run:
 
 
 def read_metrics(path):
-    """Validation points in step order and the steps where the run restarted. A resume marker (or, in
-    logs without one, a step that does not increase) starts a new segment; points of the previous
-    segment at or beyond it are replaced by the new segment's."""
+    """Validation points in step order and the steps where the run restarted (metrics_log.py)."""
     if not os.path.exists(path):
         raise PlotError("%s: not found (is this a resnet_mpi checkpoint folder?)" % path)
-    points, restarts = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                print("plot.py: %s:%d: skipping a line that is not JSON (a run killed while writing?)"
-                      % (path, number), file=sys.stderr)
-                continue
-            if entry.get("event") == "resume":
-                start = entry["from_step"]
-                points = [p for p in points if p["step"] <= start]
-                restarts.append(start)
-            elif "step" in entry:
-                if points and entry["step"] <= points[-1]["step"]:
-                    points = [p for p in points if p["step"] < entry["step"]]
-                    restarts.append(entry["step"])
-                points.append(entry)
+    try:
+        points, restarts = read_points(path, "plot.py")
+    except LogError as e:
+        raise PlotError(str(e)) from None
     if not points:
         raise PlotError("%s: no validation yet" % path)
     return points, restarts
