@@ -82,7 +82,7 @@ assert f"EMA test accuracy: {ema_test:.4f}" in run_out and f"test accuracy: {ema
 refused = evaluate(old, "--split", "test", "--data", test_only, ok=False)
 assert refused.returncode == 1 and "train-images" in refused.stderr, (refused.returncode, refused.stderr)
 print(f"ok: without /ema/reference eval measures the average's statistics ({ema_test:.4f} again) and needs "
-      f"the training files: {refused.stderr.strip().splitlines()[-1]}")
+      f"the training files: {next(l for l in refused.stderr.splitlines() if 'train-images' in l)}")
 EOF
 
 mpi 2 "${common[@]}" --max-steps 12 --checkpoint-dir "$TMP/half" >/dev/null || fail "12 steps"
