@@ -71,7 +71,8 @@ static int load_model(const Config *cfg, const ImageSet *set, int n, int use_ema
         if (use_ema) {
             memcpy(model->params, ema.params, sizeof(float) * model->num_params);
             model->reference_valid = ema.reference_valid;
-            if (ema.reference_valid) memcpy(model->reference, ema.reference, sizeof(float) * model->num_reference_floats);
+            if (ema.reference_valid)
+                memcpy(model->reference, ema.reference, sizeof(float) * model->num_reference_floats);
         }
         *n_averaged = ema.n_averaged;
         rc = 0;

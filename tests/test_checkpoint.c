@@ -1296,7 +1296,8 @@ START_TEST(ema_reference_round_trip) {
 
     /* not valid (an update since): not written, and read back as not there */
     e.reference_valid = 0;
-    ck_assert_int_eq(checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
+    ck_assert_int_eq(
+        checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
     ck_assert_msg(checkpoint_read_ema(fx.path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
     ck_assert(!back.reference_valid && t.model.reference_valid);
     ema_free(&back);
@@ -1324,7 +1325,8 @@ START_TEST(ema_reference_refused) {
     free_state(&fx.s);
     make_state(&fx.s, ARCH_SEED, OPT_ADAM, 10, 3);
     settings_put(&fx.s.settings, "ema", "0.999");
-    ck_assert_int_eq(checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
+    ck_assert_int_eq(
+        checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
     if (_i > 0) {
         hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
         if (_i == 1) {
