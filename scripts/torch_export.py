@@ -8,9 +8,10 @@ By default OUT.pt follows the seed notebook's own saving convention, a dict with
   'optimizer_state_dict'  torch.optim's state_dict for the checkpoint's optimizer (Adam, AdamW or SGD)
                           over model.parameters(), when the checkpoint has optimizer state
   'config'                the checkpoint's /config settings (arch, depth, lr, ... as numbers/strings)
-  'reference_stats'       when the checkpoint has /reference (--bn-eval reference): {BN module name:
-                          tensor [applications, 2 (mean, var), channels]}; evaluate as the C program does
-                          with seed_model.use_reference(model, saved['reference_stats'])
+  'reference_stats'       the reference BN statistics of the weights exported (--bn-eval reference):
+                          {BN module name: tensor [applications, 2 (mean, var), channels]}, from /reference
+                          for the raw weights, from /ema/reference for the moving average; evaluate as
+                          the C program does with seed_model.use_reference(model, saved['reference_stats'])
 so the seed's loading code works unchanged:
     model = seed_model.build(cfg['arch'], cfg['depth'], cfg['in-channels'], cfg['classes'], cfg['image-size'])
     model.load_state_dict(torch.load('OUT.pt')['model_state_dict'])
@@ -19,7 +20,11 @@ With --state-dict-only OUT.pt is the bare model state_dict.
 --weights ema exports the moving average of the parameters that a run with --ema keeps (/ema) in place
 of the trained parameters (the paper model's BN running statistics stay /model's, as resnet_mpi
 evaluates it); the optimizer state, which belongs to the trained parameters, is then left out, and
-the payload says 'weights': 'ema'. The default is raw (/model as it is).
+the payload says 'weights': 'ema'. Its reference_stats are the average's own (/ema/reference): /reference
+holds the raw weights' statistics, which normalize the average wrongly. A checkpoint of an earlier
+version, with /reference but no /ema/reference, is exported without reference_stats and a one-line note
+on stderr (resnet_mpi eval --weights ema measures them from the training data). The default is raw
+(/model as it is).
 
 The model is built with scripts/seed_model.py's build() from /config (arch, depth, in-channels,
 image-size, classes) and loaded with strict=True: every name and shape must match. Errors are one
@@ -104,6 +109,8 @@ def read_checkpoint(path):
         if "ema" in f:
             averaged = {}
             for name, ds in f["ema"].items():
+                if name == "reference" and isinstance(ds, h5py.Group):
+                    continue   # the average's reference statistics: read_reference
                 if not isinstance(ds, h5py.Dataset):
                     raise ExportError(f"{path}: /ema/{name} is not a dataset")
                 averaged[name] = np.array(ds[()])
@@ -124,21 +131,38 @@ def with_average(tensors, averaged, model, path):
     return {**tensors, **{n: averaged[n] for n in names}}
 
 
-def read_reference(path):
-    """{BN module name: numpy array [applications, 2, channels]} of /reference, or None."""
+def read_reference(path, group="reference"):
+    """{BN module name: numpy array [applications, 2, channels]} of /reference (or group, e.g.
+    ema/reference), or None when the file has no such group."""
     import h5py
     import numpy as np
 
     with h5py.File(path, "r") as f:
-        if "reference" not in f:
+        if group not in f:
             return None
         suffix = ".reference"
         out = {}
-        for name, ds in f["reference"].items():
+        for name, ds in f[group].items():
             if not name.endswith(suffix) or not isinstance(ds, h5py.Dataset) or ds.ndim != 3 or ds.shape[1] != 2:
-                raise ExportError(f"{path}: /reference/{name} is not a [applications, 2, channels] statistic")
-            out[name[:-len(suffix)]] = np.array(ds[()])
+                raise ExportError(f"{path}: /{group}/{name} is not a [applications, 2, channels] statistic")
+            values = np.array(ds[()])
+            if (values[:, 1, :] < 0).any():
+                raise ExportError(f"{path}: /{group}/{name} holds a negative variance")
+            out[name[:-len(suffix)]] = values
         return out
+
+
+def exported_reference(path, weights):
+    """The reference statistics of the weights exported: /reference for the raw ones, /ema/reference for
+    the average (None, with a note, when the file has /reference but not the average's)."""
+    if weights != "ema":
+        return read_reference(path)
+    reference = read_reference(path, "ema/reference")
+    if reference is None and read_reference(path) is not None:
+        print(f"{PROG}: note: {path} has no /ema/reference (written by an earlier version): reference_stats left "
+              "out (/reference belongs to the raw weights; resnet_mpi eval --weights ema measures them)",
+              file=sys.stderr)
+    return reference
 
 
 def build_model(config, path):
@@ -238,11 +262,12 @@ def export(checkpoint, out, state_dict_only=False, with_optimizer=True, weights=
         payload = {"model_state_dict": sd, "config": config, "weights": weights}
         if with_optimizer and optimizer is not None and weights == "raw":
             payload["optimizer_state_dict"] = optimizer_state_dict(model, optimizer, checkpoint)
-        reference = read_reference(checkpoint)
+        reference = exported_reference(checkpoint, weights)
         if reference is not None:
             bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
             if set(reference) != bns:
-                raise ExportError(f"{checkpoint}: /reference does not name this model's BN modules")
+                group = "/ema/reference" if weights == "ema" else "/reference"
+                raise ExportError(f"{checkpoint}: {group} does not name this model's BN modules")
             payload["reference_stats"] = {k: torch.from_numpy(v.astype("float32")) for k, v in reference.items()}
     # a temporary file renamed into place: a failed export never leaves half a file at OUT
     folder = os.path.dirname(os.path.abspath(out))

@@ -132,13 +132,18 @@ static void write_model(H5ioWriter *w, hid_t fid, const Model *m) {
     h5io_group_close(g);
 }
 
+/* A group "reference" under parent (where: its path): one [applications, 2, channels] dataset per BN
+ * module, the statistics laid out as Model.reference. */
+static void write_reference_group(H5ioWriter *w, hid_t parent, const char *where, const Model *m,
+                                  const float *reference) {
+    hid_t g = h5io_group_create(w, parent, "reference", where, 0);
+    for (int i = 0; i < m->num_reference_tensors; i++) write_tensor(w, g, where, &m->reference_info[i], reference);
+    h5io_group_close(g);
+}
+
 /* /reference: the reference BN statistics, when measured for these parameters (--bn-eval reference) */
 static void write_reference(H5ioWriter *w, hid_t fid, const Model *m) {
-    if (!m->reference_valid) return;
-    hid_t g = h5io_group_create(w, fid, "reference", "/reference", 0);
-    for (int i = 0; i < m->num_reference_tensors; i++)
-        write_tensor(w, g, "/reference", &m->reference_info[i], m->reference);
-    h5io_group_close(g);
+    if (m->reference_valid) write_reference_group(w, fid, "/reference", m, m->reference);
 }
 
 static void write_optimizer(H5ioWriter *w, hid_t fid, const Model *m, const Optimizer *opt) {
@@ -178,6 +183,14 @@ static void write_ema(H5ioWriter *w, hid_t fid, const Model *m, const Ema *e) {
     h5io_write_f64(w, g, "/ema", "decay", e->decay);
     h5io_write_i64(w, g, "/ema", "n_averaged", e->n_averaged);
     for (int i = 0; i < m->num_param_tensors; i++) write_tensor(w, g, "/ema", &m->param_info[i], e->params);
+    /* the average's own reference statistics, when measured for it as saved (--bn-eval reference) */
+    if (e->reference && e->reference_valid) {
+        if (e->reference_floats != m->num_reference_floats)
+            h5io_write_fail(w, "/ema/reference: %zu statistics, the model has %zu", e->reference_floats,
+                            m->num_reference_floats);
+        else
+            write_reference_group(w, g, "/ema/reference", m, e->reference);
+    }
     h5io_group_close(g);
 }
 
@@ -448,34 +461,48 @@ static void read_model(H5ioReader *r, hid_t fid, const Model *m, float *params, 
     h5io_group_close(g);
 }
 
+typedef struct {
+    const Model *m;
+    const char *where;
+} ReferenceGroup;
+
 static int extra_reference(H5ioReader *r, const char *name, void *data) {
-    if (model_find_reference(data, name)) return 0;
-    h5io_fail(r, "/reference/%.200s is not a BN statistic of this model", name);
+    const ReferenceGroup *rg = data;
+    if (model_find_reference(rg->m, name)) return 0;
+    h5io_fail(r, "%s/%.200s is not a BN statistic of this model", rg->where, name);
     return 1;
 }
 
-/* /reference, when the file has it: every BN module's [applications, 2, channels] mean and variance, the
- * variances at least 0. *valid: whether the file had them. */
-static void read_reference(H5ioReader *r, hid_t fid, const Model *m, float *reference, int *valid) {
+/* The group "reference" of parent (at parent_where; where: the group's path, /reference or /ema/reference),
+ * when the file has it: every BN module's [applications, 2, channels] mean and variance, the variances at
+ * least 0, and nothing else. *valid: whether the file had them. */
+static void read_reference_group(H5ioReader *r, hid_t parent, const char *parent_where, const char *where,
+                                 const Model *m, float *reference, int *valid) {
     *valid = 0;
-    if (r->failed || !h5io_has_link(fid, "reference")) return;
-    hid_t g = h5io_group_open(r, fid, "/", "reference");
+    if (r->failed || !h5io_has_link(parent, "reference")) return;
+    hid_t g = h5io_group_open(r, parent, parent_where, "reference");
     if (g < 0) return;
     for (int i = 0; i < m->num_reference_tensors && !r->failed; i++) {
         const TensorInfo *ti = &m->reference_info[i];
-        read_tensor(r, g, "/reference", ti, reference);
+        read_tensor(r, g, where, ti, reference);
         const int apps = ti->shape[0], c = ti->shape[2];
         for (int a = 0; a < apps && !r->failed; a++)
             for (int ch = 0; ch < c; ch++)
                 if (reference[ti->offset + (size_t)(2 * a + 1) * c + ch] < 0) {
-                    h5io_fail(r, "/reference/%s holds a negative variance (application %d, channel %d)", ti->name,
-                              a, ch);
+                    h5io_fail(r, "%s/%s holds a negative variance (application %d, channel %d)", where, ti->name, a,
+                              ch);
                     break;
                 }
     }
-    h5io_each_link(r, g, "/reference", extra_reference, (void *)m);
+    ReferenceGroup rg = {m, where};
+    h5io_each_link(r, g, where, extra_reference, &rg);
     h5io_group_close(g);
     *valid = !r->failed;
+}
+
+/* /reference: the statistics of /model's parameters */
+static void read_reference(H5ioReader *r, hid_t fid, const Model *m, float *reference, int *valid) {
+    read_reference_group(r, fid, "/", "/reference", m, reference, valid);
 }
 
 /* Range checks of single values read from /train and /optimizer: a file edited by hand or written by a
@@ -548,10 +575,13 @@ typedef struct {
     double decay;
     long n_averaged;
     float *params;    /* m->num_params floats, when present */
+    float *reference; /* m->num_reference_floats: /ema/reference, when reference_valid */
+    int reference_valid;
 } EmaRead;
 
 static int ema_tensor(H5ioReader *r, const char *name, void *data) {
     const Model *m = data;
+    if (strcmp(name, "reference") == 0) return 0;   /* the average's BN statistics, read on their own */
     for (int i = 0; i < m->num_param_tensors; i++)
         if (strcmp(m->param_info[i].name, name) == 0) return 0;
     h5io_fail(r, "/ema/%.200s is not a parameter of this model", name);
@@ -590,6 +620,9 @@ static void read_ema(H5ioReader *r, hid_t fid, const Model *m, EmaRead *out) {
     if (!out->params) h5io_fail(r, "out of memory");
     for (int i = 0; i < m->num_param_tensors && !r->failed; i++)
         read_tensor(r, g, "/ema", &m->param_info[i], out->params);
+    out->reference = malloc(sizeof(float) * (m->num_reference_floats ? m->num_reference_floats : 1));
+    if (!out->reference) h5io_fail(r, "out of memory");
+    read_reference_group(r, g, "/ema", "/ema/reference", m, out->reference, &out->reference_valid);
     h5io_each_link(r, g, "/ema", ema_tensor, (void *)m);
     h5io_group_close(g);
 }
@@ -719,6 +752,9 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
     if (!r.failed && opt && ts && step != train.step)
         h5io_fail(&r, "attribute step of /optimizer is %ld, but /train says %ld steps were taken", step, train.step);
     check_ema_read(&r, m, ema, &averaged, ts ? &train : NULL);
+    if (!r.failed && ema && averaged.reference_valid && ema->reference_floats != m->num_reference_floats &&
+        ema_reserve_reference(ema, m->num_reference_floats))
+        h5io_fail(&r, "out of memory");
 
     if (!r.failed) {
         /* the whole file checked out: only now is anything of the caller's replaced */
@@ -741,6 +777,9 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
             memcpy(ema->params, averaged.params, sizeof(float) * m->num_params);
             ema->decay = averaged.decay;
             ema->n_averaged = averaged.n_averaged;
+            ema->reference_valid = averaged.reference_valid;
+            if (averaged.reference_valid && m->num_reference_floats)
+                memcpy(ema->reference, averaged.reference, sizeof(float) * m->num_reference_floats);
         }
     } else {
         history_free(&history);
@@ -750,6 +789,7 @@ static int read_checkpoint(H5ioReader *rd, Model *m, Optimizer *opt, TrainState 
     free(reference);
     free(state);
     free(averaged.params);
+    free(averaged.reference);
     return r.failed ? -1 : 0;
 }
 

@@ -18,15 +18,26 @@ int ema_init(Ema *e, double decay, const float *params, size_t n) {
 
 void ema_free(Ema *e) {
     rn_free(e->params);
+    rn_free(e->reference);
     memset(e, 0, sizeof *e);
+}
+
+int ema_reserve_reference(Ema *e, size_t floats) {
+    rn_free(e->reference);
+    e->reference = rn_alloc(sizeof(float) * (floats ? floats : 1));
+    e->reference_floats = e->reference ? floats : 0;
+    e->reference_valid = 0;
+    return e->reference ? 0 : -1;
 }
 
 void ema_reset(Ema *e, const float *params) {
     memcpy(e->params, params, sizeof(float) * e->n);
     e->n_averaged = 0;
+    e->reference_valid = 0;
 }
 
 void ema_update(Ema *e, const float *params) {
+    e->reference_valid = 0;
     if (e->n_averaged == 0) {
         ema_reset(e, params);
         e->n_averaged = 1;

@@ -13,10 +13,11 @@
 #include "resnet/run.h"
 #include "resnet/util.h"
 
-/* --bn-eval reference on a checkpoint without /reference (one written under another --bn-eval), or for
- * the moving average (/reference holds the raw weights' statistics): the statistics are measured now, as
- * training measures them, over the run's training sample (its data set, split and --bn-sample).
- * Collective: 0, or -1 when every rank failed to load the training set. */
+/* --bn-eval reference on a checkpoint without the statistics of the weights evaluated (/reference for
+ * the raw weights, /ema/reference for the moving average: a file written under another --bn-eval, or by
+ * an earlier version): they are measured now, as training measures them, over the run's training sample
+ * (its data set, split and --bn-sample). Collective: 0, or -1 when every rank failed to load the
+ * training set. */
 static int measure_missing_reference(const Config *cfg, Model *model, int use_ema) {
     ImageSet train = {0};
     uint32_t *train_records = NULL, *val_records = NULL;
@@ -32,7 +33,8 @@ static int measure_missing_reference(const Config *cfg, Model *model, int use_em
         evaluate_measure_reference(&ev, model, &train, train_records, sample);
         if (dist_rank() == 0 && !cfg->json)
             printf("reference BN statistics: %s, measured now over %d augmented training images\n",
-                   use_ema ? "of the moving average" : "not in the checkpoint", sample);
+                   use_ema ? "of the moving average not in the checkpoint (/ema/reference)"
+                           : "not in the checkpoint (/reference)", sample);
     } else {
         failed = 1;
     }
@@ -54,7 +56,9 @@ static int weights_choice(const Config *cfg) {
 }
 
 /* The checkpoint's model with its raw weights or, when use_ema, their moving average in their place
- * (*n_averaged its updates), and the evaluator for n images. 0 or -1 with rn_error. */
+ * (*n_averaged its updates) with the average's reference statistics (/ema/reference; none when the file
+ * lacks them: /reference belongs to the raw weights), and the evaluator for n images. 0 or -1 with
+ * rn_error. */
 static int load_model(const Config *cfg, const ImageSet *set, int n, int use_ema, Model *model, Evaluator *ev,
                       long *n_averaged) {
     ModelConfig mc = config_model(cfg, set->channels, set->size, set->classes);
@@ -64,7 +68,12 @@ static int load_model(const Config *cfg, const ImageSet *set, int n, int use_ema
         (!use_ema || ema_init(&ema, cfg->ema, model->params, model->num_params) == 0) &&
         checkpoint_read_ema(cfg->checkpoint, model, NULL, NULL, NULL, use_ema ? &ema : NULL) == 0 &&
         evaluator_init(ev, model, n) == 0) {
-        if (use_ema) memcpy(model->params, ema.params, sizeof(float) * model->num_params);
+        if (use_ema) {
+            memcpy(model->params, ema.params, sizeof(float) * model->num_params);
+            model->reference_valid = ema.reference_valid;
+            if (ema.reference_valid)
+                memcpy(model->reference, ema.reference, sizeof(float) * model->num_reference_floats);
+        }
         *n_averaged = ema.n_averaged;
         rc = 0;
     }
@@ -113,8 +122,6 @@ int eval_main(Config *cfg) {
     long n_averaged = 0;
     failed = agree_failure(load_model(cfg, &set, n, use_ema, &model, &ev, &n_averaged) != 0);
     model.eval_reducer = (StatReducer){dist_stat_sum, NULL};
-    /* a checkpoint's /reference belongs to its raw weights: the average's statistics are measured now */
-    if (use_ema) model.reference_valid = 0;
     if (!failed && cfg->bn_eval == BN_EVAL_REFERENCE && !model.reference_valid &&
         measure_missing_reference(cfg, &model, use_ema))
         failed = 1;

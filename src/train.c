@@ -329,26 +329,41 @@ static void refresh_reference(Run *r) {
     r->reference_step = r->ts.step;
 }
 
-/* The moving average's accuracy (--ema). Under --bn-eval reference the average gets its own statistics,
- * measured as the raw weights' are; the model's, which belong to the raw weights and go into the
- * checkpoint, are put back after. Collective. */
-static double evaluate_average(Run *r, const ImageSet *set, const uint32_t *records, int n, EvalProtocol protocol) {
+/* The moving average in the model's place: its parameters and its reference statistics swapped with the
+ * model's (the raw weights'). A second call swaps them back. */
+static void swap_in_average(Run *r) {
     Model *m = &r->model;
+    Ema *e = &r->ema;
+    float *params = m->params, *reference = m->reference;
+    const int valid = m->reference_valid;
+    m->params = e->params;
+    m->reference = e->reference;
+    m->reference_valid = e->reference_valid;
+    e->params = params;
+    e->reference = reference;
+    e->reference_valid = valid;
+}
+
+/* With --ema and --bn-eval reference, the average's own reference statistics, measured as the raw
+ * weights' are unless they already are for the average as it is (an update clears them): a validation
+ * and its checkpoints share one measurement, and the checkpoint stores them as /ema/reference. Collective. */
+static void refresh_ema_reference(Run *r) {
+    if (r->cfg->ema <= 0 || r->cfg->bn_eval != BN_EVAL_REFERENCE || r->ema.reference_valid) return;
+    swap_in_average(r);
+    evaluate_measure_reference(&r->evaluator, &r->model, &r->train_set, r->train_records, reference_sample(r));
+    swap_in_average(r);
+}
+
+/* The moving average's accuracy (--ema), under --bn-eval reference with its own statistics. Collective. */
+static double evaluate_average(Run *r, const ImageSet *set, const uint32_t *records, int n, EvalProtocol protocol) {
     if (r->cfg->bn_eval != BN_EVAL_REFERENCE)
-        return evaluate_records_with_weights(&r->evaluator, m, r->ema.params, set, records, n, r->cfg->bn_eval,
-                                             protocol, NULL);
-    const size_t bytes = sizeof(float) * m->num_reference_floats;
-    float *raw_reference = malloc(bytes), *raw = m->params;
-    if (!raw_reference) dist_fail(1, "out of memory for the moving average's BN statistics");
-    memcpy(raw_reference, m->reference, bytes);
-    const int raw_valid = m->reference_valid;
-    m->params = r->ema.params;
-    evaluate_measure_reference(&r->evaluator, m, &r->train_set, r->train_records, reference_sample(r));
-    const double acc = evaluate_records_as(&r->evaluator, m, set, records, n, BN_EVAL_REFERENCE, protocol, NULL);
-    m->params = raw;
-    memcpy(m->reference, raw_reference, bytes);
-    m->reference_valid = raw_valid;
-    free(raw_reference);
+        return evaluate_records_with_weights(&r->evaluator, &r->model, r->ema.params, set, records, n,
+                                             r->cfg->bn_eval, protocol, NULL);
+    refresh_ema_reference(r);
+    swap_in_average(r);
+    const double acc = evaluate_records_as(&r->evaluator, &r->model, set, records, n, BN_EVAL_REFERENCE, protocol,
+                                           NULL);
+    swap_in_average(r);
     return acc;
 }
 
@@ -364,7 +379,8 @@ static int setup_model(Run *r) {
     int failed = 0;
     if (model_init(&r->model, &mc, cfg->seed) || model_reserve(&r->model, local_max, 1) ||
         optim_init(&r->opt, &oc, r->model.num_params) ||
-        (cfg->ema > 0 && ema_init(&r->ema, cfg->ema, r->model.params, r->model.num_params)) ||
+        (cfg->ema > 0 && (ema_init(&r->ema, cfg->ema, r->model.params, r->model.num_params) ||
+                          ema_reserve_reference(&r->ema, r->model.num_reference_floats))) ||
         evaluator_init(&r->evaluator, &r->model, eval_max) ||
         !(r->images = rn_alloc(sizeof(float) * pixels * local_max)) ||
         !(r->labels = rn_alloc(sizeof(int) * local_max)) ||
@@ -413,6 +429,8 @@ static void start_ema(Run *r, int loaded, const char *resume_path) {
         r->ema.decay = r->cfg->ema;
         r->ema.warmup = r->cfg->ema_warmup;
         dist_bcast(r->ema.params, sizeof(float) * r->ema.n, 0);
+        dist_bcast(&r->ema.reference_valid, sizeof r->ema.reference_valid, 0);
+        if (r->ema.reference_valid) dist_bcast(r->ema.reference, sizeof(float) * r->ema.reference_floats, 0);
         return;
     }
     ema_reset(&r->ema, r->model.params);
@@ -572,7 +590,8 @@ static int save_checkpoint(Run *r, const char *path, int snapshot) {
     char doing[64];
     snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
     begin_activity(doing);
-    refresh_reference(r);   /* before the I/O timer: it is a forward pass */
+    refresh_reference(r);   /* before the I/O timer: they are forward passes */
+    refresh_ema_reference(r);
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
     maybe_hang_in_write(r->ts.step);

@@ -1,12 +1,14 @@
 /* Test helper for torch_export.sh: loads a checkpoint, runs a fixed batch through it and writes the
  * images and logits in the fixture format (tests/fixture.h) for the PyTorch side to compare.
- * usage: export_logits CHECKPOINT OUT.bin MODE   (MODE: batch | running | reference) */
+ * usage: export_logits CHECKPOINT OUT.bin MODE [ema]   (MODE: batch | running | reference; ema: the
+ * moving average with its own reference statistics, /ema and /ema/reference, as eval uses them) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "resnet/checkpoint.h"
+#include "resnet/ema.h"
 #include "resnet/rng.h"
 #include "resnet/util.h"
 
@@ -35,8 +37,9 @@ static int setting_int(const Settings *s, const char *key) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: export_logits CHECKPOINT OUT.bin batch|running|reference\n");
+    const int use_ema = argc == 5 && strcmp(argv[4], "ema") == 0;
+    if (argc != 4 && !use_ema) {
+        fprintf(stderr, "usage: export_logits CHECKPOINT OUT.bin batch|running|reference [ema]\n");
         return 2;
     }
     Settings s;
@@ -49,9 +52,17 @@ int main(int argc, char **argv) {
                       setting_int(&s, "in-channels"), setting_int(&s, "image-size"), setting_int(&s, "classes")};
     const int n = 8, pixels = mc.in_channels * mc.image_size * mc.image_size;
     Model m;
-    if (model_init(&m, &mc, 0) || checkpoint_read(argv[1], &m, NULL, NULL, NULL) || model_reserve(&m, n, 0)) {
+    Ema ema = {0};
+    if (model_init(&m, &mc, 0) || (use_ema && ema_init(&ema, 0.5, m.params, m.num_params)) ||
+        checkpoint_read_ema(argv[1], &m, NULL, NULL, NULL, use_ema ? &ema : NULL) || model_reserve(&m, n, 0)) {
         fprintf(stderr, "export_logits: %s\n", rn_last_error());
         return 1;
+    }
+    if (use_ema) {
+        memcpy(m.params, ema.params, sizeof(float) * m.num_params);
+        m.reference_valid = ema.reference_valid;
+        if (ema.reference_valid) memcpy(m.reference, ema.reference, sizeof(float) * m.num_reference_floats);
+        ema_free(&ema);
     }
     float *images = malloc(sizeof(float) * n * pixels);
     Rng rng;
@@ -61,7 +72,7 @@ int main(int argc, char **argv) {
                         : strcmp(argv[3], "reference") == 0 ? BN_EVAL_REFERENCE
                                                             : BN_EVAL_BATCH;
     if (mode == BN_EVAL_REFERENCE && !m.reference_valid) {
-        fprintf(stderr, "export_logits: %s has no /reference\n", argv[1]);
+        fprintf(stderr, "export_logits: %s has no %s\n", argv[1], use_ema ? "/ema/reference" : "/reference");
         return 1;
     }
     model_forward(&m, images, n, mode);

@@ -1242,6 +1242,132 @@ START_TEST(ema_inconsistent_files_refused) {
 }
 END_TEST
 
+/* --bn-eval reference: reference statistics that look measured (variances at least 0), laid out as
+ * Model.reference. */
+static void fill_reference(const Model *m, float *reference, uint64_t seed) {
+    fill_random(reference, m->num_reference_floats, seed);
+    for (int i = 0; i < m->num_reference_tensors; i++) {
+        const TensorInfo *ti = &m->reference_info[i];
+        const int apps = ti->shape[0], c = ti->shape[2];
+        for (int a = 0; a < apps; a++)
+            for (int ch = 0; ch < c; ch++) {
+                float *var = &reference[ti->offset + (size_t)(2 * a + 1) * c + ch];
+                *var = fabsf(*var);
+            }
+    }
+}
+
+/* The average's reference statistics (/ema/reference) beside the raw weights' (/reference): each comes
+ * back bitwise into its own place; a file without /ema/reference reads with them not valid. */
+START_TEST(ema_reference_round_trip) {
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_ADAM, 3);
+    Ema e, back;
+    make_average(&e, &fx.s, 0.999, 700);
+    ck_assert_int_eq(ema_reserve_reference(&e, fx.s.model.num_reference_floats), 0);
+    fill_reference(&fx.s.model, e.reference, 11);
+    e.reference_valid = 1;
+    free_state(&fx.s);
+    make_state(&fx.s, ARCH_SEED, OPT_ADAM, 10, 3);
+    fill_reference(&fx.s.model, fx.s.model.reference, 12);
+    fx.s.model.reference_valid = 1;
+    settings_put(&fx.s.settings, "ema", "0.999");
+    ck_assert_msg(checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e) == 0,
+                  "%s", rn_last_error());
+
+    State t;
+    blank_state(&t, ARCH_SEED, 10, &fx.s.opt.cfg, 99);
+    ck_assert_int_eq(ema_init(&back, 0.5, t.model.params, t.model.num_params), 0);   /* reserved by the read */
+    ck_assert_msg(checkpoint_read_ema(fx.path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
+    const size_t bytes = sizeof(float) * t.model.num_reference_floats;
+    ck_assert(back.reference_valid && back.reference_floats == t.model.num_reference_floats);
+    ck_assert(memcmp(back.reference, e.reference, bytes) == 0);
+    ck_assert(t.model.reference_valid && memcmp(t.model.reference, fx.s.model.reference, bytes) == 0);
+    ck_assert_int_eq(checkpoint_verify(fx.path, NULL), 0);
+    /* one dataset per BN module, named and shaped as /reference's */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "h5ls -r '%s' | grep -c '^/ema/reference/.*\\.reference *Dataset {[0-9]*, 2, [0-9]*}'",
+             fx.path);
+    FILE *p = popen(cmd, "r");
+    int datasets = 0;
+    ck_assert_int_eq(fscanf(p, "%d", &datasets), 1);
+    pclose(p);
+    ck_assert_int_eq(datasets, fx.s.model.num_reference_tensors);
+
+    /* not valid (an update since): not written, and read back as not there */
+    e.reference_valid = 0;
+    ck_assert_int_eq(
+        checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
+    ck_assert_msg(checkpoint_read_ema(fx.path, &t.model, &t.opt, &t.ts, &t.hist, &back) == 0, "%s", rn_last_error());
+    ck_assert(!back.reference_valid && t.model.reference_valid);
+    ema_free(&back);
+    free_state(&t);
+    ema_free(&e);
+    finish(&fx);
+}
+END_TEST
+
+/* A damaged /ema/reference is refused like a damaged /reference, naming the file and the dataset, and
+ * leaves the caller's average as it was. which: 0 negative variance, 1 a dataset of no BN module, 2 a
+ * wrong shape. */
+START_TEST(ema_reference_refused) {
+    Fixture fx;
+    start_with_state(&fx, ARCH_SEED, OPT_ADAM, 3);
+    Ema e;
+    make_average(&e, &fx.s, 0.999, 700);
+    ck_assert_int_eq(ema_reserve_reference(&e, fx.s.model.num_reference_floats), 0);
+    fill_reference(&fx.s.model, e.reference, 11);
+    e.reference_valid = 1;
+    const TensorInfo *last = &fx.s.model.reference_info[fx.s.model.num_reference_tensors - 1];
+    char dataset[160];
+    snprintf(dataset, sizeof dataset, "/ema/reference/%s", last->name);
+    if (_i == 0) e.reference[last->offset + (size_t)last->shape[2] + 3] = -0.5f;   /* application 0, channel 3 */
+    free_state(&fx.s);
+    make_state(&fx.s, ARCH_SEED, OPT_ADAM, 10, 3);
+    settings_put(&fx.s.settings, "ema", "0.999");
+    ck_assert_int_eq(
+        checkpoint_write_ema(fx.path, &fx.s.model, &fx.s.opt, &fx.s.ts, &fx.s.hist, &fx.s.settings, &e), 0);
+    if (_i > 0) {
+        hid_t f = H5Fopen(fx.path, H5F_ACC_RDWR, H5P_DEFAULT);
+        if (_i == 1) {
+            /* the model's own datasets all there, and one more under a name no BN module has */
+            ck_assert_int_ge(H5Lcreate_hard(f, dataset, f, "/ema/reference/stowaway.reference", H5P_DEFAULT,
+                                            H5P_DEFAULT), 0);
+        } else {
+            ck_assert_int_ge(H5Ldelete(f, dataset, H5P_DEFAULT), 0);
+            const hsize_t dims[3] = {1, 2, 3};
+            hid_t sp = H5Screate_simple(3, dims, NULL);
+            hid_t d = H5Dcreate2(f, dataset, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            const float zeros[6] = {0};
+            ck_assert_int_ge(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros), 0);
+            H5Dclose(d);
+            H5Sclose(sp);
+        }
+        H5Fclose(f);
+    }
+    Ema want;
+    ck_assert_int_eq(ema_init(&want, 0.999, fx.s.model.params, fx.s.model.num_params), 0);
+    ck_assert_int_eq(ema_reserve_reference(&want, fx.s.model.num_reference_floats), 0);
+    State t;
+    fresh_state(&t, ARCH_SEED, OPT_ADAM, 10);
+    ck_assert_int_eq(checkpoint_read_ema(fx.path, &t.model, &t.opt, &t.ts, &t.hist, &want), -1);
+    const char *needle[] = {"holds a negative variance (application 0, channel 3)", "not a BN statistic of this model",
+                            "shape"};
+    char expect[300];
+    snprintf(expect, sizeof expect, "%s", _i == 1 ? "/ema/reference/stowaway.reference" : dataset);
+    assert_error_names(fx.path, expect);
+    assert_error_names(fx.path, needle[_i]);
+    ck_assert(!want.reference_valid && want.n_averaged == 0);
+    /* the raw weights' read (eval --weights raw) checks /ema whole too */
+    ck_assert_int_eq(checkpoint_read(fx.path, &t.model, NULL, NULL, NULL), -1);
+    assert_error_names(fx.path, needle[_i]);
+    free_state(&t);
+    ema_free(&want);
+    ema_free(&e);
+    finish(&fx);
+}
+END_TEST
+
 Suite *test_suite(void) {
     /* HDF5 calls made by the tests themselves stay quiet like the program's */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -1274,6 +1400,8 @@ Suite *test_suite(void) {
     tcase_add_test(t, nonfinite_state_not_written);
     tcase_add_test(t, ema_round_trip);
     tcase_add_test(t, ema_inconsistent_files_refused);
+    tcase_add_test(t, ema_reference_round_trip);
+    tcase_add_loop_test(t, ema_reference_refused, 0, 3);
     suite_add_tcase(s, t);
     t = tcase_create("layout");
     tcase_add_test(t, h5dump_layout);

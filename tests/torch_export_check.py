@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """torch_export.sh's PyTorch side: load OUT.pt into the seed's model (scripts/seed_model.py) with
-strict=True and require its logits on the batch in FIXTURE to equal the C model's within 1e-5."""
+strict=True and require its logits on the batch in FIXTURE to equal the C model's within 1e-5.
+usage: torch_export_check.py OUT.pt FIXTURE [CHECKPOINT]; with CHECKPOINT, OUT.pt's reference_stats must
+be bitwise the checkpoint's statistics of the weights exported (/ema/reference for 'weights': 'ema',
+else /reference)."""
 import os
 import struct
 import sys
@@ -40,8 +43,24 @@ def load_exported(pt):
     return model, cfg
 
 
+def check_reference_stats(pt, checkpoint):
+    import h5py
+
+    saved = torch.load(pt)
+    group = "ema/reference" if saved.get("weights") == "ema" else "reference"
+    with h5py.File(checkpoint, "r") as f:
+        want = {name[:-len(".reference")]: ds[()] for name, ds in f[group].items()}
+    got = saved["reference_stats"]
+    assert set(got) == set(want), (sorted(got), sorted(want))
+    for name, values in want.items():
+        assert np.array_equal(got[name].numpy(), values), f"reference_stats[{name!r}] is not /{group}/{name}"
+    print(f"reference_stats are /{group} exactly ({len(want)} BN modules)")
+
+
 def main():
     pt, fixture = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:
+        check_reference_stats(pt, sys.argv[3])
     model, cfg = load_exported(pt)
     data = read_fixture(fixture)
     with torch.no_grad():

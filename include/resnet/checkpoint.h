@@ -23,7 +23,8 @@ int checkpoint_write(const char *path, const Model *m, const Optimizer *opt, con
                      const History *h, const Settings *settings);
 
 /* checkpoint_write with the parameters' moving average (--ema) as /ema beside /model: one dataset per
- * parameter under /model's name and shape, and attributes decay and n_averaged. ema NULL: no /ema. */
+ * parameter under /model's name and shape, and attributes decay and n_averaged; when ema->reference_valid,
+ * the average's own reference BN statistics as /ema/reference, laid out as /reference. ema NULL: no /ema. */
 int checkpoint_write_ema(const char *path, const Model *m, const Optimizer *opt, const TrainState *ts,
                          const History *h, const Settings *settings, const Ema *ema);
 
@@ -36,9 +37,12 @@ int checkpoint_read_settings(const char *path, Settings *settings);
 int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h);
 
 /* checkpoint_read that also loads /ema into ema (ema_init'ed for m's parameters): its average, decay and
- * n_averaged; a file without /ema is refused. ema NULL: checkpoint_read. Either way /ema is checked
- * whenever the file has one: it must exist exactly when /config says ema > 0, with /model's parameter
- * names and shapes, finite values, the decay of /config and n_averaged at most /train's step. */
+ * n_averaged, and /ema/reference when the file has it (into ema->reference, reserved here when it is not
+ * yet; ema->reference_valid says whether it was there); a file without /ema is refused. ema NULL:
+ * checkpoint_read. Either way /ema is checked whenever the file has one: it must exist exactly when
+ * /config says ema > 0, with /model's parameter names and shapes, finite values, the decay of /config and
+ * n_averaged at most /train's step; its reference group is held to /reference's rules (this model's BN
+ * modules, their shapes, finite values, no negative variance). */
 int checkpoint_read_ema(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema);
 
 /* Reads every dataset and attribute of the file, which makes HDF5 verify every checksum in it. 0, or
