@@ -1,8 +1,8 @@
 /* Writes the committed seed corpus of the fuzzing harnesses: usage make_seeds DIR (then DIR/checkpoint,
  * DIR/idx and DIR/cifar10 hold small valid inputs). The checkpoint seed holds the fuzzing model of
  * fuzz.h, with Adam state, a train state, three history entries and a full /config, so that a whole read
- * succeeds on it; tiny-ema.h5 is the same with a moving average (--ema) and /reference. corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the
- * last writer of format_version 1 (no checksums, variable-length strings, contiguous tensors). */
+ * succeeds on it; tiny-ema.h5 is the same with a moving average (--ema), /reference and /ema/reference.
+ * corpus/checkpoint/tiny-v1.h5 is this program's output built at commit b4994dd, the last writer of format_version 1 (no checksums, variable-length strings, contiguous tensors). */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -70,6 +70,10 @@ static void checkpoint_seed(const char *dir) {
     if (ema_init(&ema, 0.9, params, m.num_params)) exit(1);
     for (int i = 0; i < 26; i++) ema.params[i] = 0.5f * params[i];
     ema.n_averaged = 12;
+    /* and the average's own statistics (/ema/reference), as the default recipe writes them */
+    if (ema_reserve_reference(&ema, m.num_reference_floats)) exit(1);
+    for (size_t i = 0; i < m.num_reference_floats; i++) ema.reference[i] = 0.5f + 0.02f * (float)i;
+    ema.reference_valid = 1;
     settings_put(&s, "ema", "0.9");
     snprintf(path, sizeof path, "%s/checkpoint/tiny-ema.h5", dir);
     if (checkpoint_write_ema(path, &m, &opt, &ts, &h, &s, &ema)) {
