@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on one machine: installs what is missing, builds, fetches CIFAR-10 and trains the seed's
-# recipe on every core (one MPI rank per core). Extra arguments go to resnet_mpi, e.g.
-#   scripts/train.sh --epochs 5
+# The main job on one machine: installs what is missing, builds, fetches CIFAR-10 and trains the default
+# (tuned) recipe on every core (one MPI rank per core). Extra arguments go to resnet_mpi, e.g.
+#   scripts/train.sh --epochs 5      scripts/train.sh --recipe seed
 # Where no CIFAR-10 can be had (no network, no local copy), it trains on Fashion-MNIST from Debian's
 # dataset-fashion-mnist package instead, so the command always does a real run.
 set -euo pipefail
