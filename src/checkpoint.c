@@ -797,6 +797,21 @@ int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, 
     return checkpoint_read_ema(path, m, opt, ts, h, NULL);
 }
 
+int checkpoint_read_average(const char *path, Model *m, long *n_averaged) {
+    Ema ema;
+    if (ema_init(&ema, 0.5, m->params, m->num_params)) return -1;   /* the decay is the file's */
+    const int rc = checkpoint_read_ema(path, m, NULL, NULL, NULL, &ema);
+    if (rc == 0) {
+        memcpy(m->params, ema.params, sizeof(float) * m->num_params);
+        m->reference_valid = ema.reference_valid;
+        if (ema.reference_valid && m->num_reference_floats)
+            memcpy(m->reference, ema.reference, sizeof(float) * m->num_reference_floats);
+        if (n_averaged) *n_averaged = ema.n_averaged;
+    }
+    ema_free(&ema);
+    return rc;
+}
+
 int checkpoint_read_ema(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema) {
     H5ioReader r = {.path = path};
     return read_checkpoint(&r, m, opt, ts, h, ema);

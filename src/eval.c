@@ -8,7 +8,6 @@
 #include "resnet/checkpoint.h"
 #include "resnet/dataset.h"
 #include "resnet/dist.h"
-#include "resnet/ema.h"
 #include "resnet/evaluate.h"
 #include "resnet/run.h"
 #include "resnet/util.h"
@@ -62,23 +61,11 @@ static int weights_choice(const Config *cfg) {
 static int load_model(const Config *cfg, const ImageSet *set, int n, int use_ema, Model *model, Evaluator *ev,
                       long *n_averaged) {
     ModelConfig mc = config_model(cfg, set->channels, set->size, set->classes);
-    Ema ema = {0};
-    int rc = -1;
-    if (model_init(model, &mc, cfg->seed) == 0 &&
-        (!use_ema || ema_init(&ema, cfg->ema, model->params, model->num_params) == 0) &&
-        checkpoint_read_ema(cfg->checkpoint, model, NULL, NULL, NULL, use_ema ? &ema : NULL) == 0 &&
-        evaluator_init(ev, model, n) == 0) {
-        if (use_ema) {
-            memcpy(model->params, ema.params, sizeof(float) * model->num_params);
-            model->reference_valid = ema.reference_valid;
-            if (ema.reference_valid)
-                memcpy(model->reference, ema.reference, sizeof(float) * model->num_reference_floats);
-        }
-        *n_averaged = ema.n_averaged;
-        rc = 0;
-    }
-    ema_free(&ema);
-    return rc;
+    *n_averaged = 0;
+    if (model_init(model, &mc, cfg->seed) || (use_ema ? checkpoint_read_average(cfg->checkpoint, model, n_averaged)
+                                                      : checkpoint_read(cfg->checkpoint, model, NULL, NULL, NULL)))
+        return -1;
+    return evaluator_init(ev, model, n);
 }
 
 int eval_main(Config *cfg) {

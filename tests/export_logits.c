@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "resnet/checkpoint.h"
-#include "resnet/ema.h"
 #include "resnet/rng.h"
 #include "resnet/util.h"
 
@@ -52,17 +51,11 @@ int main(int argc, char **argv) {
                       setting_int(&s, "in-channels"), setting_int(&s, "image-size"), setting_int(&s, "classes")};
     const int n = 8, pixels = mc.in_channels * mc.image_size * mc.image_size;
     Model m;
-    Ema ema = {0};
-    if (model_init(&m, &mc, 0) || (use_ema && ema_init(&ema, 0.5, m.params, m.num_params)) ||
-        checkpoint_read_ema(argv[1], &m, NULL, NULL, NULL, use_ema ? &ema : NULL) || model_reserve(&m, n, 0)) {
+    if (model_init(&m, &mc, 0) ||
+        (use_ema ? checkpoint_read_average(argv[1], &m, NULL) : checkpoint_read(argv[1], &m, NULL, NULL, NULL)) ||
+        model_reserve(&m, n, 0)) {
         fprintf(stderr, "export_logits: %s\n", rn_last_error());
         return 1;
-    }
-    if (use_ema) {
-        memcpy(m.params, ema.params, sizeof(float) * m.num_params);
-        m.reference_valid = ema.reference_valid;
-        if (ema.reference_valid) memcpy(m.reference, ema.reference, sizeof(float) * m.num_reference_floats);
-        ema_free(&ema);
     }
     float *images = malloc(sizeof(float) * n * pixels);
     Rng rng;

@@ -45,6 +45,11 @@ int checkpoint_read(const char *path, Model *m, Optimizer *opt, TrainState *ts, 
  * modules, their shapes, finite values, no negative variance). */
 int checkpoint_read_ema(const char *path, Model *m, Optimizer *opt, TrainState *ts, History *h, Ema *ema);
 
+/* The moving average as the model to evaluate: checkpoint_read_ema, then /ema's parameters in place of
+ * m's and /ema/reference in place of its reference statistics (none when the file lacks them: /reference
+ * belongs to the raw weights). *n_averaged (unless NULL): the average's updates. 0 or -1 with rn_error. */
+int checkpoint_read_average(const char *path, Model *m, long *n_averaged);
+
 /* Reads every dataset and attribute of the file, which makes HDF5 verify every checksum in it. 0, or
  * -1 with rn_error naming the file and the damaged object. *step (unless NULL): /train/step, -1 when the
  * file has none. */
