@@ -62,14 +62,15 @@ static const struct {
     [G_MODEL] = {"Model:", NULL},
     [G_RECIPE] = {"Recipe:",
                   "      tuned: the seed recipe with --ema 0.999 --ema-warmup on --bn-eval reference\n"
-                  "             (the default)\n"
+                  "             --validate-raw off (the default)\n"
                   "      seed:  --arch seed --optimizer adam --lr 1e-3 --weight-decay 1e-4 --batch-size 128\n"
                   "             --epochs 50 --schedule constant --early-stop seed --bn-eval batch --ema 0\n"
-                  "             --ema-warmup off --eval-every 50 (the seed notebook's semantics)\n"
+                  "             --ema-warmup off --validate-raw on --eval-every 50 (the seed notebook's\n"
+                  "             semantics)\n"
                   "      paper: --arch paper --optimizer sgd --momentum 0.9 --lr 0.1 --weight-decay 1e-4\n"
                   "             --batch-size 128 --max-steps 64000 (--epochs does not cap it) --schedule step\n"
                   "             --milestones 32000,48000 --bn-eval running --eval-every epoch --early-stop off\n"
-                  "             --ema 0 --ema-warmup off\n"},
+                  "             --ema 0 --ema-warmup off --validate-raw on\n"},
     [G_OPTIM] = {"Optimization:", NULL},
     [G_MACHINE] = {"Machine:", NULL},
     [G_OUTPUT] = {"Output:", NULL},
@@ -180,6 +181,10 @@ static const SettingDef table[] = {
     {"ema-warmup", F(ema_warmup), ENUM, 0, 0, off_on_names, TRAIN | SAVED, "off", "off", G_OPTIM, "on|off",
      "on: the n-th update averages with min(DECAY, (1 + n) / (10 + n)), so that\n"
      "the average of a short run is not mostly its initial weights\n(default on; --recipe seed: off)"},
+    {"validate-raw", F(validate_raw), ENUM, 0, 0, off_on_names, TRAIN | SAVED, "on", "on", G_OPTIM, "on|off",
+     "with --ema: validate the trained weights too (off: only the average, which\n"
+     "early stopping and best.h5 follow; half the validation's cost under\n"
+     "--bn-eval reference); without --ema they are always validated\n(default off; --recipe seed: on)"},
     {"seed", F(seed), U64, 0, 0, NULL, ALL | SAVED, "0", NULL, G_OPTIM, "N",
      "seed of initialisation, epoch order and augmentation (default 0)"},
     {"threads", F(threads), INT, 0, 1024, NULL, ALL | SAVED, "0", NULL, G_MACHINE, "N",
@@ -228,7 +233,7 @@ static const SettingDef table[] = {
  * without changing a single training step, so they are the default; --recipe seed is the notebook. */
 static const struct {
     const char *key, *value;
-} tuned_changes[] = {{"ema", "0.999"}, {"ema-warmup", "on"}, {"bn-eval", "reference"}};
+} tuned_changes[] = {{"ema", "0.999"}, {"ema-warmup", "on"}, {"bn-eval", "reference"}, {"validate-raw", "off"}};
 #define NUM_TUNED_CHANGES ((int)(sizeof tuned_changes / sizeof tuned_changes[0]))
 
 static const SettingDef *find_setting(const char *key, size_t len) {

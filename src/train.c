@@ -321,6 +321,10 @@ static int reference_sample(const Run *r) {
     return r->cfg->bn_sample < r->num_train ? r->cfg->bn_sample : r->num_train;
 }
 
+/* Whether validations evaluate the trained weights: always without --ema, where they are the model;
+ * with it only under --validate-raw on, since early stopping and best.h5 follow the average. */
+static int validates_raw(const Config *cfg) { return cfg->ema <= 0 || cfg->validate_raw; }
+
 /* With --bn-eval reference, the reference statistics of the current parameters, measured unless they
  * already are (a validation and its checkpoints share one measurement). Collective. */
 static void refresh_reference(Run *r) {
@@ -590,7 +594,11 @@ static int save_checkpoint(Run *r, const char *path, int snapshot) {
     char doing[64];
     snprintf(doing, sizeof doing, "checkpoint at step %ld", r->ts.step);
     begin_activity(doing);
-    refresh_reference(r);   /* before the I/O timer: they are forward passes */
+    /* before the I/O timer: they are forward passes. Without raw validations the raw weights'
+     * statistics are not measured for checkpoints either (eval measures them when asked); ones of an
+     * earlier step are not saved as these weights'. */
+    if (validates_raw(r->cfg)) refresh_reference(r);
+    else if (r->reference_step != r->ts.step) r->model.reference_valid = 0;
     refresh_ema_reference(r);
     perf_start(PERF_CHECKPOINT_IO);
     if (r->model.num_buffer_floats) evaluate_sync_running_stats(&r->model);
@@ -627,9 +635,12 @@ static int validate(Run *r, long batch_in_epoch) {
     snprintf(doing, sizeof doing, "validation at step %ld", r->ts.step);
     begin_activity(doing);
     perf_start(PERF_VALIDATION);
-    refresh_reference(r);
-    const double acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val,
-                                           cfg->bn_eval, eval_protocol(cfg, 0), NULL);
+    double acc = NAN;   /* the trained weights', when validated (validates_raw) */
+    if (validates_raw(cfg)) {
+        refresh_reference(r);
+        acc = evaluate_records_as(&r->evaluator, &r->model, &r->train_set, r->val_records, r->num_val, cfg->bn_eval,
+                                  eval_protocol(cfg, 0), NULL);
+    }
     /* with --ema the average is the model a user deploys: early stopping and best.h5 follow its accuracy */
     const double acc_ema = cfg->ema > 0 ? evaluate_average(r, &r->train_set, r->val_records, r->num_val,
                                                            eval_protocol(cfg, 0))
@@ -653,11 +664,12 @@ static int validate(Run *r, long batch_in_epoch) {
         char eta[32];
         format_duration(eta, sizeof eta, per_step * (double)(r->total_steps - r->ts.step));
         if (r->show_progress) fprintf(stderr, "\r\033[K");
-        char ema_text[48] = "";
+        char raw_text[48] = "", ema_text[48] = "";
+        if (!isnan(acc)) snprintf(raw_text, sizeof raw_text, " | validation accuracy: %.3f", acc);
         if (cfg->ema > 0) snprintf(ema_text, sizeof ema_text, " | EMA validation accuracy: %.3f", acc_ema);
         if (!cfg->quiet) {
-            printf("[epoch %ld, batch %ld]: running train cross entropy: %.3f | validation accuracy: %.3f%s | %.0f img/s | eta %s\n",
-                   r->ts.epoch + 1, batch_in_epoch, loss, acc, ema_text, ips, eta);
+            printf("[epoch %ld, batch %ld]: running train cross entropy: %.3f%s%s | %.0f img/s | eta %s\n",
+                   r->ts.epoch + 1, batch_in_epoch, loss, raw_text, ema_text, ips, eta);
             fflush(stdout);
         }
         history_append(&r->history, r->ts.step, r->ts.epoch + 1, loss, acc, r->elapsed_before + timer_elapsed_total());

@@ -5,6 +5,8 @@
 # val_acc_ema and the run's EMA test accuracy with a --data folder that has no training files, and says
 # nothing about measuring; a file without /ema/reference (an earlier version's) is measured as before, to
 # the same result; a run stopped mid-way and resumed stores /ema/reference bitwise as an uninterrupted one.
+# The default, --validate-raw off, trains and averages the same and validates only the average: no
+# /reference in its files, val_acc null; eval of its raw weights measures their statistics.
 # (Reading and refusing the group: test_checkpoint; the export: torch_export.sh.)
 source "$(dirname "$0")/lib.sh"
 # the default recipe (FM_DEFAULT: --ema 0.999 --ema-warmup on --bn-eval reference) on ResNet-8: 16 steps
@@ -12,8 +14,9 @@ source "$(dirname "$0")/lib.sh"
 # the checkpoint measures the statistics itself), or 12 and a resume
 common=("${FM_DEFAULT[@]}" --depth 8 --limit-train 1024 --batch-size 64 --eval-every 5 --early-stop off
         --bn-sample 300 --threads 1 --quiet)
+raw=(--validate-raw on)   # the raw weights validated too, so that /reference is there to compare
 
-out=$(mpi 2 "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/full") || fail "20 steps of the default recipe"
+out=$(mpi 2 "${common[@]}" "${raw[@]}" --max-steps 20 --checkpoint-dir "$TMP/full") || fail "20 steps of the default recipe"
 for f in last best; do
   listing=$(h5ls -r "$TMP/full/$f.h5")
   refs=$(grep -c '^/reference/.* Dataset' <<<"$listing" || true)
@@ -85,12 +88,47 @@ print(f"ok: without /ema/reference eval measures the average's statistics ({ema_
       f"the training files: {next(l for l in refused.stderr.splitlines() if 'train-images' in l)}")
 EOF
 
-mpi 2 "${common[@]}" --max-steps 12 --checkpoint-dir "$TMP/half" >/dev/null || fail "12 steps"
+mpi 2 "${common[@]}" "${raw[@]}" --max-steps 12 --checkpoint-dir "$TMP/half" >/dev/null || fail "12 steps"
 grep -q '^/ema/reference/' <<<"$(h5ls -r "$TMP/half/last.h5")" || fail "the checkpoint at step 12 has no /ema/reference"
-mpi 2 "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/half" --resume auto >/dev/null || fail "resume"
+mpi 2 "${common[@]}" "${raw[@]}" --max-steps 20 --checkpoint-dir "$TMP/half" --resume auto >/dev/null || fail "resume"
 for f in last best; do
   for g in /ema/reference /ema /reference /model; do
     h5diff "$TMP/full/$f.h5" "$TMP/half/$f.h5" "$g" "$g" >/dev/null || fail "$f.h5: $g differs after the resume"
   done
 done
 pass "12 steps + resume = 20 steps: /ema/reference (and /ema /reference /model) of last.h5 and best.h5 bitwise"
+
+# the default (--validate-raw off): the same training, the average's validations only
+out_off=$(mpi 2 "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/off") || fail "20 steps, --validate-raw off"
+for f in last best; do
+  for g in /model /optimizer /ema/reference; do
+    h5diff "$TMP/full/$f.h5" "$TMP/off/$f.h5" "$g" "$g" >/dev/null || fail "$f.h5: $g differs under --validate-raw off"
+  done
+  if h5ls "$TMP/off/$f.h5/reference" >/dev/null 2>&1; then fail "$f.h5: /reference without raw validations"; fi
+done
+/usr/bin/python3 - "$TMP/full" "$TMP/off" "$BIN" "$out_off" <<'EOF' || fail "--validate-raw off"
+import json, subprocess, sys
+full, off, binary, run_out = sys.argv[1:5]
+read = lambda d: [l for l in map(json.loads, open(d + "/metrics.jsonl")) if "step" in l]
+on_lines, off_lines = read(full), read(off)
+assert [l["val_acc_ema"] for l in on_lines] == [l["val_acc_ema"] for l in off_lines], (on_lines, off_lines)
+assert all(l["val_acc"] is None for l in off_lines) and all(l["val_acc"] is not None for l in on_lines), off_lines
+raw_test = json.load(open(full + "/report.json"))["test"]["accuracy"]
+assert json.load(open(off + "/report.json"))["test"]["accuracy"] == raw_test
+done = subprocess.run(["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2", binary, "eval", "--checkpoint",
+                       off + "/last.h5", "--weights", "raw", "--threads", "1"], capture_output=True, text=True)
+assert done.returncode == 0 and "not in the checkpoint (/reference), measured now" in done.stdout, done
+got = float(next(l for l in done.stdout.splitlines() if l.startswith("test accuracy: ")).split()[2])
+assert abs(got - raw_test) < 6e-5, (got, raw_test)   # printed to 4 digits
+print(f"ok: --validate-raw off: {len(off_lines)} validations of the average alone (val_acc_ema as with raw "
+      f"ones, val_acc null), the same test accuracy; eval of the raw weights measures their statistics ({got:.4f})")
+EOF
+pass "--validate-raw off: /model /optimizer /ema/reference bitwise as with raw validations, no /reference"
+# a run resumed with --validate-raw off from a file with /reference (step 12) does not save those
+# statistics as the later weights'
+mpi 2 "${common[@]}" "${raw[@]}" --max-steps 12 --checkpoint-dir "$TMP/mixed" >/dev/null || fail "12 steps"
+mpi 2 "${common[@]}" --validate-raw off --max-steps 20 --checkpoint-dir "$TMP/mixed" --resume auto >/dev/null ||
+  fail "resume with --validate-raw off"
+h5diff "$TMP/full/last.h5" "$TMP/mixed/last.h5" /model /model >/dev/null || fail "the resumed run's /model differs"
+if h5ls "$TMP/mixed/last.h5/reference" >/dev/null 2>&1; then fail "step 20's last.h5 has step 12's /reference"; fi
+pass "resumed with --validate-raw off: the same /model, no stale /reference in last.h5"

@@ -60,6 +60,7 @@ static void assert_seed_recipe(const Config *c) {
     ck_assert_int_eq(c->bn_eval, BN_EVAL_BATCH);
     ck_assert(c->ema == 0);
     ck_assert_int_eq(c->ema_warmup, 0);
+    ck_assert_int_eq(c->validate_raw, 1);
 }
 
 /* the default: the seed's training with the moving average and reference statistics */
@@ -69,6 +70,7 @@ static void assert_tuned_recipe(const Config *c) {
     ck_assert_int_eq(c->bn_eval, BN_EVAL_REFERENCE);
     ck_assert(c->ema == 0.999);
     ck_assert_int_eq(c->ema_warmup, 1);
+    ck_assert_int_eq(c->validate_raw, 0);
 }
 
 START_TEST(defaults_are_the_tuned_recipe) {
@@ -229,7 +231,7 @@ static const Case bad_values[] = {
     {"timeout", ""},           {"timeout", "5s"},
     {"ema", "1"},              {"ema", "-0.1"},          {"ema", "x"},               {"ema", "nan"},
     {"ema", "1.5"},            {"ema", ""},              {"ema", "0.9x"},            {"ema-warmup", "1"},
-    {"ema-warmup", "yes"},
+    {"ema-warmup", "yes"},     {"validate-raw", "1"},    {"validate-raw", ""},
 };
 
 START_TEST(bad_value_is_a_usage_error) {
@@ -546,7 +548,7 @@ static const char *const training_keys[] = {
     "optimizer", "lr", "weight-decay", "momentum", "nesterov", "schedule", "milestones", "batch-size", "epochs",
     "max-steps", "eval-every", "early-stop", "patience", "bn-eval", "sync-bn", "seed", "threads",
     "checkpoint-dir", "checkpoint-every", "keep", "batch-per-rank", "lr-scaling", "base-batch", "warmup-steps",
-    "warmup-epochs", "eval-protocol", "ema", "ema-warmup", "bn-sample", NULL};
+    "warmup-epochs", "eval-protocol", "ema", "ema-warmup", "validate-raw", "bn-sample", NULL};
 
 static void assert_same_settings(const Settings *a, const Settings *b) {
     ck_assert_int_eq(a->count, b->count);
@@ -587,6 +589,7 @@ static void assert_same_training(const Config *a, const Config *b) {
     ck_assert_int_eq(a->sync_bn, b->sync_bn);
     ck_assert_msg(memcmp(&a->ema, &b->ema, sizeof a->ema) == 0, "ema %.17g vs %.17g", a->ema, b->ema);
     ck_assert_int_eq(a->ema_warmup, b->ema_warmup);
+    ck_assert_int_eq(a->validate_raw, b->validate_raw);
     ck_assert_uint_eq(a->seed, b->seed);
     ck_assert_int_eq(a->threads, b->threads);
     ck_assert_int_eq(a->checkpoint_every, b->checkpoint_every);
@@ -671,12 +674,14 @@ START_TEST(ema_values) {
     ck_assert(c.ema == 0);
     ck_assert_int_eq(parse(&c, "--ema", "1e-3", NULL), 0);
     ck_assert(c.ema == 1e-3);
-    ck_assert_int_eq(parse(&c, "--ema", "0.9999", "--ema-warmup", "off", NULL), 0);
+    ck_assert_int_eq(parse(&c, "--ema", "0.9999", "--ema-warmup", "off", "--validate-raw", "on", NULL), 0);
     ck_assert_int_eq(c.ema_warmup, 0);
+    ck_assert_int_eq(c.validate_raw, 1);
     Settings s;
     config_to_settings(&c, &s);
     ck_assert_str_eq(settings_get(&s, "ema"), "0.9999");
     ck_assert_str_eq(settings_get(&s, "ema-warmup"), "off");
+    ck_assert_str_eq(settings_get(&s, "validate-raw"), "on");
     round_trip(&c, 0);
     ck_assert_int_eq(parse(&c, "--ema", "1", NULL), -1);
     assert_error_mentions("--ema", "'1'");
@@ -706,15 +711,18 @@ START_TEST(missing_recipe_settings_take_the_file_s_recipe) {
     ck_assert_int_eq(parse(&c, NULL), 0);
     c.ema = 0;   /* as a replayed setting could have left it */
     c.bn_eval = BN_EVAL_BATCH;
+    c.validate_raw = 1;
     config_fill_missing(&c, &file);
     ck_assert(c.ema == 0.999);
     ck_assert_int_eq(c.bn_eval, BN_EVAL_REFERENCE);
+    ck_assert_int_eq(c.validate_raw, 0);
     ck_assert_int_eq(settings_put(&file, "recipe", "paper"), 0);
     ck_assert_int_eq(settings_put(&file, "bn-eval", "batch"), 0);
     ck_assert_int_eq(parse(&c, "--ema", "0.99", NULL), 0);
     config_fill_missing(&c, &file);
     ck_assert(c.ema == 0.99);                       /* given */
     ck_assert_int_eq(c.ema_warmup, 0);               /* missing: the paper's */
+    ck_assert_int_eq(c.validate_raw, 1);             /* missing: the paper's */
     ck_assert_int_eq(c.bn_eval, BN_EVAL_REFERENCE);  /* in the file: left to the merge */
     ck_assert_int_eq(c.max_steps, 64000);           /* missing: the paper's */
     ck_assert_int_eq(parse(&c, "--recipe", "seed", NULL), 0);

@@ -50,6 +50,7 @@ typedef struct {
     int sync_bn;
     double ema;               /* --ema DECAY: the parameters' moving average (ema.h); 0: off */
     int ema_warmup;           /* --ema-warmup on|off: the early updates' smaller decay (ema.h) */
+    int validate_raw;         /* --validate-raw on|off: with --ema, also validate the trained weights */
     uint64_t seed;
     /* machine */
     int threads;              /* 0: cores on the node / ranks on the node */
