@@ -46,7 +46,8 @@ agree to ~1e-3 even between two float32 PyTorch runs. tests/test_parity.c checks
 evaluates at the reference's step-3 weights to keep the evaluation checks tight.
 
 ref_optim.bin: params0 [1000], grads [5, 1000] and, per case (adam, adam_betas, adamw, sgd,
-sgd_nesterov, sgd_plain), <case>/config float64 [kind (0 adam, 1 adamw, 2 sgd), lr, weight decay,
+sgd_nesterov, sgd_plain; lamb and lamb_nodecay, with their own <case>/params0 and <case>/layers, the
+layers' ends, float64), <case>/config float64 [kind (0 adam, 1 adamw, 2 sgd, 3 lamb), lr, weight decay,
 beta1, beta2, eps, momentum, nesterov], <case>/lr float64 [5] (the lr of each step) and
 <case>/step1..step5, torch.optim's parameters after each update (float32, as torch runs them). And
 sched_step (MultiStepLR 0.1, milestones 4, 8, gamma 0.1) and sched_cosine (CosineAnnealingLR 0.1,
@@ -347,7 +348,7 @@ def model_case(arch, depth, seed, kind, in_channels=3, image_size=32, classes=10
 
 # ---- optimizer and schedule fixture ----------------------------------------------------------------
 
-OPT_KIND = {"adam": 0, "adamw": 1, "sgd": 2}
+OPT_KIND = {"adam": 0, "adamw": 1, "sgd": 2, "lamb": 3}
 # name: (kind, base lr, weight decay, beta1, beta2, eps, momentum, nesterov)
 OPT_CASES = {
     "adam": ("adam", 1e-2, 5e-2, 0.9, 0.999, 1e-8, 0.0, 0),
@@ -412,7 +413,41 @@ def optim_fixture():
     w.add("sched_warmup_cosine", schedule(
         lambda o: torch.optim.lr_scheduler.LambdaLR(
             o, lambda s: min(1.0, (s + 1) / 4) * 0.5 * (1 + math.cos(math.pi * min(s, 12) / 12))), 14), np.float64)
+    lamb_cases(w, params0, grads)
     return w
+
+
+# LAMB (You et al. 2020, Algorithm 2, bias-corrected, decoupled decay; PyTorch 1.13 has none), written
+# with torch's float32 tensor ops: Adam's moments, u = m_hat / (sqrt(v_hat) + eps) + wd * p, and per layer
+# p -= lr * trust * u with trust = ||p|| / ||u|| (1 if either is 0). The norms in float64, as resnet_mpi.
+# name: (lr, weight decay, beta1, beta2, eps, layer ends); the layer [100, 110) starts at zero (trust 1)
+LAMB_CASES = {
+    "lamb": (1e-2, 5e-2, 0.9, 0.999, 1e-8, [100, 110, 400, 999, 1000]),
+    "lamb_nodecay": (3e-3, 0.0, 0.8, 0.99, 1e-6, [500, 1000]),
+}
+
+
+def lamb_cases(w, params0, grads):
+    for case, (lr, wd, b1, b2, eps, ends) in LAMB_CASES.items():
+        p = params0.clone()
+        p[100:110] = 0.0
+        m, v = torch.zeros_like(p), torch.zeros_like(p)
+        w.add(case + "/config", [OPT_KIND["lamb"], lr, wd, b1, b2, eps, 0.0, 0], np.float64)
+        w.add(case + "/lr", [lr * f for f in LR_FACTORS], np.float64)
+        w.add(case + "/layers", ends, np.float64)
+        w.add(case + "/params0", p)
+        for k in range(OPT_STEPS):
+            t, g = k + 1, grads[k]
+            m = m * b1 + (1 - b1) * g
+            v = v * b2 + (1 - b2) * g * g
+            u = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps) + wd * p
+            begin = 0
+            for end in ends:
+                wn, un = p[begin:end].double().norm().item(), u[begin:end].double().norm().item()
+                trust = wn / un if wn > 0 and un > 0 else 1.0
+                p[begin:end] -= (lr * LR_FACTORS[k] * trust) * u[begin:end]
+                begin = end
+            w.add(f"{case}/step{k + 1}", p)
 
 
 # ---- moving average (--ema) fixture -------------------------------------------------------------------

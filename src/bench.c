@@ -130,7 +130,7 @@ int bench_main(Config *cfg) {
     float *images = NULL;
     int *labels = NULL;
     int failed = model_init(&model, &mc, cfg->seed) || model_reserve(&model, n, 1) ||
-                 optim_init(&opt, &oc, model.num_params) ||
+                 optimizer_setup(&opt, &oc, &model) ||
                  !(images = rn_alloc(sizeof(float) * pixels * n)) || !(labels = rn_alloc(sizeof(int) * n));
     if (agree_failure(failed)) return EXIT_FAILED;
     if (cfg->sync_bn) model.train_reducer = (StatReducer){dist_stat_sum, NULL};

@@ -225,6 +225,17 @@ double measure_peak(int threads, double *rank_peak) {
     return all;
 }
 
+int optimizer_setup(Optimizer *opt, const OptimConfig *oc, const Model *m) {
+    if (optim_init(opt, oc, m->num_params)) return -1;
+    if (oc->kind != OPT_LAMB) return 0;
+    size_t *ends = malloc(sizeof *ends * (size_t)m->num_param_tensors);
+    if (!ends) return rn_error("out of memory for %d optimizer layers", m->num_param_tensors);
+    for (int i = 0; i < m->num_param_tensors; i++) ends[i] = m->param_info[i].offset + m->param_info[i].numel;
+    const int failed = optim_set_layers(opt, ends, m->num_param_tensors);
+    free(ends);
+    return failed;
+}
+
 int gradient_reduction_setup(Model *m, float bucket_mb) {
     if (bucket_mb <= 0) return 0;
     const int num = dist_buckets_init(m->grads, m->num_params, (size_t)((double)bucket_mb * (1 << 20) / sizeof(float)));

@@ -382,7 +382,7 @@ static int setup_model(Run *r) {
     if (cfg->bn_eval == BN_EVAL_REFERENCE && reference_sample(r) > eval_max) eval_max = reference_sample(r);
     int failed = 0;
     if (model_init(&r->model, &mc, cfg->seed) || model_reserve(&r->model, local_max, 1) ||
-        optim_init(&r->opt, &oc, r->model.num_params) ||
+        optimizer_setup(&r->opt, &oc, &r->model) ||
         (cfg->ema > 0 && (ema_init(&r->ema, cfg->ema, r->model.params, r->model.num_params) ||
                           ema_reserve_reference(&r->ema, r->model.num_reference_floats))) ||
         evaluator_init(&r->evaluator, &r->model, eval_max) ||

@@ -17,6 +17,16 @@ for np in 1 2; do
   pass "$np rank(s): 10 steps + resume 10 = 20 steps, /model /optimizer /history bitwise identical"
 done
 
+# LAMB (--optimizer lamb), whose layer-wise scaling is worked out afresh from the restored moments
+lamb=("${common[@]}" --optimizer lamb --lr 0.01)
+mpi 2 "${lamb[@]}" --max-steps 20 --checkpoint-dir "$TMP/lamb-full" >/dev/null || fail "lamb: 20 steps"
+mpi 2 "${lamb[@]}" --max-steps 10 --checkpoint-dir "$TMP/lamb-half" >/dev/null || fail "lamb: 10 steps"
+mpi 2 "${lamb[@]}" --max-steps 20 --checkpoint-dir "$TMP/lamb-half" --resume auto >/dev/null || fail "lamb: resume"
+model_and_optimizer_equal "$TMP/lamb-full/last.h5" "$TMP/lamb-half/last.h5" || fail "lamb: resumed run differs"
+h5dump -a /optimizer/type "$TMP/lamb-full/last.h5" | grep -q '"lamb"' || fail "lamb: /optimizer@type is not lamb"
+h5diff -q "$TMP/lamb-full/last.h5" "$TMP/full2/last.h5" /model /model >/dev/null && fail "lamb trained as adam"
+pass "--optimizer lamb on 2 ranks: 10 steps + resume 10 = 20 steps bitwise, /optimizer@type lamb"
+
 # Resume on another number of ranks (sync-BN): 2 steps on 2 ranks + 2 resumed on 1 rank against 4 steps
 # on 1 rank, parameters compared by relative norm. The gradient is summed in another order on another
 # rank count, so float32 rounding differs (~1e-7) and training amplifies it: with SGD measured 4e-6 to

@@ -307,6 +307,9 @@ END_TEST
 START_TEST(round_trip_adamw_empty_history) { round_trip(ARCH_SEED, OPT_ADAMW, 0); }
 END_TEST
 
+START_TEST(round_trip_lamb) { round_trip(ARCH_SEED, OPT_LAMB, 7); }
+END_TEST
+
 START_TEST(settings_round_trip) {
     Fixture fx;
     start_with_state(&fx, ARCH_SEED, OPT_ADAM, 1);
@@ -1376,6 +1379,7 @@ Suite *test_suite(void) {
     tcase_add_test(t, round_trip_paper_sgd);
     tcase_add_test(t, round_trip_seed_adam);
     tcase_add_test(t, round_trip_adamw_empty_history);
+    tcase_add_test(t, round_trip_lamb);
     tcase_add_test(t, settings_round_trip);
     tcase_add_test(t, history_grows);
     tcase_add_test(t, deterministic_bytes);

@@ -1,6 +1,7 @@
 /* Optimizers and schedules against PyTorch 1.13 (tests/data/ref_optim.bin from
  * scripts/make_reference.py): five updates of a 1000-vector per optimizer, with the learning rate
- * changing between steps, and the lr sequences of MultiStepLR and CosineAnnealingLR. */
+ * changing between steps (LAMB, which torch.optim lacks, against its formula in torch's float32 ops, over
+ * layers one of which starts at zero), and the lr sequences of MultiStepLR and CosineAnnealingLR. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -39,11 +40,12 @@ static OptimConfig case_config(const char *name) {
 }
 
 static void check_case(const char *name) {
-    const FixtureTensor *p0 = need("params0", 0), *grads = need("grads", 0);
+    char key[160];
+    snprintf(key, sizeof key, "%s/params0", name);   /* a case's own start, else the shared one */
+    const FixtureTensor *p0 = fixture_get(&fx, key) ? need(key, 0) : need("params0", 0), *grads = need("grads", 0);
     const size_t n = p0->numel;
     const int steps = grads->dims[0];
     ck_assert_uint_eq(grads->numel, (size_t)steps * n);
-    char key[160];
     snprintf(key, sizeof key, "%s/lr", name);
     const FixtureTensor *lrs = need(key, 2);
     ck_assert_int_eq((int)lrs->numel, steps);
@@ -51,6 +53,14 @@ static void check_case(const char *name) {
     OptimConfig cfg = case_config(name);
     Optimizer opt;
     ck_assert_int_eq(optim_init(&opt, &cfg, n), 0);
+    snprintf(key, sizeof key, "%s/layers", name);
+    if (fixture_get(&fx, key)) {
+        const FixtureTensor *layers = need(key, 2);
+        size_t ends[16];
+        ck_assert_uint_le(layers->numel, 16);
+        for (size_t i = 0; i < layers->numel; i++) ends[i] = (size_t)((const double *)layers->data)[i];
+        ck_assert_int_eq(optim_set_layers(&opt, ends, (int)layers->numel), 0);
+    }
     float *p = malloc(n * sizeof *p);
     memcpy(p, p0->data, n * sizeof *p);
     for (int k = 0; k < steps; k++) {
@@ -77,6 +87,34 @@ END_TEST
 START_TEST(sgd_nesterov_matches_torch) { check_case("sgd_nesterov"); }
 END_TEST
 START_TEST(sgd_without_momentum_matches_torch) { check_case("sgd_plain"); }
+END_TEST
+START_TEST(lamb_matches_torch_formula) { check_case("lamb"); }
+END_TEST
+START_TEST(lamb_other_betas_eps_without_decay_matches_torch_formula) { check_case("lamb_nodecay"); }
+END_TEST
+
+/* LAMB's layers: every layer moves by lr x its norm (the trust ratio), so a layer's scale does not set its
+ * step; one layer unless set; and layer lists that do not tile the parameters are refused. */
+START_TEST(lamb_layers) {
+    OptimConfig c;
+    optim_defaults(&c, OPT_LAMB);
+    c.weight_decay = 0;
+    Optimizer o;
+    ck_assert_int_eq(optim_init(&o, &c, 6), 0);
+    ck_assert_uint_eq(optim_state_floats(&o), 12);
+    ck_assert_int_eq(optim_set_layers(&o, (size_t[]){2, 6}, 2), 0);
+    float p[6] = {3, 4, 1, 1, 1, 1}, g[6] = {1e-3f, -2e-3f, 50, 50, 50, 50};
+    optim_step(&o, p, g, 0.1f);
+    /* first step: u = g / (|g| + eps) = sign(g), so layer 1 (norm 5, ||u|| sqrt 2) moves by 0.1 x 5 / sqrt 2
+     * per element and layer 2 (norm 2, ||u|| 2) by 0.1 */
+    ck_assert_float_eq_tol(p[0], 3 - 0.5f / sqrtf(2), 1e-5f);
+    ck_assert_float_eq_tol(p[1], 4 + 0.5f / sqrtf(2), 1e-5f);
+    for (int i = 2; i < 6; i++) ck_assert_float_eq_tol(p[i], 0.9f, 1e-5f);
+    ck_assert_int_eq(optim_set_layers(&o, (size_t[]){2, 5}, 2), -1);      /* does not reach n */
+    ck_assert_int_eq(optim_set_layers(&o, (size_t[]){3, 3, 6}, 3), -1);   /* an empty layer */
+    ck_assert_int_eq(optim_set_layers(&o, (size_t[]){7}, 1), -1);         /* past n */
+    optim_free(&o);
+}
 END_TEST
 
 START_TEST(defaults_are_torch_defaults) {
@@ -235,6 +273,8 @@ Suite *test_suite(void) {
     tcase_add_test(t, sgd_momentum_matches_torch);
     tcase_add_test(t, sgd_nesterov_matches_torch);
     tcase_add_test(t, sgd_without_momentum_matches_torch);
+    tcase_add_test(t, lamb_matches_torch_formula);
+    tcase_add_test(t, lamb_other_betas_eps_without_decay_matches_torch_formula);
     tcase_add_test(t, resume_continues_bitwise);
     tcase_add_test(t, step_schedule_matches_torch);
     tcase_add_test(t, cosine_schedule_matches_torch);
@@ -245,6 +285,7 @@ Suite *test_suite(void) {
     TCase *u = tcase_create("rules");
     tcase_add_test(u, defaults_are_torch_defaults);
     tcase_add_test(u, state_layout);
+    tcase_add_test(u, lamb_layers);
     tcase_add_test(u, bad_kind_is_an_error);
     tcase_add_test(u, constant_schedule);
     tcase_add_test(u, step_schedule_at_milestones);

@@ -5,6 +5,7 @@
 
 #include "resnet/config.h"
 #include "resnet/imageset.h"
+#include "resnet/optim.h"
 #include "resnet/resnet.h"
 
 #define EXIT_OK 0
@@ -50,6 +51,9 @@ int choose_threads(int requested, int quiet);
 /* The FMA peak (peak.c) of `threads` threads on every rank at once, as they will compute: returns the
  * sum over ranks, and this rank's own in *rank_peak unless NULL. Collective. */
 double measure_peak(int threads, double *rank_peak);
+
+/* optim_init for the model's parameters; LAMB's layers are the model's parameter tensors. 0 or -1. */
+int optimizer_setup(Optimizer *opt, const OptimConfig *oc, const Model *m);
 
 /* The gradient's reduction over ranks, as train and bench both step. bucket_mb > 0 (--bucket-mb): in
  * buckets started during model_backward (Model.grads_final); 0: one allreduce after it. finish: what is
