@@ -14,6 +14,9 @@
 #   cosine     the seed recipe with --schedule cosine (the rate decayed to 0 over the 50 epochs)
 #   b1024      global batch 1024 = 2 ranks x --batch-per-rank 512, --lr-scaling sqrt, 2 warmup epochs
 #   b512       global batch 512 = 2 ranks x 256, --lr-scaling sqrt, 2 warmup epochs
+#   b1024-linear, b1024-lamb   the other rules at global batch 1024, should sqrt miss the issue's target:
+#              --lr-scaling linear (8e-3), and LAMB at 1e-2 (--optimizer lamb: each layer moves by about lr
+#              of its norm a step), each with 2 warmup epochs
 # Each takes 2.5-3.5 h on a quiet 2-core AVX2 machine (validation is a third of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +35,10 @@ declare -A flags=(
   [b1024]="--recipe seed --batch-per-rank 512 --lr-scaling sqrt --warmup-epochs 2"
   [cosine]="--recipe seed --schedule cosine"
   [b512]="--recipe seed --batch-per-rank 256 --lr-scaling sqrt --warmup-epochs 2"
+  [b1024-linear]="--recipe seed --batch-per-rank 512 --lr-scaling linear --warmup-epochs 2"
+  [b1024-lamb]="--recipe seed --batch-per-rank 512 --optimizer lamb --lr 1e-2 --warmup-epochs 2"
 )
-order=(seed-ema cosine b1024 b512)   # issue 18's two runs first
+order=(seed-ema cosine b1024 b512 b1024-linear b1024-lamb)   # issue 18's two runs first
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
   [ -n "${flags[$name]+x}" ] || { echo "learning-runs.sh: no run named $name (${!flags[*]})" >&2; exit 2; }
