@@ -24,7 +24,8 @@ the payload says 'weights': 'ema'. Its reference_stats are the average's own (/e
 holds the raw weights' statistics, which normalize the average wrongly. A checkpoint of an earlier
 version, with /reference but no /ema/reference, is exported without reference_stats and a one-line note
 on stderr (resnet_mpi eval --weights ema measures them from the training data). The default is raw
-(/model as it is).
+(/model as it is); a checkpoint of a run with --validate-raw off (the tuned default) holds no /reference
+and exports the raw weights without reference_stats, with a like note.
 
 The model is built with scripts/seed_model.py's build() from /config (arch, depth, in-channels,
 image-size, classes) and loaded with strict=True: every name and shape must match. Errors are one
@@ -156,7 +157,12 @@ def exported_reference(path, weights):
     """The reference statistics of the weights exported: /reference for the raw ones, /ema/reference for
     the average (None, with a note, when the file has /reference but not the average's)."""
     if weights != "ema":
-        return read_reference(path)
+        reference = read_reference(path)
+        if reference is None and read_reference(path, "ema/reference") is not None:
+            print(f"{PROG}: note: {path} has no /reference (a run with --validate-raw off measures only the "
+                  "average's): reference_stats left out (resnet_mpi eval --weights raw measures them)",
+                  file=sys.stderr)
+        return reference
     reference = read_reference(path, "ema/reference")
     if reference is None and read_reference(path) is not None:
         print(f"{PROG}: note: {path} has no /ema/reference (written by an earlier version): reference_stats left "

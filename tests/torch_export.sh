@@ -3,8 +3,8 @@
 # model, gives the C model's logits on a fixed batch (relative error 1e-5), and its reference_stats are
 # the checkpoint's bitwise; with --weights ema (the default recipe's model: --ema with --bn-eval
 # reference) the average's, with its own statistics (/ema/reference), and a file without them is
-# exported without reference_stats and a one-line note. Needs Debian's
-# python3-torch and python3-h5py for /usr/bin/python3 (scripts/test.sh installs them): without them
+# exported without reference_stats and a one-line note, as are raw weights without /reference. Needs
+# Debian's python3-torch and python3-h5py for /usr/bin/python3 (scripts/test.sh installs them): without them
 # the test fails rather than skips.
 source "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,3 +45,16 @@ note=$("${export[@]}" --weights ema "$TMP/old.h5" "$TMP/old.pt" 2>&1 >/dev/null)
   "$TMP/old.pt" || fail "reference_stats exported for the average of a file without /ema/reference"
 pass "--weights ema of a file without /ema/reference: no reference_stats, and $note"
 
+
+# a --validate-raw off run's file (the tuned default): /ema/reference, no /reference
+/usr/bin/python3 - "$TMP/ema/last.h5" "$TMP/noraw.h5" <<'EOF' || fail "could not remove /reference"
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    del f["reference"]
+EOF
+note=$("${export[@]}" "$TMP/noraw.h5" "$TMP/noraw.pt" 2>&1 >/dev/null) || fail "export of a file without /reference"
+[ "$(wc -l <<<"$note")" -eq 1 ] && grep -q "no /reference" <<<"$note" || fail "no one-line note: $note"
+/usr/bin/python3 -c "import sys, torch; s = torch.load(sys.argv[1]); assert 'reference_stats' not in s and s['weights'] == 'raw'" \
+  "$TMP/noraw.pt" || fail "reference_stats exported for raw weights of a file without /reference"
+pass "raw weights of a file without /reference: no reference_stats, and $note"
