@@ -4,8 +4,8 @@
 # the checkpoint's bitwise; with --weights ema (the default recipe's model: --ema with --bn-eval
 # reference) the average's, with its own statistics (/ema/reference), and a file without them is
 # exported without reference_stats and a one-line note, as are raw weights without /reference. Needs
-# Debian's python3-torch and python3-h5py for /usr/bin/python3 (scripts/test.sh installs them): without them
-# the test fails rather than skips.
+# Debian's python3-torch and python3-h5py for /usr/bin/python3 (scripts/test.sh installs them):
+# without them the test fails rather than skips.
 source "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 /usr/bin/python3 -c "import torch, h5py" 2>/dev/null ||
