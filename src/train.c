@@ -665,7 +665,7 @@ static int validate(Run *r, long batch_in_epoch) {
         format_duration(eta, sizeof eta, per_step * (double)(r->total_steps - r->ts.step));
         if (r->show_progress) fprintf(stderr, "\r\033[K");
         char raw_text[48] = "", ema_text[48] = "";
-        if (!isnan(acc)) snprintf(raw_text, sizeof raw_text, " | validation accuracy: %.3f", acc);
+        if (validates_raw(cfg)) snprintf(raw_text, sizeof raw_text, " | validation accuracy: %.3f", acc);
         if (cfg->ema > 0) snprintf(ema_text, sizeof ema_text, " | EMA validation accuracy: %.3f", acc_ema);
         if (!cfg->quiet) {
             printf("[epoch %ld, batch %ld]: running train cross entropy: %.3f%s%s | %.0f img/s | eta %s\n",

@@ -9,14 +9,15 @@
 # /reference in its files, val_acc null; eval of its raw weights measures their statistics.
 # (Reading and refusing the group: test_checkpoint; the export: torch_export.sh.)
 source "$(dirname "$0")/lib.sh"
-# the default recipe (FM_DEFAULT: --ema 0.999 --ema-warmup on --bn-eval reference) on ResNet-8: 16 steps
-# an epoch, a validation at its batches 5, 10 and 15; 20 steps (last.h5 at step 20 is no validation's, so
-# the checkpoint measures the statistics itself), or 12 and a resume
+# the default recipe (FM_DEFAULT: --ema 0.999 --ema-warmup on --bn-eval reference), with --validate-raw
+# on until the last part, on ResNet-8: 16 steps an epoch, a validation at its batches 5, 10 and 15; 20
+# steps (last.h5 at step 20 is no validation's, so the checkpoint measures the statistics itself), or 12
+# and a resume
 common=("${FM_DEFAULT[@]}" --depth 8 --limit-train 1024 --batch-size 64 --eval-every 5 --early-stop off
         --bn-sample 300 --threads 1 --quiet)
 raw=(--validate-raw on)   # the raw weights validated too, so that /reference is there to compare
 
-out=$(mpi 2 "${common[@]}" "${raw[@]}" --max-steps 20 --checkpoint-dir "$TMP/full") || fail "20 steps of the default recipe"
+out=$(mpi 2 "${common[@]}" "${raw[@]}" --max-steps 20 --checkpoint-dir "$TMP/full") || fail "20 steps of the default recipe, --validate-raw on"
 for f in last best; do
   listing=$(h5ls -r "$TMP/full/$f.h5")
   refs=$(grep -c '^/reference/.* Dataset' <<<"$listing" || true)
@@ -90,6 +91,7 @@ EOF
 
 mpi 2 "${common[@]}" "${raw[@]}" --max-steps 12 --checkpoint-dir "$TMP/half" >/dev/null || fail "12 steps"
 grep -q '^/ema/reference/' <<<"$(h5ls -r "$TMP/half/last.h5")" || fail "the checkpoint at step 12 has no /ema/reference"
+cp -r "$TMP/half" "$TMP/mixed"   # step 12 with /reference, resumed below with --validate-raw off
 mpi 2 "${common[@]}" "${raw[@]}" --max-steps 20 --checkpoint-dir "$TMP/half" --resume auto >/dev/null || fail "resume"
 for f in last best; do
   for g in /ema/reference /ema /reference /model; do
@@ -99,16 +101,16 @@ done
 pass "12 steps + resume = 20 steps: /ema/reference (and /ema /reference /model) of last.h5 and best.h5 bitwise"
 
 # the default (--validate-raw off): the same training, the average's validations only
-out_off=$(mpi 2 "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/off") || fail "20 steps, --validate-raw off"
+mpi 2 "${common[@]}" --max-steps 20 --checkpoint-dir "$TMP/off" >/dev/null || fail "20 steps, --validate-raw off"
 for f in last best; do
   for g in /model /optimizer /ema/reference; do
     h5diff "$TMP/full/$f.h5" "$TMP/off/$f.h5" "$g" "$g" >/dev/null || fail "$f.h5: $g differs under --validate-raw off"
   done
   if h5ls "$TMP/off/$f.h5/reference" >/dev/null 2>&1; then fail "$f.h5: /reference without raw validations"; fi
 done
-/usr/bin/python3 - "$TMP/full" "$TMP/off" "$BIN" "$out_off" <<'EOF' || fail "--validate-raw off"
+/usr/bin/python3 - "$TMP/full" "$TMP/off" "$BIN" <<'EOF' || fail "--validate-raw off"
 import json, subprocess, sys
-full, off, binary, run_out = sys.argv[1:5]
+full, off, binary = sys.argv[1:4]
 read = lambda d: [l for l in map(json.loads, open(d + "/metrics.jsonl")) if "step" in l]
 on_lines, off_lines = read(full), read(off)
 assert [l["val_acc_ema"] for l in on_lines] == [l["val_acc_ema"] for l in off_lines], (on_lines, off_lines)
@@ -126,7 +128,6 @@ EOF
 pass "--validate-raw off: /model /optimizer /ema/reference bitwise as with raw validations, no /reference"
 # a run resumed with --validate-raw off from a file with /reference (step 12) does not save those
 # statistics as the later weights'
-mpi 2 "${common[@]}" "${raw[@]}" --max-steps 12 --checkpoint-dir "$TMP/mixed" >/dev/null || fail "12 steps"
 mpi 2 "${common[@]}" --validate-raw off --max-steps 20 --checkpoint-dir "$TMP/mixed" --resume auto >/dev/null ||
   fail "resume with --validate-raw off"
 h5diff "$TMP/full/last.h5" "$TMP/mixed/last.h5" /model /model >/dev/null || fail "the resumed run's /model differs"
