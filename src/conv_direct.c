@@ -9,9 +9,10 @@
  * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
  * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
- * vectors at the row ends may point before or after the array. No im2col, no col2im. On AVX2, where each
- * masked load also loads its mask vector, 3x3 with whole-vector output rows takes the halo path instead
- * (see halo_fill, and halo_split for stride 2): a zero-bordered copy of the input and plain loads.
+ * vectors at the row ends may point before or after the array. No im2col, no col2im. 3x3 with
+ * whole-vector output rows takes the halo path instead (see halo_fill, and halo_split for stride 2): a
+ * zero-bordered copy of the input and plain loads; the masks remain for 1x1 and for rows narrower than a
+ * vector (8x8 images with AVX-512).
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -21,8 +22,8 @@
  *
  * The masks depend only on the pixel position modulo ho*wo, so a table of period = lcm(ho*wo, VW) / VW
  * vectors (one image's ho*wo / VW when ho*wo is a multiple of VW: 32x32, 16x16, 8x8, 28x28) holds all of
- * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SUB rows repeating the first ones, so that the
- * weight-gradient kernel reads DW_SUB consecutive rows without wrapping).
+ * them, for the 9 shifts (dy, dx) in {-1, 0, 1}^2 (plus DW_SPAN rows repeating the first ones, so that the
+ * weight-gradient kernel reads DW_SPAN consecutive rows without wrapping).
  *
  * Every output value (y, dx, dW) is summed by one thread in a fixed order, so the results do not depend
  * on the thread count. */
@@ -119,13 +120,12 @@ static inline float vec_reduce_add(__m256 v) {
  * (+ 2 inputs + 1 broadcast weight, one register left for the lane masks, which vmaskmovps takes from a
  * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
  * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
+#define DIRECT_HALO_DEFAULT 1   /* see halo_fill */
 #if VW == 16
-#define DIRECT_HALO_DEFAULT 0
 #define DC_COB_DEFAULT 8
 #define DC_PV_DEFAULT 3
 #define DW_COB_DEFAULT 8
 #else
-#define DIRECT_HALO_DEFAULT 1
 #define DC_COB_DEFAULT 6
 #define DC_PV_DEFAULT 2
 #define DW_COB_DEFAULT 4
@@ -143,17 +143,14 @@ static inline float vec_reduce_add(__m256 v) {
 #ifndef DW_COB
 #define DW_COB DW_COB_DEFAULT
 #endif
-#ifndef DW_SUB
-#define DW_SUB 32             /* pixel vectors per dW sub-block (see direct_dw_task) */
+#ifndef DW_SPAN
+#define DW_SPAN 512           /* pixel vectors per dW chunk (see direct_dw_task): 256 KiB of packed dY */
 #endif
 #ifndef DW_GROUP
-#define DW_GROUP 16           /* column triples per dW work item: 16 x 24 parked zmm accumulators = 24 KiB */
+#define DW_GROUP 64           /* column triples per dW work item, each packing its chunk of dY once */
 #endif
 #ifndef HALO_CHUNK_FLOATS
 #define HALO_CHUNK_FLOATS (1u << 18)   /* halo buffer per chunk of images (1 MiB): measured faster than 4 MiB */
-#endif
-#ifndef DW_CHUNK_FLOATS
-#define DW_CHUNK_FLOATS (512 * 1024)   /* dW pixel chunk: its rows of all channels, in floats (2 MiB) */
 #endif
 
 static int gcd_int(int a, int b) {
@@ -167,7 +164,7 @@ static int round_up(int a, int b) { return (a + b - 1) / b * b; }
 static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
 
 /* The halo path (see halo_fill): 3x3 / pad 1 with output rows of whole vectors (wo a multiple of VW), where
- * DIRECT_HALO asks for it (AVX2); stride 2 borders the planes (see halo_split). Not 1x1 / stride 2: with
+ * DIRECT_HALO asks for it (the default); stride 2 borders the planes (see halo_split). Not 1x1 / stride 2: with
  * no shift it gains nothing from the border, and its input gradient would pay a bordered copy of dY
  * (measured 1.09-1.16x slower backward). */
 static int uses_halo(ConvShape s, int wo) { return DIRECT_HALO && s.k == 3 && wo % VW == 0; }
@@ -189,15 +186,9 @@ static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
     return nc < 1 ? 1 : nc > n ? n : nc;
 }
 
-/* Pixel vectors per dW chunk: the chunk's rows of every input and output channel fit in
- * DW_CHUNK_FLOATS floats. */
-static size_t dw_chunk_vecs(ConvShape s) {
-    const size_t v = (size_t)DW_CHUNK_FLOATS / (size_t)(s.cin * (s.k > 1 ? 2 : 1) + s.cout) / VW;
-    return v < DW_SUB ? DW_SUB : v;
-}
 
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
- * masks [period + DW_SUB][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
+ * masks [period + DW_SPAN][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
  * [chunk][cout][cin][k*k] | packed weights | planes (stride 2) or halo buffer and its vector offsets. */
 typedef struct { size_t masks, acc, part, packed, planes, dxplanes, hoff, total; } DirectLayout;
 
@@ -207,11 +198,10 @@ static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     const int nc = direct_chunk_images(s, n, ho, wo);
     DirectLayout l;
     l.masks = 0;
-    l.acc = l.masks + MASK_TABLE_FLOATS((period + DW_SUB) * 9);
+    l.acc = l.masks + MASK_TABLE_FLOATS((period + DW_SPAN) * 9);
     l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
-    const size_t nv = ((size_t)nc * ho * wo + VW - 1) / VW,
-                 chunk_vecs = dw_chunk_vecs(s);
-    l.packed = l.part + round_up((int)((nv + chunk_vecs - 1) / chunk_vecs * s.cout * s.cin * s.k * s.k), 16);
+    const size_t nv = ((size_t)nc * ho * wo + VW - 1) / VW;
+    l.packed = l.part + round_up((int)((nv + DW_SPAN - 1) / DW_SPAN * s.cout * s.cin * s.k * s.k), 16);
     l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
     l.dxplanes = l.hoff = l.total = l.planes;
     if (s.stride == 2)
@@ -256,11 +246,11 @@ static Geometry make_geometry(ConvShape s, int h, int w) {
 }
 
 /* masks[u][(dy+1)*3 + (dx+1)]: lanes l of pixel vector u (mod period) whose pixel, shifted by (dy, dx),
- * stays inside the ho x wo frame of its own image. The table holds period + DW_SUB rows, so DW_SUB
+ * stays inside the ho x wo frame of its own image. The table holds period + DW_SPAN rows, so DW_SPAN
  * consecutive vectors from any start below period read their rows without wrapping. */
 static void build_masks(mask_entry *masks, int ho, int wo, int period) {
     const int hw = ho * wo;
-    for (int u = 0; u < period + DW_SUB; u++)
+    for (int u = 0; u < period + DW_SPAN; u++)
         for (int t = 0; t < 9; t++) {
             const int dy = t / 3 - 1, dx = t % 3 - 1;
             unsigned mk = 0;
@@ -355,7 +345,9 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
 }
 
 /* The halo path. With AVX2 a masked load takes its lane mask from a register, so every masked input
- * vector costs a second load (the mask) and the loads, not the FMAs, bound the kernels. For 3x3 / stride 1
+ * vector costs a second load (the mask) and the loads, not the FMAs, bound the kernels; AVX-512's masked
+ * loads take a mask register, but the mask still has to be loaded into it per vector and tap, and a step
+ * measured on Zen 4 ran 3.5% faster on the halo path (the weight gradient 3-8%). For 3x3 / stride 1
  * / pad 1 with rows of whole vectors (w a multiple of VW) the chunk's images are first copied with a
  * one-pixel zero border, [c][i][h + 2][w + 2], so every tap reads a plain unaligned vector and no mask at
  * all: halo[c][i][y + 1][x + 1] = src[c][n0 + i][y][x]. The copy costs one pass over the tensor; the
@@ -606,22 +598,24 @@ static vmask tail_mask(size_t P) {
  * ymm accumulators, each summing VW pixel lanes): per pixel vector it loads DW_COB dY vectors and 3 shifted
  * X vectors for 3 * DW_COB FMAs. For 3x3 / stride 1 the 3 columns are one kernel row of one input channel.
  *
- * Blocking. The pixels run in chunks of dw_chunk_vecs vectors; a work item is one chunk x one co block x a
- * group of up to DW_GROUP column triples. Streaming the DW_COB dY rows from L2 for every triple would put 8
- * of the 11 loads per 24 FMAs on L2, so the item walks its chunk in sub-blocks of DW_SUB vectors: it packs
- * the sub-block's DW_COB dY rows vector-interleaved into an L1 buffer (16 KiB with AVX-512, 4 with AVX2; one
- * pointer for all rows, which keeps the kernel loop free of register spills) and runs all its triples over
- * it, parking each triple's accumulators in memory between sub-blocks. Parking does not round, so every lane
- * sums its pixels of the chunk in ascending order; at the end of the chunk the lanes are reduced (fixed
- * tree) into the chunk's partial sums, which are folded into a double buffer in chunk order. No sum depends
- * on which thread runs which item. */
+ * Blocking. The pixels run in chunks of DW_SPAN vectors; a work item is one chunk x one co block x a group
+ * of up to DW_GROUP column triples. Streaming the DW_COB dY rows, one plane apart, for every triple would
+ * put 8 of the 11 loads per 24 FMAs on rows that alias in the caches, so the item first packs its chunk of
+ * the DW_COB dY rows vector-interleaved into one buffer (256 KiB with AVX-512, 64 with AVX2: it streams from
+ * L2; one pointer for all rows, which keeps the kernel loop free of register spills) and then runs each
+ * triple over the whole chunk with its accumulators in registers. Measured on Zen 4 this beat sub-blocks
+ * of 32 vectors that stayed in L1 with the accumulators parked in memory between them (3-8% on the 32- and
+ * 64-channel layers, where the parking, the per-span set-up and re-packing dY per group cost more than
+ * L2 bandwidth). Every lane sums its pixels of the chunk in ascending order; at the end of the chunk the
+ * lanes are reduced (fixed tree) into the chunk's partial sums, which are folded into a double buffer in
+ * chunk order. No sum depends on which thread runs which item. */
 typedef struct {
     const float *dy, *x;     /* dY channel co at dy + co * dy_cs; X channel ci at x + ci * x_cs */
     const mask_entry *masks; /* [period][9] */
     const int32_t *hoff;     /* halo path: pixel vector v of X reads x + hoff[v] + off[t]; NULL otherwise */
     double *acc;             /* [cout][cin][kk] */
     float *part;             /* [chunk][cout][cin][kk]: each chunk's sums */
-    size_t dy_cs, x_cs, nv, chunk_vecs;
+    size_t dy_cs, x_cs, nv;
     int cin, cout, kk, period, ntap;
     vmask tail;
     ptrdiff_t off[9];
@@ -689,18 +683,31 @@ static __attribute__((noinline)) void dw_span_halo(vec part[DW_COB][3], const fl
         for (int k = 0; k < 3; k++) part[c][k] = acc[c][k];
 }
 
-/* part[c][k] += sum over pixel vectors va .. vb (at most DW_SUB) of dY (packed in blk) * (column col0 + k
- * of X), lane by lane. A column past the last one repeats the last (its sums are stored nowhere). */
-static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec part[DW_COB][3], size_t va,
-                           size_t vb) {
-    const float *xr[3];
-    const mask_entry *mr[3];
-    const size_t u = va % (size_t)d->period;
+/* Where column col (input channel ci, tap t) of X reads, relative to pixel vector 0 of the chunk's rows
+ * (xoff), and its row of the mask table (mk). A column past the last one repeats the last (its sums are
+ * stored nowhere). Computed once per work item: the divisions cost as much as a short span's FMAs. */
+typedef struct { ptrdiff_t xoff[3]; int mk[3]; } DwTriple;
+
+static DwTriple dw_triple(const DirectDw *d, int col0) {
+    DwTriple tr;
     for (int k = 0; k < 3; k++) {
         const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
         const int ci = col / d->ntap, t = col % d->ntap;
-        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + (d->hoff ? 0 : va * VW);
-        mr[k] = d->masks + u * 9 + d->mk[t];
+        tr.xoff[k] = (ptrdiff_t)ci * (ptrdiff_t)d->x_cs + d->off[t];
+        tr.mk[k] = d->mk[t];
+    }
+    return tr;
+}
+
+/* part[c][k] += sum over pixel vectors va .. vb (at most DW_SPAN) of dY (packed in blk) * (column k of the
+ * triple of X), lane by lane; u = va % period, the mask table row of vector va. */
+static inline void direct_dw_tile(const DirectDw *d, const float *blk, const DwTriple *tr, vec part[DW_COB][3],
+                                  size_t va, size_t vb, size_t u) {
+    const float *xr[3];
+    const mask_entry *mr[3];
+    for (int k = 0; k < 3; k++) {
+        xr[k] = d->x + tr->xoff[k] + (d->hoff ? 0 : va * VW);
+        mr[k] = d->masks + u * 9 + tr->mk[k];
     }
     if (d->hoff) {
         dw_span_halo(part, blk, xr[0], xr[1], xr[2], d->hoff + va, vb - va);
@@ -717,38 +724,36 @@ static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec pa
     }
 }
 
-/* One work item: co block cb, column triples tr0 .. tr1 (at most DW_GROUP), pixel vectors va .. vb. Per
- * sub-block the item packs its DW_COB dY rows vector-interleaved (lanes past P zero) into blk, then runs
- * every triple over it. */
+/* One work item: co block cb, column triples tr0 .. tr1, the chunk's pixel vectors va .. vb (at most
+ * DW_SPAN). The item packs its DW_COB dY rows of the chunk vector-interleaved (lanes past P zero) into blk,
+ * then runs each triple over the whole chunk with its accumulators in registers. */
 static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t chunk) {
-    const size_t va = chunk * d->chunk_vecs, vb = va + d->chunk_vecs < d->nv ? va + d->chunk_vecs : d->nv;
+    const size_t va = chunk * DW_SPAN, vb = va + DW_SPAN < d->nv ? va + DW_SPAN : d->nv;
     const float *dyr[DW_COB];
     const int nco = d->cout - cb * DW_COB < DW_COB ? d->cout - cb * DW_COB : DW_COB;
     for (int c = 0; c < DW_COB; c++) dyr[c] = d->dy + (size_t)(cb * DW_COB + c) * d->dy_cs;
-    _Alignas(64) float blk[DW_SUB][DW_COB][VW];
-    vec part[DW_GROUP][DW_COB][3];
-    for (int i = 0; i < tr1 - tr0; i++)
-        for (int c = 0; c < DW_COB; c++)
-            for (int k = 0; k < 3; k++) part[i][c][k] = VEC_ZERO();
-    for (size_t sa = va; sa < vb; sa += DW_SUB) {
-        const size_t sb = sa + DW_SUB < vb ? sa + DW_SUB : vb;
-        for (size_t v = sa; v < sb; v++) {
+    _Alignas(64) float blk[DW_SPAN][DW_COB][VW];
+    for (int c = 0; c < DW_COB; c++)
+        for (size_t v = va; v < vb; v++) {
             const vmask lanes = v == d->nv - 1 ? d->tail : VMASK_ALL;
-            for (int c = 0; c < DW_COB; c++)
-                VEC_STORE(blk[v - sa][c], c < nco ? VEC_MASKZ_LOADU(lanes, dyr[c] + v * VW) : VEC_ZERO());
+            VEC_STORE(blk[v - va][c], c < nco ? VEC_MASKZ_LOADU(lanes, dyr[c] + v * VW) : VEC_ZERO());
         }
-        for (int tr = tr0; tr < tr1; tr++) direct_dw_tile(d, &blk[0][0][0], tr * 3, part[tr - tr0], sa, sb);
-    }
+    const size_t u = va % (size_t)d->period;
     float *out = d->part + chunk * (size_t)d->cout * d->cin * d->kk;
-    for (int tr = tr0; tr < tr1; tr++)
+    for (int tr = tr0; tr < tr1; tr++) {
+        const DwTriple triple = dw_triple(d, tr * 3);
+        vec part[DW_COB][3];
+        for (int c = 0; c < DW_COB; c++)
+            for (int k = 0; k < 3; k++) part[c][k] = VEC_ZERO();
+        direct_dw_tile(d, &blk[0][0][0], &triple, part, va, vb, u);
         for (int k = 0; k < 3; k++) {
             const int col = tr * 3 + k;
             if (col >= d->cin * d->ntap) break;
             const int ci = col / d->ntap, t = col % d->ntap;
             for (int c = 0; c < nco; c++)
-                out[((size_t)(cb * DW_COB + c) * d->cin + ci) * d->kk + d->widx[t]] =
-                    VEC_REDUCE_ADD(part[tr - tr0][c][k]);
+                out[((size_t)(cb * DW_COB + c) * d->cin + ci) * d->kk + d->widx[t]] = VEC_REDUCE_ADD(part[c][k]);
         }
+    }
 }
 
 /* Work items are (chunk, co block, group of column triples), each writing its own partial sums, so they
@@ -758,7 +763,7 @@ static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t c
 static void direct_dw_run(const DirectDw *d) {
     const int ncb = (d->cout + DW_COB - 1) / DW_COB, ntriples = (d->cin * d->ntap + 2) / 3,
               ngroups = (ntriples + DW_GROUP - 1) / DW_GROUP, nitems = ncb * ngroups;
-    const int nchunks = (int)((d->nv + d->chunk_vecs - 1) / d->chunk_vecs);
+    const int nchunks = (int)((d->nv + DW_SPAN - 1) / DW_SPAN);
     const size_t nw = (size_t)d->cout * d->cin * d->kk;
     #pragma omp parallel
     {
@@ -906,7 +911,6 @@ static void direct_dw_chunk(const float *dy, const float *x, float *scratch, con
     dw.acc = (double *)(scratch + lay->acc);
     dw.part = scratch + lay->part;
     dw.nv = (P + VW - 1) / VW;
-    dw.chunk_vecs = dw_chunk_vecs(s);
     dw.cin = s.cin;
     dw.cout = s.cout;
     dw.kk = s.k * s.k;
