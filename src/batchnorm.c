@@ -65,19 +65,23 @@ static void finish_stats(double sum, double sumsq, double count, float *mean, fl
     if (var) *var = (float)v;
 }
 
-/* x row [m] -> y row [m] = (x - mean) * scale + shift [, ReLU]. Subtracting the mean first keeps the
- * precision of x - mean when |mean| >> std (x * scale + (shift - mean * scale) would cancel). */
+/* The normalized value before the ReLU. Subtracting the mean first keeps the precision of x - mean when
+ * |mean| >> std (x * scale + (shift - mean * scale) would cancel). The backward recomputes the ReLU mask
+ * with this same function from the same floats, so its mask is bit for bit the forward's. */
+static inline float bn_value(float x, float mean, float scale, float shift) { return (x - mean) * scale + shift; }
+
+/* x row [m] -> y row [m] = (x - mean) * scale + shift [, ReLU]. */
 static void row_normalize(float *y, const float *x, long m, float mean, float scale, float shift,
                           int relu) {
     if (relu) {
         #pragma omp simd
         for (long i = 0; i < m; i++) {
-            const float v = (x[i] - mean) * scale + shift;
+            const float v = bn_value(x[i], mean, scale, shift);
             y[i] = v > 0.0f ? v : 0.0f;
         }
     } else {
         #pragma omp simd
-        for (long i = 0; i < m; i++) y[i] = (x[i] - mean) * scale + shift;
+        for (long i = 0; i < m; i++) y[i] = bn_value(x[i], mean, scale, shift);
     }
 }
 
@@ -128,14 +132,16 @@ void batchnorm_forward_fixed(float *y, const float *x, const float *gamma, const
 /* Floats masked at a time in row_grad_sums: a block that stays in L1. */
 #define MASK_BLOCK 256
 
-/* One channel's backward sums: g = dy masked by y > 0 when relu; sum g and sum g * (x - mean), double.
+/* One channel's backward sums: g = dy masked by the ReLU when relu (where the forward's value, recomputed
+ * from x with the forward's scale and shift, is > 0: reading x alone instead of x and y saves a third of
+ * the memory traffic); sum g and sum g * (x - mean), double.
  * The mask goes through a small float block: GCC does not vectorize a float select feeding double sums
  * in one loop ("control flow in loop"), and the unvectorized loop ran ~10x slower. dy is loaded whether
  * or not the lane is kept (here and in row_grad_input): "y > 0 ? dy : 0" reads dy only where y > 0, and
  * GCC honours that with a masked load (vmaskmovps on AVX2), measured several times slower than a plain
  * load and a select on AMD Zen. */
-static void row_grad_sums(const float *dy, const float *x, const float *y, long m, float mean, int relu,
-                          double *sum_g, double *sum_gxc) {
+static void row_grad_sums(const float *dy, const float *x, long m, float mean, float scale, float shift,
+                          int relu, double *sum_g, double *sum_gxc) {
     double sg = 0.0, sgx = 0.0;
     const double mu = mean;
     float block[MASK_BLOCK];
@@ -143,11 +149,10 @@ static void row_grad_sums(const float *dy, const float *x, const float *y, long 
         const int len = m - i0 < MASK_BLOCK ? (int)(m - i0) : MASK_BLOCK;
         const float *g = dy + i0, *xb = x + i0;
         if (relu) {
-            const float *yb = y + i0;
             #pragma omp simd
             for (int i = 0; i < len; i++) {
                 const float gi = g[i];
-                block[i] = yb[i] > 0.0f ? gi : 0.0f;
+                block[i] = bn_value(xb[i], mean, scale, shift) > 0.0f ? gi : 0.0f;
             }
             g = block;
         }
@@ -164,12 +169,12 @@ static void row_grad_sums(const float *dy, const float *x, const float *y, long 
 
 /* dx row [m] = k * (g - a - (x - mean) * b), with k = gamma * rstd, a = mean(g), b = rstd * mean(g*xhat).
  * dx may alias dy: element i is read before it is written. */
-static void row_grad_input(float *dx, const float *dy, const float *x, const float *y, long m, float mean,
-                           float k, float a, float b, int relu) {
+static void row_grad_input(float *dx, const float *dy, const float *x, long m, float mean, float scale,
+                           float shift, float k, float a, float b, int relu) {
     if (relu) {
         #pragma omp simd
         for (long i = 0; i < m; i++) {
-            const float dyi = dy[i], g = y[i] > 0.0f ? dyi : 0.0f;
+            const float dyi = dy[i], g = bn_value(x[i], mean, scale, shift) > 0.0f ? dyi : 0.0f;
             dx[i] = k * (g - a - (x[i] - mean) * b);
         }
     } else {
@@ -188,7 +193,7 @@ static void grad_coefficients(double sum_g, double sum_gxhat, double count, floa
 }
 
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *y, const float *mean, const float *rstd, const float *gamma,
+                        const float *mean, const float *rstd, const float *gamma, const float *beta,
                         int c, long m, int relu, const StatReducer *reducer) {
     /* dgamma and dbeta take this rank's sums only: the gradient all-reduce adds the other ranks' later,
      * so adding the reduced sums here would count them world-size times. */
@@ -197,13 +202,13 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         for (int ch = 0; ch < c; ch++) {
             const size_t off = (size_t)ch * m;
             double sg, sgx;
-            row_grad_sums(dy + off, x + off, y + off, m, mean[ch], relu, &sg, &sgx);
+            row_grad_sums(dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], relu, &sg, &sgx);
             const double sgxh = sgx * (double)rstd[ch];
             dbeta[ch] += (float)sg;
             dgamma[ch] += (float)sgxh;
             float k, a, b;
             grad_coefficients(sg, sgxh, (double)m, gamma[ch], rstd[ch], &k, &a, &b);
-            row_grad_input(dx + off, dy + off, x + off, y + off, m, mean[ch], k, a, b, relu);
+            row_grad_input(dx + off, dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], k, a, b, relu);
         }
         return;
     }
@@ -216,7 +221,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
     for (int ch = 0; ch < c; ch++) {
         const size_t off = (size_t)ch * m;
         double sg, sgx;
-        row_grad_sums(dy + off, x + off, y + off, m, mean[ch], relu, &sg, &sgx);
+        row_grad_sums(dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], relu, &sg, &sgx);
         buf[ch] = sg;
         buf[c + ch] = sgx * (double)rstd[ch];
         dbeta[ch] += (float)sg;
@@ -231,7 +236,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         const size_t off = (size_t)ch * m;
         float k, a, b;
         grad_coefficients(buf[ch], buf[c + ch], count, gamma[ch], rstd[ch], &k, &a, &b);
-        row_grad_input(dx + off, dy + off, x + off, y + off, m, mean[ch], k, a, b, relu);
+        row_grad_input(dx + off, dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], k, a, b, relu);
     }
     release_buffer(buf, stack);
 }

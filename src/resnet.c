@@ -726,12 +726,12 @@ void model_predict(const Model *m, int n, int *predictions) {
 
 /* ---- backward ------------------------------------------------------------------------------------- */
 
-static void bn_backward_apply(Model *m, float *dx, const float *dy, const float *x, const float *y, BnParams bn,
-                              const float *stats, int relu, long m_count) {
+static void bn_backward_apply(Model *m, float *dx, const float *dy, const float *x, BnParams bn, const float *stats,
+                              int relu, long m_count) {
     const int c = bn.channels;
     PROFILED("batchnorm (+relu) backward", 0,
-             batchnorm_backward(dx, m->grads + bn.gamma, m->grads + bn.beta, dy, x, y, stats, stats + c,
-                                m->params + bn.gamma, c, m_count, relu,
+             batchnorm_backward(dx, m->grads + bn.gamma, m->grads + bn.beta, dy, x, stats, stats + c,
+                                m->params + bn.gamma, m->params + bn.beta, c, m_count, relu,
                                 m->train_reducer.sum ? &m->train_reducer : NULL));
 }
 
@@ -746,21 +746,21 @@ static void block_backward(Model *m, const Block *b, const BlockActs *ba, int n,
     float *gsum = gout;   /* gradient at the sum (before the last BN / ReLU), shared by both branches */
     float *gc2;
     if (m->cfg.arch == ARCH_SEED) {
-        bn_backward_apply(m, gsum, gout, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 1, out_count);
+        bn_backward_apply(m, gsum, gout, ba->c2, b->bn2, ba->stats + 6 * c, 1, out_count);
         gc2 = gsum;
     } else {
         PROFILED("add / relu / shortcut", 0, relu_backward(gsum, gout, ba->out, out_size));
-        bn_backward_apply(m, g2, gsum, ba->c2, ba->out, b->bn2, ba->stats + 6 * c, 0, out_count);
+        bn_backward_apply(m, g2, gsum, ba->c2, b->bn2, ba->stats + 6 * c, 0, out_count);
         gc2 = g2;
     }
     /* main branch: g3 = d a1, then d c1 in place, then gin = d x */
     conv_bwd(g3, G + b->conv2_w, NULL, gc2, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
-    bn_backward_apply(m, g3, g3, ba->c1, ba->a1, b->bn1, ba->stats, 1, out_count);
+    bn_backward_apply(m, g3, g3, ba->c1, b->bn1, ba->stats, 1, out_count);
     conv_bwd(gin, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->conv1, scratch);
     /* shortcut branch, added into gin */
     if (b->has_proj) {
         /* seed: the sum saw bn(conv(x)); g2 = d(proj conv out), then g3 = its d x */
-        bn_backward_apply(m, g2, gsum, ba->d, ba->db, b->proj_bn, ba->stats + 3 * c, 0, out_count);
+        bn_backward_apply(m, g2, gsum, ba->d, b->proj_bn, ba->stats + 3 * c, 0, out_count);
         conv_bwd(g3, G + b->proj_w, NULL, g2, ba->x, P + b->proj_w, n, b->h_in, b->proj, scratch);
         add_into(gin, g3, in_size);
     } else if (b->option_a) {
@@ -793,7 +793,7 @@ void model_backward(Model *m) {
         gout = gin;
         gin = t;
     }
-    bn_backward_apply(m, gout, gout, a->c0, a->a0, p->stem_bn, a->stem_stats, 1, (long)n * S * S);
+    bn_backward_apply(m, gout, gout, a->c0, p->stem_bn, a->stem_stats, 1, (long)n * S * S);
     conv_bwd(NULL, m->grads + p->stem_w, p->stem_b == NO_OFFSET ? NULL : m->grads + p->stem_b, gout, a->x0,
              m->params + p->stem_w, n, S, p->stem, p->conv_scratch);
     if (m->grads_final) m->grads_final(0);

@@ -414,7 +414,7 @@ static void bn_fd_case(int c, int n, int hw, int relu, uint64_t seed) {
     float *dx = falloc(nx), *dg = falloc(c), *dbt = falloc(c);
     const double count = batchnorm_forward_train(b.y, b.mean, b.rstd, NULL, b.x, b.gamma, b.beta, c, m, relu, NULL);
     ck_assert_msg(count == (double)m, "batchnorm_forward_train returned count %g, expected %ld", count, m);
-    batchnorm_backward(dx, dg, dbt, b.r, b.x, b.y, b.mean, b.rstd, b.gamma, c, m, relu, NULL);
+    batchnorm_backward(dx, dg, dbt, b.r, b.x, b.mean, b.rstd, b.gamma, b.beta, c, m, relu, NULL);
     char what[160], sub[200];
     snprintf(what, sizeof what, "batchnorm train c=%d n=%d hw=%d relu=%d", c, n, hw, relu);
     snprintf(sub, sizeof sub, "%s dx", what);
@@ -789,7 +789,7 @@ static void bn_ref_case(int c, long m, double offset, double spread, int relu, d
         ck_assert_msg(fabs(var[i] - rvar[i]) <= tol * (rvar[i] + (double)BN_EPS), "%s var[%d] %g vs %g", what, i,
                       var[i], rvar[i]);
 
-    batchnorm_backward(dx, dg, dbt, dy, x, y, mean, rstd, gamma, c, m, relu, NULL);
+    batchnorm_backward(dx, dg, dbt, dy, x, mean, rstd, gamma, beta, c, m, relu, NULL);
     ref_bn_backward(rdx, rdg, rdb, dy, x, y, gamma, c, m, relu);
     check_canary(dx, nx, what);
     ASSERT_REL(dx, rdx, nx, tol, "%s backward dx", what);
@@ -803,8 +803,8 @@ static void bn_ref_case(int c, long m, double offset, double spread, int relu, d
     batchnorm_forward_train(xy, mean, rstd, NULL, xy, gamma, beta, c, m, relu, NULL);
     ck_assert_msg(memcmp(xy, y, sizeof(float) * nx) == 0, "%s: in-place forward differs", what);
     float *dx_copy = falloc(nx);
-    batchnorm_backward(dx_copy, dg2, db2, dy, x, y, mean, rstd, gamma, c, m, relu, NULL);
-    batchnorm_backward(g, dg2, db2, g, x, y, mean, rstd, gamma, c, m, relu, NULL);
+    batchnorm_backward(dx_copy, dg2, db2, dy, x, mean, rstd, gamma, beta, c, m, relu, NULL);
+    batchnorm_backward(g, dg2, db2, g, x, mean, rstd, gamma, beta, c, m, relu, NULL);
     ck_assert_msg(memcmp(g, dx_copy, sizeof(float) * nx) == 0, "%s: in-place backward differs", what);
 
     rn_free(x); rn_free(gamma); rn_free(beta); rn_free(dy); rn_free(y); rn_free(mean); rn_free(rstd);
@@ -906,7 +906,7 @@ static void *rank_main(void *p) {
     StatReducer red = {exchange_sum, &j->rc};
     j->count = batchnorm_forward_train(j->y, j->mean, j->rstd, j->var, j->x, j->gamma, j->beta, j->c, j->m, j->relu,
                                        &red);
-    batchnorm_backward(j->dx, j->dgamma, j->dbeta, j->dy, j->x, j->y, j->mean, j->rstd, j->gamma, j->c, j->m,
+    batchnorm_backward(j->dx, j->dgamma, j->dbeta, j->dy, j->x, j->mean, j->rstd, j->gamma, j->beta, j->c, j->m,
                        j->relu, &red);
     return NULL;
 }
@@ -921,7 +921,7 @@ static void syncbn_case(int c, int n0, int n1, int hw, int relu, TRng *rng) {
     float *y = falloc(nx), *mean = falloc(c), *rstd = falloc(c), *var = falloc(c), *dx = falloc(nx);
     float *dg = falloc(c), *db = falloc(c);
     const double count = batchnorm_forward_train(y, mean, rstd, var, x, gamma, beta, c, m, relu, NULL);
-    batchnorm_backward(dx, dg, db, dy, x, y, mean, rstd, gamma, c, m, relu, NULL);
+    batchnorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, beta, c, m, relu, NULL);
 
     Exchange ex;
     memset(&ex, 0, sizeof ex);
@@ -1161,7 +1161,7 @@ static size_t run_layer_kernels(float *out, int threads) {
         float *y = out + pos, *mean = y + nx, *rstd = mean + c, *var = rstd + c, *dx = var + c, *dg = dx + nx, *db = dg + c;
         memset(dg, 0, sizeof(float) * 2 * c);
         batchnorm_forward_train(y, mean, rstd, var, x, gamma, beta, c, m, relu, NULL);
-        batchnorm_backward(dx, dg, db, dy, x, y, mean, rstd, gamma, c, m, relu, NULL);
+        batchnorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, beta, c, m, relu, NULL);
         batchnorm_forward_fixed(db + c, x, gamma, beta, mean, var, c, m, relu);
         pos += 2 * nx + 5 * (size_t)c + nx;
     }

@@ -25,11 +25,11 @@ double batchnorm_forward_train(float *y, float *mean, float *rstd, float *var, c
 void batchnorm_forward_fixed(float *y, const float *x, const float *gamma, const float *beta,
                              const float *mean, const float *var, int c, long m, int relu);
 
-/* Backward of batchnorm_forward_train. y is the forward output (its sign gives the ReLU mask when
- * relu != 0), x the forward input. dx [c, m] is overwritten (may alias dy); dgamma, dbeta accumulate.
- * With a reducer the sums over the batch are reduced over ranks, as in sync-BN. */
+/* Backward of batchnorm_forward_train, given its input x, statistics and parameters (with relu != 0 the
+ * ReLU mask is recomputed from x, bit for bit the forward's). dx [c, m] is overwritten (may alias dy);
+ * dgamma, dbeta accumulate. With a reducer the sums over the batch are reduced over ranks, as in sync-BN. */
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *y, const float *mean, const float *rstd, const float *gamma,
+                        const float *mean, const float *rstd, const float *gamma, const float *beta,
                         int c, long m, int relu, const StatReducer *reducer);
 
 /* PyTorch's running-statistics update: running = (1 - momentum) * running + momentum * batch, with the
