@@ -298,6 +298,9 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
         for (int co = 0; co < s.cout; co++) {
             const float *row = dy + co * cols;
             double sum = 0.0;
+            /* vector lanes of double sums: the plain loop is one add chain, 4 cycles a value (about 1 ms a
+             * step for the stem's 16 x 65,536 at batch 64); the lane order is fixed, not thread-dependent */
+            #pragma omp simd reduction(+:sum)
             for (size_t i = 0; i < cols; i++) sum += row[i];
             dbias[co] += (float)sum;
         }
