@@ -150,7 +150,9 @@ static inline float vec_reduce_add(__m256 v) {
 #define DW_GROUP 64           /* column triples per dW work item, each packing its chunk of dY once */
 #endif
 #ifndef HALO_CHUNK_FLOATS
-#define HALO_CHUNK_FLOATS (1u << 18)   /* halo buffer per chunk of images (1 MiB): measured faster than 4 MiB */
+/* halo buffer per chunk of images: with AVX2 1 MiB (measured faster than 4 MiB on Zen 3), with AVX-512 4 MiB
+ * (on Zen 4 with 2 threads the 32->32 layers and the stride-2 weight gradient ran 8-15% faster; equal on 1) */
+#define HALO_CHUNK_FLOATS (VW == 16 ? (1u << 20) : (1u << 18))
 #endif
 
 static int gcd_int(int a, int b) {
@@ -354,12 +356,16 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
  * kernels read it 9 times per output block. */
 static size_t halo_image(int h, int w) { return (size_t)(h + 2) * (w + 2); }
 
+/* Both fills run image-major: the static split gives each thread the images whose output pixels
+ * direct_run's static split gives it too, so a thread reads the bordered copy from its own core's caches
+ * (channel-major, each thread read half its input from the other core: on Zen 4 with 2 threads the 3x3
+ * layers ran at 55-65% of their 1-thread speed per core, image-major at 85-95%). */
 static void halo_fill(float *halo, const float *src, int c, int n, int h, int w, int n0, int nc) {
     const size_t hw = (size_t)h * w, img = halo_image(h, w);
     const int wp = w + 2;
     #pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < c; ci++)
-        for (int i = 0; i < nc; i++) {
+    for (int i = 0; i < nc; i++)
+        for (int ci = 0; ci < c; ci++) {
             const float *s = src + ((size_t)ci * n + n0 + i) * hw;
             float *d = halo + ((size_t)ci * nc + i) * img;
             memset(d, 0, sizeof(float) * (size_t)(wp + 1));
@@ -380,8 +386,8 @@ static void halo_split(float *halo, const float *x, int cin, int G, int n, int h
     const size_t hw = (size_t)h * w, img = halo_image(ho, wo), pcs = (size_t)nc * img;   /* plane stride */
     const int wp = wo + 2, even = 2 * wo <= w;
     #pragma omp parallel for collapse(2) schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int i = 0; i < nc; i++) {
+    for (int i = 0; i < nc; i++)
+        for (int ci = 0; ci < cin; ci++) {
             const float *src = x + ((size_t)ci * n + n0 + i) * hw;
             float *pl = halo + ((size_t)ci * G * nc + i) * img;
             for (int g = 0; g < G; g++) {
