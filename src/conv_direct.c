@@ -9,10 +9,9 @@
  * frame. The kernels run along the flattened pixel row in VW-float vectors and handle the padding (and
  * the image boundaries inside the batch) with one lane mask per vector and tap: a masked-off lane reads
  * zero, and masked loads (AVX-512's, and AVX2's vmaskmovps) do not fault on masked-off lanes, so
- * vectors at the row ends may point before or after the array. No im2col, no col2im. 3x3 with
- * whole-vector output rows takes the halo path instead (see halo_fill, and halo_split for stride 2): a
- * zero-bordered copy of the input and plain loads; the masks remain for 1x1 and for rows narrower than a
- * vector (8x8 images with AVX-512).
+ * vectors at the row ends may point before or after the array. No im2col, no col2im. On AVX2, where each
+ * masked load also loads its mask vector, 3x3 with whole-vector output rows takes the halo path instead
+ * (see halo_fill, and halo_split for stride 2): a zero-bordered copy of the input and plain loads.
  *
  * Stride 2: the input is first split into "planes" on the output grid (ho x wo): plane (rp, cp) holds
  * x[2a + rp][2b + cp] at (a, b) (zero past the edge). Input row 2*oy + ky with ky = kh - pad is then row
@@ -120,12 +119,13 @@ static inline float vec_reduce_add(__m256 v) {
  * (+ 2 inputs + 1 broadcast weight, one register left for the lane masks, which vmaskmovps takes from a
  * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
  * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
-#define DIRECT_HALO_DEFAULT 1   /* see halo_fill */
 #if VW == 16
+#define DIRECT_HALO_DEFAULT 0   /* see halo_fill for why AVX-512 keeps the masks */
 #define DC_COB_DEFAULT 8
 #define DC_PV_DEFAULT 3
 #define DW_COB_DEFAULT 8
 #else
+#define DIRECT_HALO_DEFAULT 1
 #define DC_COB_DEFAULT 6
 #define DC_PV_DEFAULT 2
 #define DW_COB_DEFAULT 4
@@ -150,8 +150,9 @@ static inline float vec_reduce_add(__m256 v) {
 #define DW_GROUP 64           /* column triples per dW work item, each packing its chunk of dY once */
 #endif
 #ifndef HALO_CHUNK_FLOATS
-/* halo buffer per chunk of images: with AVX2 1 MiB (measured faster than 4 MiB on Zen 3), with AVX-512 4 MiB
- * (on Zen 4 with 2 threads the 32->32 layers and the stride-2 weight gradient ran 8-15% faster; equal on 1) */
+/* halo buffer per chunk of images: with AVX2 1 MiB (measured faster than 4 MiB on Zen 3); with AVX-512, when
+ * DIRECT_HALO=1 asks for the halo path, 4 MiB (on Zen 4 with 2 threads the 32->32 layers and the stride-2
+ * weight gradient ran 8-15% faster; equal on 1) */
 #define HALO_CHUNK_FLOATS (VW == 16 ? (1u << 20) : (1u << 18))
 #endif
 
@@ -166,7 +167,7 @@ static int round_up(int a, int b) { return (a + b - 1) / b * b; }
 static int direct_planes(ConvShape s) { return s.stride == 2 && s.k == 3 ? 4 : 1; }
 
 /* The halo path (see halo_fill): 3x3 / pad 1 with output rows of whole vectors (wo a multiple of VW), where
- * DIRECT_HALO asks for it (the default); stride 2 borders the planes (see halo_split). Not 1x1 / stride 2: with
+ * DIRECT_HALO asks for it (AVX2); stride 2 borders the planes (see halo_split). Not 1x1 / stride 2: with
  * no shift it gains nothing from the border, and its input gradient would pay a bordered copy of dY
  * (measured 1.09-1.16x slower backward). */
 static int uses_halo(ConvShape s, int wo) { return DIRECT_HALO && s.k == 3 && wo % VW == 0; }
@@ -347,9 +348,10 @@ static void merge_planes(float *dx, const float *planes, int cin, int G, int n, 
 }
 
 /* The halo path. With AVX2 a masked load takes its lane mask from a register, so every masked input
- * vector costs a second load (the mask) and the loads, not the FMAs, bound the kernels; AVX-512's masked
- * loads take a mask register, but the mask still has to be loaded into it per vector and tap, and a step
- * measured on Zen 4 ran 3.5% faster on the halo path (the weight gradient 3-8%). For 3x3 / stride 1
+ * vector costs a second load (the mask) and the loads, not the FMAs, bound the kernels. AVX-512 takes its
+ * masks in mask registers and keeps the masked path: on Zen 4 the halo path trained 1.4-3.5% faster with
+ * one thread a rank, but with 2 threads a rank some runs (the same binary, run after run) took 1.2x as long
+ * a step, against 1.1x for the masked path's slow runs. For 3x3 / stride 1
  * / pad 1 with rows of whole vectors (w a multiple of VW) the chunk's images are first copied with a
  * one-pixel zero border, [c][i][h + 2][w + 2], so every tap reads a plain unaligned vector and no mask at
  * all: halo[c][i][y + 1][x + 1] = src[c][n0 + i][y][x]. The copy costs one pass over the tensor; the
