@@ -253,7 +253,7 @@ static Geometry make_geometry(ConvShape s, int h, int w) {
  * consecutive vectors from any start below period read their rows without wrapping. */
 static void build_masks(mask_entry *masks, int ho, int wo, int period) {
     const int hw = ho * wo;
-    for (int u = 0; u < period + DW_SPAN; u++)
+    for (int u = 0; u < period; u++)
         for (int t = 0; t < 9; t++) {
             const int dy = t / 3 - 1, dx = t % 3 - 1;
             unsigned mk = 0;
@@ -263,6 +263,12 @@ static void build_masks(mask_entry *masks, int ho, int wo, int period) {
             }
             mask_entry_put(&masks[u * 9 + t], vmask_from_bits(mk));
         }
+    /* the rows past the period repeat the first ones: copied a period at a time (working each lane out
+     * again cost about as much as a batch-4 layer's convolution) */
+    for (int u = period; u < period + DW_SPAN; u += period) {
+        const int rows = period + DW_SPAN - u < period ? period + DW_SPAN - u : period;
+        memcpy(masks + (size_t)u * 9, masks, sizeof(mask_entry) * 9 * (size_t)rows);
+    }
 }
 
 /* planes[ci][g][i][a][b] = x[ci][n0 + i][2a + rp][2b + cp] (g = 2 rp + cp), zero past the edge. */
