@@ -167,14 +167,15 @@ static void row_grad_sums(const float *dy, const float *x, long m, float mean, f
     *sum_gxc = sgx;
 }
 
-/* dx row [m] = k * (g - a - (x - mean) * b), with k = gamma * rstd, a = mean(g), b = rstd * mean(g*xhat).
+/* dx row [m] = k * (g - a - (x - mean) * b), with k = gamma * rstd (also the forward's scale, so the ReLU
+ * mask is bn_value(x, mean, k, shift) > 0), a = mean(g), b = rstd * mean(g*xhat).
  * dx may alias dy: element i is read before it is written. */
-static void row_grad_input(float *dx, const float *dy, const float *x, long m, float mean, float scale,
-                           float shift, float k, float a, float b, int relu) {
+static void row_grad_input(float *dx, const float *dy, const float *x, long m, float mean, float shift, float k,
+                           float a, float b, int relu) {
     if (relu) {
         #pragma omp simd
         for (long i = 0; i < m; i++) {
-            const float dyi = dy[i], g = bn_value(x[i], mean, scale, shift) > 0.0f ? dyi : 0.0f;
+            const float dyi = dy[i], g = bn_value(x[i], mean, k, shift) > 0.0f ? dyi : 0.0f;
             dx[i] = k * (g - a - (x[i] - mean) * b);
         }
     } else {
@@ -208,7 +209,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             dgamma[ch] += (float)sgxh;
             float k, a, b;
             grad_coefficients(sg, sgxh, (double)m, gamma[ch], rstd[ch], &k, &a, &b);
-            row_grad_input(dx + off, dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], k, a, b, relu);
+            row_grad_input(dx + off, dy + off, x + off, m, mean[ch], beta[ch], k, a, b, relu);
         }
         return;
     }
@@ -236,7 +237,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         const size_t off = (size_t)ch * m;
         float k, a, b;
         grad_coefficients(buf[ch], buf[c + ch], count, gamma[ch], rstd[ch], &k, &a, &b);
-        row_grad_input(dx + off, dy + off, x + off, m, mean[ch], gamma[ch] * rstd[ch], beta[ch], k, a, b, relu);
+        row_grad_input(dx + off, dy + off, x + off, m, mean[ch], beta[ch], k, a, b, relu);
     }
     release_buffer(buf, stack);
 }

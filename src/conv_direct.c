@@ -189,7 +189,6 @@ static int direct_chunk_images(ConvShape s, int n, int ho, int wo) {
     return nc < 1 ? 1 : nc > n ? n : nc;
 }
 
-
 /* Scratch layout of the direct path, in floats (each part 64-byte aligned when scratch is):
  * masks [period + DW_SPAN][9] mask_entry | dW accumulators [cout][cin][k*k] double | dW chunk sums
  * [chunk][cout][cin][k*k] | packed weights | planes (stride 2) or halo buffer and its vector offsets. */
@@ -697,31 +696,18 @@ static __attribute__((noinline)) void dw_span_halo(vec part[DW_COB][3], const fl
         for (int k = 0; k < 3; k++) part[c][k] = acc[c][k];
 }
 
-/* Where column col (input channel ci, tap t) of X reads, relative to pixel vector 0 of the chunk's rows
- * (xoff), and its row of the mask table (mk). A column past the last one repeats the last (its sums are
- * stored nowhere). Computed once per work item: the divisions cost as much as a short span's FMAs. */
-typedef struct { ptrdiff_t xoff[3]; int mk[3]; } DwTriple;
-
-static DwTriple dw_triple(const DirectDw *d, int col0) {
-    DwTriple tr;
-    for (int k = 0; k < 3; k++) {
-        const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
-        const int ci = col / d->ntap, t = col % d->ntap;
-        tr.xoff[k] = (ptrdiff_t)ci * (ptrdiff_t)d->x_cs + d->off[t];
-        tr.mk[k] = d->mk[t];
-    }
-    return tr;
-}
-
-/* part[c][k] += sum over pixel vectors va .. vb (at most DW_SPAN) of dY (packed in blk) * (column k of the
- * triple of X), lane by lane; u = va % period, the mask table row of vector va. */
-static inline void direct_dw_tile(const DirectDw *d, const float *blk, const DwTriple *tr, vec part[DW_COB][3],
-                                  size_t va, size_t vb, size_t u) {
+/* part[c][k] += sum over pixel vectors va .. vb (at most DW_SPAN) of dY (packed in blk) * (column col0 + k
+ * of X), lane by lane; u = va % period, the mask table row of vector va. A column past the last one
+ * repeats the last (its sums are stored nowhere). */
+static void direct_dw_tile(const DirectDw *d, const float *blk, int col0, vec part[DW_COB][3], size_t va,
+                           size_t vb, size_t u) {
     const float *xr[3];
     const mask_entry *mr[3];
     for (int k = 0; k < 3; k++) {
-        xr[k] = d->x + tr->xoff[k] + (d->hoff ? 0 : va * VW);
-        mr[k] = d->masks + u * 9 + tr->mk[k];
+        const int col = col0 + k < d->cin * d->ntap ? col0 + k : d->cin * d->ntap - 1;
+        const int ci = col / d->ntap, t = col % d->ntap;
+        xr[k] = d->x + (size_t)ci * d->x_cs + d->off[t] + (d->hoff ? 0 : va * VW);
+        mr[k] = d->masks + u * 9 + d->mk[t];
     }
     if (d->hoff) {
         dw_span_halo(part, blk, xr[0], xr[1], xr[2], d->hoff + va, vb - va);
@@ -755,11 +741,10 @@ static void direct_dw_task(const DirectDw *d, int cb, int tr0, int tr1, size_t c
     const size_t u = va % (size_t)d->period;
     float *out = d->part + chunk * (size_t)d->cout * d->cin * d->kk;
     for (int tr = tr0; tr < tr1; tr++) {
-        const DwTriple triple = dw_triple(d, tr * 3);
         vec part[DW_COB][3];
         for (int c = 0; c < DW_COB; c++)
             for (int k = 0; k < 3; k++) part[c][k] = VEC_ZERO();
-        direct_dw_tile(d, &blk[0][0][0], &triple, part, va, vb, u);
+        direct_dw_tile(d, &blk[0][0][0], tr * 3, part, va, vb, u);
         for (int k = 0; k < 3; k++) {
             const int col = tr * 3 + k;
             if (col >= d->cin * d->ntap) break;
