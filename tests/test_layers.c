@@ -26,6 +26,7 @@
 #include "resnet/batchnorm.h"
 #include "resnet/conv.h"
 #include "resnet/layers.h"
+#include "resnet/peak.h"
 #include "resnet/util.h"
 
 #define FD_TOL 1e-2
@@ -1289,6 +1290,24 @@ START_TEST(isa_dispatch) {
 }
 END_TEST
 
+/* The FMA peak is measured with the vectors of the kernels in use: an AVX-512 path against the 16-lane
+ * loop (two 512-bit FMA ports on Intel Xeons make that peak twice the AVX2 one), RESNET_ISA=avx2 against
+ * the 8-lane loop; the generic path against the widest the CPU has. */
+START_TEST(peak_follows_kernels) {
+    ck_assert_int_eq(peak_vector_lanes("avx512"), 16);
+    ck_assert_int_eq(peak_vector_lanes("avx2"), 8);
+    ck_assert_int_eq(peak_vector_lanes("scalar"), 1);
+    for (int i = 0; i < n_isas; i++) {
+        ck_assert_int_eq(conv_select_isa(isas[i]), 0);
+        if (strcmp(isas[i], "generic") == 0)
+            ck_assert_str_eq(peak_isa(), strcmp(isas[0], "generic") == 0 ? "scalar" : isas[0]);
+        else
+            ck_assert_str_eq(peak_isa(), isas[i]);
+    }
+    ck_assert_double_gt(peak_fma_gflops(1), 0.0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 Suite *test_suite(void) {
@@ -1332,6 +1351,7 @@ Suite *test_suite(void) {
     TCase *isa = tcase_create("kernel_paths");
     tcase_add_checked_fixture(isa, NULL, restore_isa);
     tcase_add_test(isa, isa_dispatch);
+    tcase_add_test(isa, peak_follows_kernels);
     suite_add_tcase(s, isa);
     return s;
 }

@@ -4,9 +4,12 @@
 #define RESNET_PEAK_H
 
 /* GFLOP/s of `threads` OpenMP threads running the loop at once (best of a few short rounds, ~0.1 s in
- * all), with the widest vectors the CPU has: AVX-512, AVX2 + FMA, or scalar FMA. */
+ * all), with the vectors of the convolution kernels' path (conv_direct_isa: AVX-512 or AVX2 + FMA), or
+ * without direct kernels the widest the CPU has (down to scalar FMA). */
 double peak_fma_gflops(int threads);
-/* "avx512", "avx2" or "scalar": what peak_fma_gflops used. */
+/* "avx512", "avx2" or "scalar": what peak_fma_gflops uses. */
 const char *peak_isa(void);
+/* Floats per vector of that ISA's loop: 16, 8, or 1 (scalar). */
+int peak_vector_lanes(const char *isa);
 
 #endif
