@@ -223,30 +223,32 @@ static void add_bias(float *y, const float *bias, int cout, size_t cols) {
     }
 }
 
-/* y[co][i] = y[co][i] + (product[co][i] (+ bias[co])) over the cols columns of a chunk, y's rows ldy apart:
- * the rounding of conv_forward followed by add_inplace */
-static void add_product(float *y, size_t ldy, const float *product, const float *bias, int cout, size_t cols) {
+/* y[co][i] = addend[co][i] + (product[co][i] (+ bias[co])) over the cols columns of a chunk, the rows of y
+ * and addend (which may be y) ldy apart: the rounding of conv_forward followed by add_inplace */
+static void add_product(float *y, const float *addend, size_t ldy, const float *product, const float *bias,
+                        int cout, size_t cols) {
     #pragma omp parallel for schedule(static)
     for (int co = 0; co < cout; co++) {
         float *row = y + co * ldy;
-        const float *prow = product + co * cols;
+        const float *arow = addend + co * ldy, *prow = product + co * cols;
         if (bias) {
             const float b = bias[co];
-            for (size_t i = 0; i < cols; i++) row[i] += prow[i] + b;
+            for (size_t i = 0; i < cols; i++) row[i] = arow[i] + (prow[i] + b);
         } else {
-            for (size_t i = 0; i < cols; i++) row[i] += prow[i];
+            for (size_t i = 0; i < cols; i++) row[i] = arow[i] + prow[i];
         }
     }
 }
 
-/* The general path. Accumulating, each chunk's GEMM goes to scratch and is then added to y: BLIS's beta = 1
- * would add y into the sum at the first of K's cache blocks, a different rounding from conv_forward's. */
+/* The general path. With an addend, each chunk's GEMM goes to scratch and is then added to it: BLIS's
+ * beta = 1 would add y into the sum at the first of K's cache blocks, a different rounding from
+ * conv_forward's. */
 static void im2col_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                           int w, ConvShape s, float *scratch, int accumulate) {
+                           int w, ConvShape s, float *scratch, const float *addend) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const int K = s.cin * s.k * s.k, pointwise = is_pointwise(s);
     const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
-    if (pointwise && !accumulate) {
+    if (pointwise && !addend) {
         gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)cols, K, 1.0f, weight, K, 1, x, cols, 1,
              0.0f, y, cols);
     } else {
@@ -258,34 +260,39 @@ static void im2col_forward(float *y, const float *x, const float *weight, const 
             const float *col = pointwise ? x + n0 * ohw : scratch;
             const inc_t ldcol = pointwise ? (inc_t)cols : (inc_t)ccols;
             if (!pointwise) im2col(scratch, x, n, h, w, n0, nc, s, ho, wo);
-            if (accumulate) {
+            if (addend) {
                 gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)ccols, K, 1.0f, weight, K, 1, col, ldcol,
                      1, 0.0f, product, ccols);
-                add_product(y + n0 * ohw, cols, product, bias, s.cout, ccols);
+                add_product(y + n0 * ohw, addend + n0 * ohw, cols, product, bias, s.cout, ccols);
             } else {
                 gemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, s.cout, (int)ccols, K, 1.0f, weight, K, 1, col, ldcol,
                      1, 0.0f, y + n0 * ohw, cols);
             }
         }
     }
-    if (bias && !accumulate) add_bias(y, bias, s.cout, cols);
+    if (bias && !addend) add_bias(y, bias, s.cout, cols);
 }
 
 static void forward_any(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
-                        ConvShape s, float *scratch, int accumulate) {
+                        ConvShape s, float *scratch, const float *addend) {
     const ConvDirectKernels *direct = direct_for(s);
-    if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, accumulate);
-    else im2col_forward(y, x, weight, bias, n, h, w, s, scratch, accumulate);
+    if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, addend);
+    else im2col_forward(y, x, weight, bias, n, h, w, s, scratch, addend);
 }
 
 void conv_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
                   ConvShape s, float *scratch) {
-    forward_any(y, x, weight, bias, n, h, w, s, scratch, 0);
+    forward_any(y, x, weight, bias, n, h, w, s, scratch, NULL);
 }
 
 void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias, int n, int h,
                              int w, ConvShape s, float *scratch) {
-    forward_any(y, x, weight, bias, n, h, w, s, scratch, 1);
+    forward_any(y, x, weight, bias, n, h, w, s, scratch, y);
+}
+
+void conv_forward_add(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
+                      int h, int w, ConvShape s, float *scratch) {
+    forward_any(y, x, weight, bias, n, h, w, s, scratch, addend);
 }
 
 void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,

@@ -434,7 +434,8 @@ static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
 }
 
 /* dst[co][p] (= bias[co] +) sum_ci sum_t wp(co, ci, t) * src_ci[p + off[t]], lanes masked by mask mk[t];
- * with accumulate, dst[co][p] = dst[co][p] + that value, one rounding, as a separate add would give.
+ * with an addend (a tensor of dst's layout, or dst itself), dst[co][p] = addend[co][p] + that value, one
+ * rounding, as a separate add would give.
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
  * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
@@ -452,13 +453,13 @@ typedef struct {
     const int32_t *hoff;     /* halo path: pixel vector v reads src + hoff[v] + off[t]; NULL otherwise */
     size_t src_cs, dst_cs, nv;
     int cin, cout, period, ntap;
-    int accumulate;          /* add the result to dst instead of overwriting it */
+    const float *addend;     /* NULL, or added to the result: channel co at addend + co * dst_cs (may be dst) */
     vmask tail;              /* valid lanes of vector nv - 1 */
     ptrdiff_t off[9];
     int mk[9];
 } Direct;
 
-/* The tile's results into dst (bias added; with accumulate, added to what dst holds, one rounding).
+/* The tile's results into dst (bias added; with an addend, added to it, one rounding).
  * masked: the last vector of the run may be partial (the masked path); 0: every vector is whole (halo). */
 static inline __attribute__((always_inline)) void tile_store(const Direct *d, vec acc[DC_COB][DC_PV], int cb,
                                                              size_t v0, int pv, int masked) {
@@ -468,12 +469,13 @@ static inline __attribute__((always_inline)) void tile_store(const Direct *d, ve
         if (c >= nco) break;
         const int co = cb * DC_COB + c;
         float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
+        const float *add = d->addend ? d->addend + (size_t)co * d->dst_cs + v0 * VW : NULL;
         const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
             const int last = masked && v0 + j == d->nv - 1;
             vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
-            if (d->accumulate) r = VEC_ADD(VEC_LOAD_LANES(out + VW * j, last, d->tail), r);
+            if (add) r = VEC_ADD(VEC_LOAD_LANES(add + VW * j, last, d->tail), r);
             VEC_STORE_LANES(out + VW * j, last, d->tail, r);
         }
     }
@@ -800,7 +802,7 @@ static ptrdiff_t tap_offset(Tap tp, const Geometry *geo, int nc, int halo) {
 }
 
 static void direct_forward(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                           int w, ConvShape s, float *scratch, int accumulate) {
+                           int w, ConvShape s, float *scratch, const float *addend) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
@@ -840,7 +842,7 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
         d.dst_cs = (size_t)n * ohw;
         d.wp = wp;
         d.bias = bias;
-        d.accumulate = accumulate;
+        d.addend = addend ? addend + n0 * ohw : NULL;
         d.masks = masks;
         d.nv = (P + VW - 1) / VW;
         d.cin = s.cin;

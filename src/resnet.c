@@ -388,7 +388,7 @@ static void place_need(size_t need[3], Place at, size_t count) {
 /* The inference arena: the whole evaluated set passes through a few whole-set buffers, and every later write
  * overwrites an earlier one in place, so n images cost about 2 activations of the largest layer (seed) or 3
  * (paper). Seed: the block input x stays in its buffer, conv1 / BN / ReLU go to the other one, and conv2
- * accumulates into the shortcut (conv_forward_accumulate) - x itself, or, where the block projects, the
+ * accumulates into the shortcut (conv_forward_add with the shortcut as addend and output) - x itself, or, where the block projects, the
  * projection's output, which lies in the other buffer after a1 (at stride 2 both together are about the
  * size of x); BN and ReLU then run in place. Paper: BN comes between conv2 and the sum, so conv2 needs a
  * third buffer next to x and a1 (its option-A shortcut lies after a1). The stem's input (C,N,H,W) lies in
@@ -563,12 +563,12 @@ static void conv_fwd(float *y, const float *x, const float *w, const float *bias
              conv_forward(y, x, w, bias, n, h, h, s, scratch));
 }
 
-/* y += conv(x), rounded as conv_fwd followed by add_into (conv.h) */
-static void conv_fwd_accumulate(float *y, const float *x, const float *w, int n, int h, ConvShape s,
-                                float *scratch) {
+/* y = addend + conv(x) (addend may be y), rounded as conv_fwd followed by add_into (conv.h) */
+static void conv_fwd_add(float *y, const float *addend, const float *x, const float *w, int n, int h, ConvShape s,
+                         float *scratch) {
     char label[64];
     PROFILED(perf_profile_enabled() ? conv_label(label, sizeof label, s, h, "forward") : "", conv_flops_n(s, h, n),
-             conv_forward_accumulate(y, x, w, NULL, n, h, h, s, scratch));
+             conv_forward_add(y, addend, x, w, NULL, n, h, h, s, scratch));
 }
 
 static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
@@ -639,12 +639,8 @@ static void block_forward(Pass *ps, const Block *b, BlockActs *ba, int n) {
             bn_apply(ps, ba->db, ba->d, b->proj_bn, ba->stats + 3 * c, b->ref_proj, 0, out_count);
             shortcut = ba->db;
         }
-        if (ba->c2 == shortcut) {   /* inference arena: the sum formed in the shortcut's buffer */
-            conv_fwd_accumulate(ba->c2, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
-        } else {
-            conv_fwd(ba->c2, ba->a1, P + b->conv2_w, NULL, n, b->h_out, b->conv2, scratch);
-            add_into(ba->c2, shortcut, out_size);
-        }
+        /* the sum formed in conv2's store: in the inference arena c2 is the shortcut's buffer itself */
+        conv_fwd_add(ba->c2, shortcut, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
         bn_apply(ps, ba->out, ba->c2, b->bn2, ba->stats + 6 * c, b->ref2, 1, out_count);
     } else {
         /* out = relu(bn2(c2) + shortcut) */

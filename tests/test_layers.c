@@ -704,8 +704,9 @@ END_TEST
 
 /* conv_forward_accumulate: y0 + the convolution, against y0 + the double loop, and bit for bit what
  * conv_forward into another buffer followed by add_inplace gives (the inference arena relies on it for
- * logits equal to the training arena's). Random shapes as above, then ResNet-20's, whose 16 -> 16 at 32x32
- * with 9 images runs im2col in chunks. */
+ * logits equal to the training arena's). conv_forward_add with y0 in a buffer of its own: the same bits,
+ * y0 untouched (the training arena's residual sums). Random shapes as above, then ResNet-20's, whose
+ * 16 -> 16 at 32x32 with 9 images runs im2col in chunks. */
 static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, int w, int with_bias, TRng *rng) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * s.k * s.k;
@@ -726,6 +727,15 @@ static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, in
     for (size_t i = 0; i < ny; i++)
         ck_assert_msg(memcmp(&acc[i], &sep[i], sizeof(float)) == 0,
                       "%s: accumulate %.9g differs from conv + add %.9g at %zu", what, acc[i], sep[i], i);
+    float *addend = falloc(ny), *sum = falloc(ny);
+    memcpy(addend, y0, sizeof(float) * ny);
+    conv_forward_add(sum, addend, x, wt, b, n, h, w, s, scr);
+    check_canary(sum, ny, what);
+    ck_assert_msg(memcmp(addend, y0, sizeof(float) * ny) == 0, "%s: conv_forward_add wrote its addend", what);
+    for (size_t i = 0; i < ny; i++)
+        ck_assert_msg(memcmp(&sum[i], &sep[i], sizeof(float)) == 0,
+                      "%s: conv_forward_add %.9g differs from conv + add %.9g at %zu", what, sum[i], sep[i], i);
+    rn_free(addend); rn_free(sum);
     rn_free(x); rn_free(wt); rn_free(bias); rn_free(y0); rn_free(acc); rn_free(sep); rn_free(scr); rn_free(ry);
 }
 

@@ -21,6 +21,12 @@ void conv_forward(float *y, const float *x, const float *weight, const float *bi
  * residual sum can be formed in the buffer that holds the shortcut. y must not overlap x. */
 void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias,
                              int n, int h, int w, ConvShape s, float *scratch);
+/* y [cout, n, ho, wo] = addend + the convolution, with conv_forward_accumulate's rounding, from an addend of
+ * y's shape in a buffer of its own (or y itself): a residual sum formed in the convolution's store, so the
+ * output is written once instead of written, read back and written again by a separate add. x must not
+ * overlap y. */
+void conv_forward_add(float *y, const float *addend, const float *x, const float *weight, const float *bias,
+                      int n, int h, int w, ConvShape s, float *scratch);
 
 /* dy [cout, n, ho, wo]. dx [cin, n, h, w] is overwritten (skipped when NULL); dweight [cout, cin, k, k]
  * and dbias [cout] (may be NULL) are accumulated into, so a parameter used twice sums its gradients. */

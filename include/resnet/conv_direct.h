@@ -16,9 +16,9 @@ typedef struct {
     const char *isa;   /* "avx512", "avx2": the name RESNET_ISA and conv_direct_isa use */
     /* the scratch forward and backward need */
     size_t (*scratch_floats)(ConvShape s, int n, int h, int w);
-    /* conv_forward (conv.h), or conv_forward_accumulate when accumulate != 0 */
+    /* conv_forward (conv.h), or conv_forward_add when addend != NULL */
     void (*forward)(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
-                    ConvShape s, float *scratch, int accumulate);
+                    ConvShape s, float *scratch, const float *addend);
     /* conv_backward (conv.h) without the bias gradient, which conv.c sums for every path */
     void (*backward)(float *dx, float *dweight, const float *dy, const float *x, const float *weight, int n,
                      int h, int w, ConvShape s, float *scratch);
