@@ -295,28 +295,12 @@ void conv_forward_add(float *y, const float *addend, const float *x, const float
     forward_any(y, x, weight, bias, n, h, w, s, scratch, addend);
 }
 
-void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
-                   const float *weight, int n, int h, int w, ConvShape s, float *scratch) {
+/* The general path's weight gradient, and its input gradient overwriting dx when dx is not NULL. */
+static void im2col_backward(float *dx, float *dweight, const float *dy, const float *x, const float *weight, int n,
+                            int h, int w, ConvShape s, float *scratch) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const int K = s.cin * s.k * s.k;
     const size_t ohw = (size_t)ho * wo, cols = (size_t)n * ohw;
-    if (dbias) {
-        #pragma omp parallel for schedule(static)
-        for (int co = 0; co < s.cout; co++) {
-            const float *row = dy + co * cols;
-            double sum = 0.0;
-            /* vector lanes of double sums: the plain loop is one add chain, 4 cycles a value (about 1 ms a
-             * step for the stem's 16 x 65,536 at batch 64); the lane order is fixed, not thread-dependent */
-            #pragma omp simd reduction(+:sum)
-            for (size_t i = 0; i < cols; i++) sum += row[i];
-            dbias[co] += (float)sum;
-        }
-    }
-    const ConvDirectKernels *direct = direct_for(s);
-    if (direct) {
-        direct->backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
-        return;
-    }
     if (is_pointwise(s)) {
         /* dW[cout][cin] += dY[cout][cols] x^T ; dx[cin][cols] = W^T dY */
         gemm(BLIS_NO_TRANSPOSE, BLIS_TRANSPOSE, s.cout, K, (int)cols, 1.0f, dy, cols, 1, x, cols, 1, 1.0f,
@@ -343,5 +327,40 @@ void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, con
                  0.0f, dcol, ccols);
             col2im(dx, dcol, n, h, w, n0, nc, s, ho, wo);
         }
+    }
+}
+
+void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
+                   const float *weight, int n, int h, int w, ConvShape s, float *scratch) {
+    conv_backward_add(dx, NULL, dweight, dbias, dy, x, weight, n, h, w, s, scratch);
+}
+
+void conv_backward_add(float *dx, const float *addend, float *dweight, float *dbias, const float *dy, const float *x,
+                       const float *weight, int n, int h, int w, ConvShape s, float *scratch) {
+    const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
+    const size_t cols = (size_t)n * ho * wo;
+    if (dbias) {
+        #pragma omp parallel for schedule(static)
+        for (int co = 0; co < s.cout; co++) {
+            const float *row = dy + co * cols;
+            double sum = 0.0;
+            /* vector lanes of double sums: the plain loop is one add chain, 4 cycles a value (about 1 ms a
+             * step for the stem's 16 x 65,536 at batch 64); the lane order is fixed, not thread-dependent */
+            #pragma omp simd reduction(+:sum)
+            for (size_t i = 0; i < cols; i++) sum += row[i];
+            dbias[co] += (float)sum;
+        }
+    }
+    const ConvDirectKernels *direct = direct_for(s);
+    if (direct) {
+        direct->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
+        return;
+    }
+    im2col_backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
+    /* the general path's col2im sums into dx, so the addend comes last: the rounding of a separate add */
+    if (dx && addend) {
+        const size_t count = (size_t)s.cin * n * h * w;
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < count; i++) dx[i] = addend[i] + dx[i];
     }
 }

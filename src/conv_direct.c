@@ -311,43 +311,49 @@ static void split_planes(float *planes, const float *x, int cin, int G, int n, i
 }
 
 /* The inverse for gradients: dx[ci][n0 + i][iy][ix] = plane (iy & 1, ix & 1) at (iy / 2, ix / 2), zero for
- * the pixels no tap reads (1x1 / stride 2 reads only even/even). */
-static void merge_planes(float *dx, const float *planes, int cin, int G, int n, int h, int w, int n0, int nc,
-                         int ho, int wo) {
+ * the pixels no tap reads (1x1 / stride 2 reads only even/even); with an addend (dx's layout) added to each,
+ * one rounding. */
+static inline float plus_addend(const float *add, size_t at, float v) { return add ? add[at] + v : v; }
+
+static void merge_planes(float *dx, const float *addend, const float *planes, int cin, int G, int n, int h, int w,
+                         int n0, int nc, int ho, int wo) {
     const size_t hw = (size_t)h * w, ohw = (size_t)ho * wo;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int ci = 0; ci < cin; ci++)
         for (int i = 0; i < nc; i++) {
             float *dst = dx + ((size_t)ci * n + n0 + i) * hw;
+            const float *add = addend ? addend + ((size_t)ci * n + n0 + i) * hw : NULL;
             const float *pl = planes + ((size_t)ci * G * nc + i) * ohw;
             const size_t pcs = (size_t)nc * ohw;   /* plane stride */
             if (h % 2 == 0 && w % 2 == 0) {
                 /* even extents: a plain interleave that the compiler vectorises */
                 for (int a = 0; a < ho; a++)
                     for (int rp = 0; rp < 2; rp++) {
-                        float *row = dst + (size_t)(2 * a + rp) * w;
+                        const size_t r0 = (size_t)(2 * a + rp) * w;
+                        float *row = dst + r0;
+                        const float *arow = add ? add + r0 : NULL;
                         const float *e = pl + (size_t)(rp * 2) * pcs + (size_t)a * wo, *o = e + pcs;
                         if (G == 4)
                             for (int b = 0; b < wo; b++) {
-                                row[2 * b] = e[b];
-                                row[2 * b + 1] = o[b];
+                                row[2 * b] = plus_addend(arow, 2 * b, e[b]);
+                                row[2 * b + 1] = plus_addend(arow, 2 * b + 1, o[b]);
                             }
                         else if (rp == 0)
                             for (int b = 0; b < wo; b++) {
-                                row[2 * b] = e[b];
-                                row[2 * b + 1] = 0.0f;
+                                row[2 * b] = plus_addend(arow, 2 * b, e[b]);
+                                row[2 * b + 1] = plus_addend(arow, 2 * b + 1, 0.0f);
                             }
                         else
-                            for (int b = 0; b < w; b++) row[b] = 0.0f;
+                            for (int b = 0; b < w; b++) row[b] = plus_addend(arow, b, 0.0f);
                     }
                 continue;
             }
             for (int iy = 0; iy < h; iy++)
                 for (int ix = 0; ix < w; ix++) {
                     const int g = (iy & 1) * 2 + (ix & 1);
-                    dst[(size_t)iy * w + ix] =
-                        g < G ? planes[((size_t)(ci * G + g) * nc + i) * ohw + (size_t)(iy >> 1) * wo + (ix >> 1)]
-                              : 0.0f;
+                    const size_t at = (size_t)iy * w + ix;
+                    dst[at] = plus_addend(add, at, g < G ? pl[(size_t)g * pcs + (size_t)(iy >> 1) * wo + (ix >> 1)]
+                                                         : 0.0f);
                 }
         }
 }
@@ -929,8 +935,8 @@ static void direct_dw_chunk(const float *dy, const float *x, float *scratch, con
 
 /* One pass over chunks of images: each chunk's weight gradient, then its input gradient, through the same
  * scratch planes (stride 2) or halo buffer (X for the weight gradient, then dY for the input gradient). */
-static void direct_backward(float *dx, float *dweight, const float *dy, const float *x, const float *weight,
-                            int n, int h, int w, ConvShape s, float *scratch) {
+static void direct_backward(float *dx, const float *addend, float *dweight, const float *dy, const float *x,
+                            const float *weight, int n, int h, int w, ConvShape s, float *scratch) {
     const Geometry geo = make_geometry(s, h, w);
     const DirectLayout lay = direct_layout(s, n, h, w);
     mask_entry *masks = (mask_entry *)(scratch + lay.masks);
@@ -966,6 +972,7 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
             if (s.stride == 1) {
                 d.dst = dx + n0 * hw;
                 d.dst_cs = (size_t)n * hw;
+                d.addend = addend ? addend + n0 * hw : NULL;
             } else {
                 d.dst = dxplanes + (size_t)g * P;
                 d.dst_cs = (size_t)geo.G * P;
@@ -985,7 +992,8 @@ static void direct_backward(float *dx, float *dweight, const float *dy, const fl
             }
             direct_run(&d);
         }
-        if (s.stride == 2) merge_planes(dx, dxplanes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
+        if (s.stride == 2)
+            merge_planes(dx, addend, dxplanes, s.cin, geo.G, n, h, w, n0, nc, geo.ho, geo.wo);
     }
     for (size_t i = 0; i < nw; i++) dweight[i] += (float)acc[i];
 }

@@ -571,11 +571,18 @@ static void conv_fwd_add(float *y, const float *addend, const float *x, const fl
              conv_forward_add(y, addend, x, w, NULL, n, h, h, s, scratch));
 }
 
-static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
-                     int h, ConvShape s, float *scratch) {
+/* with an addend (NULL: none), dx = addend + the input gradient, rounded as conv_bwd followed by add_into */
+static void conv_bwd_add(float *dx, const float *addend, float *dw, float *dbias, const float *dy, const float *x,
+                         const float *w, int n, int h, ConvShape s, float *scratch) {
     char label[64];
     PROFILED(perf_profile_enabled() ? conv_label(label, sizeof label, s, h, "backward") : "",
-             (dx ? 2 : 1) * conv_flops_n(s, h, n), conv_backward(dx, dw, dbias, dy, x, w, n, h, h, s, scratch));
+             (dx ? 2 : 1) * conv_flops_n(s, h, n),
+             conv_backward_add(dx, addend, dw, dbias, dy, x, w, n, h, h, s, scratch));
+}
+
+static void conv_bwd(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int n,
+                     int h, ConvShape s, float *scratch) {
+    conv_bwd_add(dx, NULL, dw, dbias, dy, x, w, n, h, s, scratch);
 }
 
 /* ---- forward -------------------------------------------------------------------------------------- */
@@ -752,8 +759,10 @@ static void block_backward(Model *m, const Block *b, const BlockActs *ba, int n,
     /* main branch: g3 = d a1, then d c1 in place, then gin = d x */
     conv_bwd(g3, G + b->conv2_w, NULL, gc2, ba->a1, P + b->conv2_w, n, b->h_out, b->conv2, scratch);
     bn_backward_apply(m, g3, g3, ba->c1, b->bn1, ba->stats, 1, out_count);
-    conv_bwd(gin, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->conv1, scratch);
-    /* shortcut branch, added into gin */
+    /* an identity shortcut's gradient (gsum itself) is added in conv1's store; the others after it */
+    const int identity = !b->has_proj && !b->option_a;
+    conv_bwd_add(gin, identity ? gsum : NULL, G + b->conv1_w, NULL, g3, ba->x, P + b->conv1_w, n, b->h_in, b->conv1,
+                 scratch);
     if (b->has_proj) {
         /* seed: the sum saw bn(conv(x)); g2 = d(proj conv out), then g3 = its d x */
         bn_backward_apply(m, g2, gsum, ba->d, b->proj_bn, ba->stats + 3 * c, 0, out_count);
@@ -762,8 +771,6 @@ static void block_backward(Model *m, const Block *b, const BlockActs *ba, int n,
     } else if (b->option_a) {
         PROFILED("add / relu / shortcut", 0, shortcut_a_backward(g3, gsum, b->cin, b->cout, n, b->h_in, b->h_in, b->stride));
         add_into(gin, g3, in_size);
-    } else {
-        add_into(gin, gsum, in_size);
     }
 }
 

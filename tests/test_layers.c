@@ -705,8 +705,9 @@ END_TEST
 /* conv_forward_accumulate: y0 + the convolution, against y0 + the double loop, and bit for bit what
  * conv_forward into another buffer followed by add_inplace gives (the inference arena relies on it for
  * logits equal to the training arena's). conv_forward_add with y0 in a buffer of its own: the same bits,
- * y0 untouched (the training arena's residual sums). Random shapes as above, then ResNet-20's, whose
- * 16 -> 16 at 32x32 with 9 images runs im2col in chunks. */
+ * y0 untouched (the training arena's residual sums); conv_backward_add likewise for the input gradient
+ * (the identity blocks' backward). Random shapes as above, then ResNet-20's, whose 16 -> 16 at 32x32
+ * with 9 images runs im2col in chunks. */
 static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, int w, int with_bias, TRng *rng) {
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * s.k * s.k;
@@ -736,6 +737,24 @@ static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, in
         ck_assert_msg(memcmp(&sum[i], &sep[i], sizeof(float)) == 0,
                       "%s: conv_forward_add %.9g differs from conv + add %.9g at %zu", what, sum[i], sep[i], i);
     rn_free(addend); rn_free(sum);
+    /* conv_backward_add: the input gradient plus an addend of x's shape, bit for bit conv_backward followed
+     * by add_inplace, the addend untouched, the same weight gradient */
+    float *dy = rand_array(ny, -1, 1, rng), *a0 = rand_array(nx, -2, 2, rng), *a_in = falloc(nx);
+    float *dx_sep = falloc(nx), *dx_add = falloc(nx), *dw_sep = falloc(nw), *dw_add = falloc(nw);
+    memcpy(a_in, a0, sizeof(float) * nx);
+    memset(dw_sep, 0, sizeof(float) * nw);
+    memset(dw_add, 0, sizeof(float) * nw);
+    conv_backward(dx_sep, dw_sep, NULL, dy, x, wt, n, h, w, s, scr);
+    add_inplace(dx_sep, a0, nx);
+    conv_backward_add(dx_add, a_in, dw_add, NULL, dy, x, wt, n, h, w, s, scr);
+    check_canary(dx_add, nx, what);
+    ck_assert_msg(memcmp(a_in, a0, sizeof(float) * nx) == 0, "%s: conv_backward_add wrote its addend", what);
+    ck_assert_msg(memcmp(dw_add, dw_sep, sizeof(float) * nw) == 0, "%s: conv_backward_add changed dW", what);
+    for (size_t i = 0; i < nx; i++)
+        ck_assert_msg(memcmp(&dx_add[i], &dx_sep[i], sizeof(float)) == 0,
+                      "%s: conv_backward_add %.9g differs from conv_backward + add %.9g at %zu", what, dx_add[i],
+                      dx_sep[i], i);
+    rn_free(dy); rn_free(a0); rn_free(a_in); rn_free(dx_sep); rn_free(dx_add); rn_free(dw_sep); rn_free(dw_add);
     rn_free(x); rn_free(wt); rn_free(bias); rn_free(y0); rn_free(acc); rn_free(sep); rn_free(scr); rn_free(ry);
 }
 

@@ -32,6 +32,11 @@ void conv_forward_add(float *y, const float *addend, const float *x, const float
  * and dbias [cout] (may be NULL) are accumulated into, so a parameter used twice sums its gradients. */
 void conv_backward(float *dx, float *dweight, float *dbias, const float *dy, const float *x,
                    const float *weight, int n, int h, int w, ConvShape s, float *scratch);
+/* conv_backward with dx = addend + the input gradient, one rounding, bit for bit what conv_backward followed
+ * by add_inplace(dx, addend) gives: a residual block's two gradient branches summed in the convolution's
+ * store. addend [cin, n, h, w] must not overlap dx; dx must not be NULL. */
+void conv_backward_add(float *dx, const float *addend, float *dweight, float *dbias, const float *dy, const float *x,
+                       const float *weight, int n, int h, int w, ConvShape s, float *scratch);
 
 /* Compute threads for BLIS and OpenMP loops; the only place the program sets them. */
 void compute_set_threads(int threads);

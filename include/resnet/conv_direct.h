@@ -19,9 +19,10 @@ typedef struct {
     /* conv_forward (conv.h), or conv_forward_add when addend != NULL */
     void (*forward)(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
                     ConvShape s, float *scratch, const float *addend);
-    /* conv_backward (conv.h) without the bias gradient, which conv.c sums for every path */
-    void (*backward)(float *dx, float *dweight, const float *dy, const float *x, const float *weight, int n,
-                     int h, int w, ConvShape s, float *scratch);
+    /* conv_backward_add (conv.h; addend NULL: conv_backward) without the bias gradient, which conv.c sums
+     * for every path */
+    void (*backward)(float *dx, const float *addend, float *dweight, const float *dy, const float *x,
+                     const float *weight, int n, int h, int w, ConvShape s, float *scratch);
 } ConvDirectKernels;
 
 /* CONV_DIRECT_TABLE(avx2) is conv_direct_avx2; the indirection lets the argument be a macro itself. */
