@@ -65,7 +65,7 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
     const double train_gflops = train_ips * model_flops_per_image(model, 1) * 1e-9;
     const double eval_gflops = eval_ips * model_flops_per_image(model, 0) * 1e-9;
     printf("peak: %.1f GFLOP/s measured FMA peak of the %d rank(s) x %d thread(s) (%s); train %.1f%%, eval %.1f%% of it\n",
-           peak_gflops, train->ranks, threads, peak_isa(), 100.0 * train_gflops / peak_gflops,
+           peak_gflops, train->ranks, threads, peak_isa(conv_direct_isa()), 100.0 * train_gflops / peak_gflops,
            100.0 * eval_gflops / peak_gflops);
     if (eval_images > 0) {
         printf("eval: %.1f images/s, %.1f GFLOP/s (batch statistics over %d images)\n", eval_ips, eval_gflops,

@@ -4,8 +4,6 @@
  * binary measures AVX-512 and AVX2 nodes alike. */
 #include "resnet/peak.h"
 
-#include "resnet/conv.h"
-
 #include <immintrin.h>
 #include <string.h>
 #include <omp.h>
@@ -56,10 +54,7 @@ static float chains_scalar(long iterations) {
     return total;
 }
 
-const char *peak_isa(void) {
-    /* the kernels' path, so that RESNET_ISA=avx2 is measured against the AVX2 peak: on cores with two
-     * 512-bit FMA ports (Intel Xeon) that is half the AVX-512 one */
-    const char *kernels = conv_direct_isa();
+const char *peak_isa(const char *kernels) {
     if (kernels && (strcmp(kernels, "avx512") == 0 || strcmp(kernels, "avx2") == 0)) return kernels;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return "avx512";
@@ -73,8 +68,8 @@ int peak_vector_lanes(const char *isa) {
 
 static volatile float sink;   /* the loops' results go here, so no loop is optimised away */
 
-double peak_fma_gflops(int threads) {
-    const char *isa = peak_isa();
+double peak_fma_gflops(int threads, const char *kernels) {
+    const char *isa = peak_isa(kernels);
     const int lanes = peak_vector_lanes(isa);
     /* ~30 ms a round at 3-4 GHz with one vector FMA per cycle */
     const long iterations = lanes > 1 ? 8000000 : 2000000;

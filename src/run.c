@@ -218,7 +218,7 @@ void note_data_from_checkpoint(const Config *cfg, const char *checkpoint) {
 
 double measure_peak(int threads, double *rank_peak) {
     dist_barrier();
-    const double mine = peak_fma_gflops(threads);
+    const double mine = peak_fma_gflops(threads, conv_direct_isa());
     double all = mine;
     dist_allreduce_sum_double(&all, 1);
     if (rank_peak) *rank_peak = mine;

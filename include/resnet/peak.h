@@ -4,11 +4,13 @@
 #define RESNET_PEAK_H
 
 /* GFLOP/s of `threads` OpenMP threads running the loop at once (best of a few short rounds, ~0.1 s in
- * all), with the vectors of the convolution kernels' path (conv_direct_isa: AVX-512 or AVX2 + FMA), or
- * without direct kernels the widest the CPU has (down to scalar FMA). */
-double peak_fma_gflops(int threads);
-/* "avx512", "avx2" or "scalar": what peak_fma_gflops uses. */
-const char *peak_isa(void);
+ * all), with the vectors of the convolution kernels in use: kernels is their path ("avx512", "avx2":
+ * conv_direct_isa), so that RESNET_ISA=avx2 is measured against the AVX2 peak, which on cores with two
+ * 512-bit FMA ports (Intel Xeons) is half the AVX-512 one; NULL or another name (no direct kernels):
+ * the widest vectors the CPU has, down to scalar FMA. */
+double peak_fma_gflops(int threads, const char *kernels);
+/* "avx512", "avx2" or "scalar": the loop peak_fma_gflops runs for these kernels. */
+const char *peak_isa(const char *kernels);
 /* Floats per vector of that ISA's loop: 16, 8, or 1 (scalar). */
 int peak_vector_lanes(const char *isa);
 
