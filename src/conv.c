@@ -285,11 +285,6 @@ void conv_forward(float *y, const float *x, const float *weight, const float *bi
     forward_any(y, x, weight, bias, n, h, w, s, scratch, NULL);
 }
 
-void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias, int n, int h,
-                             int w, ConvShape s, float *scratch) {
-    forward_any(y, x, weight, bias, n, h, w, s, scratch, y);
-}
-
 void conv_forward_add(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
                       int h, int w, ConvShape s, float *scratch) {
     forward_any(y, x, weight, bias, n, h, w, s, scratch, addend);

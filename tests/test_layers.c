@@ -702,10 +702,10 @@ START_TEST(ref_conv_resnet_shapes) {
 }
 END_TEST
 
-/* conv_forward_accumulate: y0 + the convolution, against y0 + the double loop, and bit for bit what
- * conv_forward into another buffer followed by add_inplace gives (the inference arena relies on it for
- * logits equal to the training arena's). conv_forward_add with y0 in a buffer of its own: the same bits,
- * y0 untouched (the training arena's residual sums); conv_backward_add likewise for the input gradient
+/* conv_forward_add into its addend (y = y0 + the convolution): against y0 + the double loop, and bit for
+ * bit what conv_forward into another buffer followed by add_inplace gives (the inference arena relies on
+ * it for logits equal to the training arena's). With y0 in a buffer of its own: the same bits, y0
+ * untouched (the training arena's residual sums); conv_backward_add likewise for the input gradient
  * (the identity blocks' backward). Random shapes as above, then ResNet-20's, whose 16 -> 16 at 32x32
  * with 9 images runs im2col in chunks. */
 static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, int w, int with_bias, TRng *rng) {
@@ -717,7 +717,7 @@ static void conv_accumulate_case(const char *what, ConvShape s, int n, int h, in
     double *ry = dalloc(ny);
     const float *b = with_bias ? bias : NULL;
     memcpy(acc, y0, sizeof(float) * ny);
-    conv_forward_accumulate(acc, x, wt, b, n, h, w, s, scr);
+    conv_forward_add(acc, acc, x, wt, b, n, h, w, s, scr);
     check_canary(acc, ny, what);
     check_canary(scr, nscr, what);
     ref_conv_forward(ry, x, wt, b, n, h, w, s);
@@ -1275,7 +1275,7 @@ START_TEST(threads_conv_direct_bitwise) {
             conv_forward(out[t], x, wt, NULL, n, h, w, s, scr);
             conv_backward(out[t] + ny, out[t] + ny + nx, NULL, dy, x, wt, n, h, w, s, scr);
             memcpy(out[t] + ny + nx + nw, dy, sizeof(float) * ny);
-            conv_forward_accumulate(out[t] + ny + nx + nw, x, wt, NULL, n, h, w, s, scr);
+            conv_forward_add(out[t] + ny + nx + nw, out[t] + ny + nx + nw, x, wt, NULL, n, h, w, s, scr);
         }
         ck_assert_msg(memcmp(out[0], out[1], sizeof(float) * (2 * ny + nx + nw)) == 0,
                       "%s case %zu: direct conv differs on 1 and 2 threads", isa, c);

@@ -16,15 +16,11 @@ size_t conv_scratch_floats(ConvShape s, int n, int h, int w);
 void conv_forward(float *y, const float *x, const float *weight, const float *bias,
                   int n, int h, int w, ConvShape s, float *scratch);
 
-/* y [cout, n, ho, wo] += the convolution conv_forward computes: each value becomes y + (conv_forward's
- * value), one rounding, bit for bit what conv_forward into another buffer followed by add_inplace gives, so a
- * residual sum can be formed in the buffer that holds the shortcut. y must not overlap x. */
-void conv_forward_accumulate(float *y, const float *x, const float *weight, const float *bias,
-                             int n, int h, int w, ConvShape s, float *scratch);
-/* y [cout, n, ho, wo] = addend + the convolution, with conv_forward_accumulate's rounding, from an addend of
- * y's shape in a buffer of its own (or y itself): a residual sum formed in the convolution's store, so the
- * output is written once instead of written, read back and written again by a separate add. x must not
- * overlap y. */
+/* y [cout, n, ho, wo] = addend + the convolution conv_forward computes, one rounding: bit for bit what
+ * conv_forward into y followed by add_inplace(y, addend) gives. A residual sum formed in the convolution's
+ * store: the output is written once instead of written, read back and written again by a separate add.
+ * addend has y's shape and is a buffer of its own or y itself (the sum formed in the buffer that holds the
+ * shortcut); x must not overlap y. */
 void conv_forward_add(float *y, const float *addend, const float *x, const float *weight, const float *bias,
                       int n, int h, int w, ConvShape s, float *scratch);
 
