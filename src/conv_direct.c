@@ -118,16 +118,24 @@ static inline float vec_reduce_add(__m256 v) {
  * dW kernel takes 4 x 3 (+ 3 X vectors + 1 dY vector = 16), the forward / input-gradient kernel 6 x 2
  * (+ 2 inputs + 1 broadcast weight, one register left for the lane masks, which vmaskmovps takes from a
  * register): measured on Zen 3 it beat 4 x 3 by about 15% (4 x 3 loads 3 masks and 3 masked inputs per
- * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports. */
+ * 12 FMAs, 6 x 2 only 2 and 2) and matched 8 x 1, which needs more loads per FMA on Intel's 2 load ports.
+ * The halo path's tile (HC_COB x HC_PV, direct_tile_halo) has no masks to hold, and there AVX2 takes 4 x 3
+ * (+ 3 inputs + 1 broadcast = 16): 7 loads per 12 FMAs instead of 6 x 2's 8. Measured on an Intel Xeon
+ * (1 thread, batch 64, the seed's 3x3 layers) it took the forward from 18.5 to 16.4 ms and the backward from
+ * 40.0 to 36.7; the tiling does not change any sum, so the results are bit for bit 6 x 2's. */
 #if VW == 16
 #define DIRECT_HALO_DEFAULT 0   /* see halo_fill for why AVX-512 keeps the masks */
 #define DC_COB_DEFAULT 8
 #define DC_PV_DEFAULT 3
+#define HC_COB_DEFAULT 8
+#define HC_PV_DEFAULT 3
 #define DW_COB_DEFAULT 8
 #else
 #define DIRECT_HALO_DEFAULT 1
 #define DC_COB_DEFAULT 6
 #define DC_PV_DEFAULT 2
+#define HC_COB_DEFAULT 4
+#define HC_PV_DEFAULT 3
 #define DW_COB_DEFAULT 4
 #endif
 #ifndef DIRECT_HALO
@@ -138,6 +146,12 @@ static inline float vec_reduce_add(__m256 v) {
 #endif
 #ifndef DC_PV
 #define DC_PV DC_PV_DEFAULT
+#endif
+#ifndef HC_COB
+#define HC_COB HC_COB_DEFAULT
+#endif
+#ifndef HC_PV
+#define HC_PV HC_PV_DEFAULT
 #endif
 #define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels with AVX-512, 128 with AVX2 */
 #ifndef DW_COB
@@ -204,7 +218,7 @@ static DirectLayout direct_layout(ConvShape s, int n, int h, int w) {
     l.part = l.acc + 2 * (size_t)round_up(s.cout * s.cin * s.k * s.k, 8);
     const size_t nv = ((size_t)nc * ho * wo + VW - 1) / VW;
     l.packed = l.part + round_up((int)((nv + DW_SPAN - 1) / DW_SPAN * s.cout * s.cin * s.k * s.k), 16);
-    l.planes = l.packed + (size_t)round_up(cmax, DC_COB) * cmax * s.k * s.k;
+    l.planes = l.packed + (size_t)round_up(cmax, DC_COB > HC_COB ? DC_COB : HC_COB) * cmax * s.k * s.k;
     l.dxplanes = l.hoff = l.total = l.planes;
     if (s.stride == 2)
         l.total += (size_t)s.cin * direct_planes(s) * nc * ho * wo;
@@ -444,16 +458,16 @@ static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
  * rounding, as a separate add would give.
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
- * 6 x 2 = 12 ymm with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
+ * 6 x 2 = 12 ymm with AVX2; on the halo path HC_COB x HC_PV, 4 x 3 with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
  * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
  * limited by the masked loads and the mask vectors they take from memory; direct_tile_halo has neither). Weights are packed as
- * [cout block][cin][tap][DC_COB] so the broadcasts walk memory sequentially. Used for the forward pass and, with
+ * [cout block][cin][tap][cob] so the broadcasts walk memory sequentially. Used for the forward pass and, with
  * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
  * W[co][ci][t] dY[co][p - off(t)]). */
 typedef struct {
     const float *src;        /* input channel ci starts at src + ci * src_cs */
     float *dst;              /* output channel co starts at dst + co * dst_cs */
-    const float *wp;         /* [ceil(cout / DC_COB)][cin][ntap][DC_COB] */
+    const float *wp;         /* [ceil(cout / cob)][cin][ntap][cob], cob = DC_COB (HC_COB on the halo path) */
     const float *bias;       /* [cout] or NULL */
     const mask_entry *masks; /* [period][9] */
     const int32_t *hoff;     /* halo path: pixel vector v reads src + hoff[v] + off[t]; NULL otherwise */
@@ -467,20 +481,20 @@ typedef struct {
 
 /* The tile's results into dst (bias added; with an addend, added to it, one rounding).
  * masked: the last vector of the run may be partial (the masked path); 0: every vector is whole (halo). */
-static inline __attribute__((always_inline)) void tile_store(const Direct *d, vec acc[DC_COB][DC_PV], int cb,
-                                                             size_t v0, int pv, int masked) {
-    const int nco = d->cout - cb * DC_COB < DC_COB ? d->cout - cb * DC_COB : DC_COB;
+static inline __attribute__((always_inline)) void tile_store(const Direct *d, const vec *acc, int cob, int pvmax,
+                                                             int cb, size_t v0, int pv, int masked) {
+    const int nco = d->cout - cb * cob < cob ? d->cout - cb * cob : cob;
     #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++) {
+    for (int c = 0; c < cob; c++) {
         if (c >= nco) break;
-        const int co = cb * DC_COB + c;
+        const int co = cb * cob + c;
         float *out = d->dst + (size_t)co * d->dst_cs + v0 * VW;
         const float *add = d->addend ? d->addend + (size_t)co * d->dst_cs + v0 * VW : NULL;
         const vec b = VEC_SET1(d->bias ? d->bias[co] : 0.0f);
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) {
             const int last = masked && v0 + j == d->nv - 1;
-            vec r = d->bias ? VEC_ADD(acc[c][j], b) : acc[c][j];
+            vec r = d->bias ? VEC_ADD(acc[c * pvmax + j], b) : acc[c * pvmax + j];
             if (add) r = VEC_ADD(VEC_LOAD_LANES(add + VW * j, last, d->tail), r);
             VEC_STORE_LANES(out + VW * j, last, d->tail, r);
         }
@@ -520,35 +534,35 @@ static inline __attribute__((always_inline)) void direct_tile(const Direct *d, i
             }
         }
     }
-    tile_store(d, acc, cb, v0, pv, 1);
+    tile_store(d, &acc[0][0], DC_COB, DC_PV, cb, v0, pv, 1);
 }
 
 /* direct_tile on the halo path: every tap a plain load from the bordered copy, all lanes valid; ntap (9, or a
  * stride-2 plane's 4, 2, 1) a compile-time constant at the call sites. */
 static inline __attribute__((always_inline)) void direct_tile_halo(const Direct *d, int cb, size_t v0, int pv,
                                                                    int ntap) {
-    const float *xs[DC_PV];
+    const float *xs[HC_PV];
     for (int j = 0; j < pv; j++) xs[j] = d->src + d->hoff[v0 + j];
-    vec acc[DC_COB][DC_PV];
+    vec acc[HC_COB][HC_PV];
     #pragma GCC unroll 16
-    for (int c = 0; c < DC_COB; c++)
+    for (int c = 0; c < HC_COB; c++)
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) acc[c][j] = VEC_ZERO();
-    const float *wc = d->wp + (size_t)cb * d->cin * ntap * DC_COB;
-    for (int ci = 0; ci < d->cin; ci++, wc += ntap * DC_COB) {
+    const float *wc = d->wp + (size_t)cb * d->cin * ntap * HC_COB;
+    for (int ci = 0; ci < d->cin; ci++, wc += ntap * HC_COB) {
         #pragma GCC unroll 9
         for (int t = 0; t < ntap; t++) {
-            vec in[DC_PV];
+            vec in[HC_PV];
             #pragma GCC unroll 16
             for (int j = 0; j < pv; j++) {
                 in[j] = VEC_LOADU(xs[j] + d->off[t]);
-                /* keep the input in a register: GCC otherwise folds the load into each of the DC_COB FMAs
+                /* keep the input in a register: GCC otherwise folds the load into each of the HC_COB FMAs
                  * below as a memory operand (as in dw_span), and the loads, not the FMAs, bound the tile */
                 __asm__("" : "+v"(in[j]));
             }
             #pragma GCC unroll 16
-            for (int c = 0; c < DC_COB; c++) {
-                const vec wv = VEC_SET1(wc[t * DC_COB + c]);
+            for (int c = 0; c < HC_COB; c++) {
+                const vec wv = VEC_SET1(wc[t * HC_COB + c]);
                 #pragma GCC unroll 16
                 for (int j = 0; j < pv; j++) acc[c][j] = VEC_FMADD(wv, in[j], acc[c][j]);
             }
@@ -556,7 +570,7 @@ static inline __attribute__((always_inline)) void direct_tile_halo(const Direct 
         #pragma GCC unroll 16
         for (int j = 0; j < pv; j++) xs[j] += d->src_cs;
     }
-    tile_store(d, acc, cb, v0, pv, 0);
+    tile_store(d, &acc[0][0], HC_COB, HC_PV, cb, v0, pv, 0);
 }
 
 /* the halo tiles of pixel vectors va .. vb, with the tap count a constant for the kernels' counts */
@@ -564,7 +578,7 @@ static void direct_halo_tiles(const Direct *d, int cb, size_t va, size_t vb) {
 #define HALO_TILES(ntap)                                                                   \
     do {                                                                                   \
         size_t v = va;                                                                     \
-        for (; v + DC_PV <= vb; v += DC_PV) direct_tile_halo(d, cb, v, DC_PV, ntap);       \
+        for (; v + HC_PV <= vb; v += HC_PV) direct_tile_halo(d, cb, v, HC_PV, ntap);       \
         for (; v < vb; v++) direct_tile_halo(d, cb, v, 1, ntap);                           \
     } while (0)
     switch (d->ntap) {
@@ -578,13 +592,14 @@ static void direct_halo_tiles(const Direct *d, int cb, size_t va, size_t vb) {
 }
 
 static void direct_run(const Direct *d) {
-    const int ncb = (d->cout + DC_COB - 1) / DC_COB;
+    const int cob = d->hoff ? HC_COB : DC_COB, pvt = d->hoff ? HC_PV : DC_PV;
+    const int ncb = (d->cout + cob - 1) / cob;
     /* work items of DC_TILES_PER_TASK tiles, fewer for small batches so each thread gets several (the
      * threads compute_set_threads set, through omp_set_num_threads); the grouping does not change any
      * sum, so results stay thread-count independent */
-    size_t task_vecs = (size_t)DC_PV * DC_TILES_PER_TASK;
-    while (task_vecs > DC_PV && (d->nv + task_vecs - 1) / task_vecs < 4 * (size_t)omp_get_max_threads())
-        task_vecs -= DC_PV;
+    size_t task_vecs = (size_t)pvt * DC_TILES_PER_TASK;
+    while (task_vecs > (size_t)pvt && (d->nv + task_vecs - 1) / task_vecs < 4 * (size_t)omp_get_max_threads())
+        task_vecs -= pvt;
     const size_t ntasks = (d->nv + task_vecs - 1) / task_vecs;
     #pragma omp parallel for schedule(static)
     for (size_t task = 0; task < ntasks; task++) {
@@ -815,14 +830,14 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
     float *wp = scratch + lay.packed, *planes = scratch + lay.planes;
     int32_t *hoff = (int32_t *)(scratch + lay.hoff);
     const int halo = uses_halo(s, geo.wo);
-    const int kk = s.k * s.k, ncb = (s.cout + DC_COB - 1) / DC_COB;
+    const int kk = s.k * s.k, cob = halo ? HC_COB : DC_COB, ncb = (s.cout + cob - 1) / cob;
     build_masks(masks, geo.ho, geo.wo, geo.period);
     for (int cb = 0; cb < ncb; cb++)
         for (int ci = 0; ci < s.cin; ci++)
             for (int t = 0; t < geo.ntap; t++)
-                for (int c = 0; c < DC_COB; c++) {
-                    const int co = cb * DC_COB + c;
-                    wp[(((size_t)cb * s.cin + ci) * geo.ntap + t) * DC_COB + c] =
+                for (int c = 0; c < cob; c++) {
+                    const int co = cb * cob + c;
+                    wp[(((size_t)cb * s.cin + ci) * geo.ntap + t) * cob + c] =
                         co < s.cout ? weight[((size_t)co * s.cin + ci) * kk + geo.tap[t].widx] : 0.0f;
                 }
     const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
@@ -865,13 +880,13 @@ static void direct_forward(float *y, const float *x, const float *weight, const 
     }
 }
 
-/* The input gradient's weights, one block per plane g: [g][ci block][co][taps of plane g][DC_COB]. The
+/* The input gradient's weights, one block per plane g: [g][ci block][co][taps of plane g][cob]. The
  * taps run in reverse, so that the negated shifts (read offsets) ascend as in the forward pass: measured,
  * descending offsets made the 16->16 32x32 input gradient nearly twice as slow as the forward pass.
  * plane_wp[g]: where plane g's block starts in wp; plane_t0[g] .. plane_t0[g + 1]: its taps. */
-static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s, const Geometry *geo,
+static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s, const Geometry *geo, int cob,
                                     size_t plane_wp[4], int plane_t0[5]) {
-    const int kk = s.k * s.k, ncb = (s.cin + DC_COB - 1) / DC_COB;
+    const int kk = s.k * s.k, ncb = (s.cin + cob - 1) / cob;
     size_t at = 0;
     for (int g = 0; g < geo->G; g++) {
         int t0 = plane_t0[g], t1 = t0;
@@ -882,12 +897,12 @@ static void pack_input_grad_weights(float *wp, const float *weight, ConvShape s,
         for (int cb = 0; cb < ncb; cb++)
             for (int co = 0; co < s.cout; co++)
                 for (int t = 0; t < nt; t++)
-                    for (int c = 0; c < DC_COB; c++) {
-                        const int ci = cb * DC_COB + c;
-                        wp[at + (((size_t)cb * s.cout + co) * nt + t) * DC_COB + c] =
+                    for (int c = 0; c < cob; c++) {
+                        const int ci = cb * cob + c;
+                        wp[at + (((size_t)cb * s.cout + co) * nt + t) * cob + c] =
                             ci < s.cin ? weight[((size_t)co * s.cin + ci) * kk + geo->tap[t1 - 1 - t].widx] : 0.0f;
                     }
-        at += (size_t)ncb * s.cout * nt * DC_COB;
+        at += (size_t)ncb * s.cout * nt * cob;
     }
 }
 
@@ -949,7 +964,7 @@ static void direct_backward(float *dx, const float *addend, float *dweight, cons
     memset(acc, 0, sizeof(double) * nw);
     size_t plane_wp[4] = {0};
     int plane_t0[5] = {0};
-    if (dx) pack_input_grad_weights(wp, weight, s, &geo, plane_wp, plane_t0);
+    if (dx) pack_input_grad_weights(wp, weight, s, &geo, halo ? HC_COB : DC_COB, plane_wp, plane_t0);
     const size_t ohw = (size_t)geo.ho * geo.wo, hw = (size_t)h * w;
     const int nc_max = direct_chunk_images(s, n, geo.ho, geo.wo);
     for (int n0 = 0; n0 < n; n0 += nc_max) {
