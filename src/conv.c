@@ -19,6 +19,7 @@
 #include <blis.h>
 
 #include "resnet/conv_direct.h"
+#include "resnet/layers.h"
 #include "resnet/util.h"
 
 static int threads_in_use = 1;
@@ -353,9 +354,5 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
     }
     im2col_backward(dx, dweight, dy, x, weight, n, h, w, s, scratch);
     /* the general path's col2im sums into dx, so the addend comes last: the rounding of a separate add */
-    if (dx && addend) {
-        const size_t count = (size_t)s.cin * n * h * w;
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < count; i++) dx[i] = addend[i] + dx[i];
-    }
+    if (dx && addend) add_inplace(dx, addend, (size_t)s.cin * n * h * w);
 }

@@ -153,7 +153,8 @@ static inline float vec_reduce_add(__m256 v) {
 #ifndef HC_PV
 #define HC_PV HC_PV_DEFAULT
 #endif
-#define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels with AVX-512, 128 with AVX2 */
+#define DC_TILES_PER_TASK 8   /* pixel tiles per OpenMP work item: 384 pixels with AVX-512; with AVX2 128, 192 on
+                                 * the halo path */
 #ifndef DW_COB
 #define DW_COB DW_COB_DEFAULT
 #endif
@@ -458,12 +459,12 @@ static void halo_offsets(int32_t *hoff, int h, int w, int nc) {
  * rounding, as a separate add would give.
  *
  * Register tile: DC_COB output channels x DC_PV pixel vectors of accumulators (8 x 3 = 24 zmm with AVX-512,
- * 6 x 2 = 12 ymm with AVX2; on the halo path HC_COB x HC_PV, 4 x 3 with AVX2). Per input channel and tap it loads DC_PV input vectors and broadcasts DC_COB
- * weights for DC_COB * DC_PV FMAs, so the loop is FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3,
- * limited by the masked loads and the mask vectors they take from memory; direct_tile_halo has neither). Weights are packed as
- * [cout block][cin][tap][cob] so the broadcasts walk memory sequentially. Used for the forward pass and, with
- * the weights transposed and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t
- * W[co][ci][t] dY[co][p - off(t)]). */
+ * 6 x 2 = 12 ymm with AVX2; on the halo path HC_COB x HC_PV, 4 x 3 with AVX2). Per input channel and tap
+ * it loads DC_PV input vectors and broadcasts DC_COB weights for DC_COB * DC_PV FMAs, so the loop is
+ * FMA-bound (on AVX2 about 55-65% of the FMA peak on Zen 3, limited by the masked loads and the mask vectors
+ * they take from memory; direct_tile_halo has neither). Weights are packed as [cout block][cin][tap][cob]
+ * so the broadcasts walk memory sequentially. Used for the forward pass and, with the weights transposed
+ * and the shifts negated, for the input gradient (dx[ci][p] = sum_co sum_t W[co][ci][t] dY[co][p - off(t)]). */
 typedef struct {
     const float *src;        /* input channel ci starts at src + ci * src_cs */
     float *dst;              /* output channel co starts at dst + co * dst_cs */

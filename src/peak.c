@@ -5,8 +5,8 @@
 #include "resnet/peak.h"
 
 #include <immintrin.h>
-#include <string.h>
 #include <omp.h>
+#include <string.h>
 #include <time.h>
 
 #define CHAINS 12

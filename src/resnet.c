@@ -388,12 +388,12 @@ static void place_need(size_t need[3], Place at, size_t count) {
 /* The inference arena: the whole evaluated set passes through a few whole-set buffers, and every later write
  * overwrites an earlier one in place, so n images cost about 2 activations of the largest layer (seed) or 3
  * (paper). Seed: the block input x stays in its buffer, conv1 / BN / ReLU go to the other one, and conv2
- * accumulates into the shortcut (conv_forward_add with the shortcut as addend and output) - x itself, or, where the block projects, the
- * projection's output, which lies in the other buffer after a1 (at stride 2 both together are about the
- * size of x); BN and ReLU then run in place. Paper: BN comes between conv2 and the sum, so conv2 needs a
- * third buffer next to x and a1 (its option-A shortcut lies after a1). The stem's input (C,N,H,W) lies in
- * buffer 1, its output in 0. Computes each buffer's floats into need (the most any tensor placed in it
- * reaches); with bufs, also points the arena's tensors into them. */
+ * accumulates into the shortcut (conv_forward_add with the shortcut as addend and output) - x itself,
+ * or, where the block projects, the projection's output, which lies in the other buffer after a1 (at
+ * stride 2 both together are about the size of x); BN and ReLU then run in place. Paper: BN comes between
+ * conv2 and the sum, so conv2 needs a third buffer next to x and a1 (its option-A shortcut lies after a1).
+ * The stem's input (C,N,H,W) lies in buffer 1, its output in 0. Computes each buffer's floats into need
+ * (the most any tensor placed in it reaches); with bufs, also points the arena's tensors into them. */
 static void inference_places(const Model *m, Arena *a, int n, float *const *bufs, size_t need[3]) {
     const ModelPlan *p = m->plan;
     const int S = m->cfg.image_size, seed = m->cfg.arch == ARCH_SEED, nbufs = seed ? 2 : 3;
