@@ -23,7 +23,7 @@ settings     config
 storage      checkpoint metrics
 state        train_state
 model        resnet
-layers       conv conv_direct conv_shape batchnorm layers
+layers       conv conv_direct conv_winograd conv_shape batchnorm layers
 optimizer    optim ema
 data         dataset
 readers      cifar10 idx

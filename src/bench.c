@@ -53,10 +53,11 @@ static void report(const Config *cfg, const Model *model, const PerfSummary *tra
     const double train_ips = B * cfg->steps / elapsed;
     const double eval_ips = eval_images > 0 ? (double)eval_images * eval_rounds / all->phase[PERF_VALIDATION].max : 0;
     printf("resnet_mpi bench: %s depth %d, %zu parameters, global batch %d, %d rank(s) x %d thread(s), "
-           "%d steps after %d warm-up, BLIS kernels %s, direct convolutions %s\n",
+           "%d steps after %d warm-up, BLIS kernels %s, direct convolutions %s%s%s\n",
            cfg->arch == ARCH_SEED ? "seed" : "paper", cfg->depth, model->num_params, cfg->batch_size, train->ranks,
            threads, cfg->steps, cfg->warmup, compute_kernel_name(),
-           conv_direct_isa() ? conv_direct_isa() : "none (im2col + BLIS)");
+           conv_direct_isa() ? conv_direct_isa() : "none (im2col + BLIS)",
+           conv_winograd_name() ? ", Winograd " : "", conv_winograd_name() ? conv_winograd_name() : "");
     printf("train: %.1f images/s, %.1f ms/step, %.1f GFLOP/s (compute %.1f%%, allreduce %.1f%%, optimizer %.1f%%)\n",
            train_ips, 1000.0 * elapsed / cfg->steps, train_ips * model_flops_per_image(model, 1) * 1e-9,
            100.0 * train->phase[PERF_COMPUTE].mean / elapsed, 100.0 * train->phase[PERF_ALLREDUCE].mean / elapsed,

@@ -19,6 +19,7 @@
 #include <blis.h>
 
 #include "resnet/conv_direct.h"
+#include "resnet/conv_winograd.h"
 #include "resnet/layers.h"
 #include "resnet/util.h"
 
@@ -58,16 +59,17 @@ static int cpu_runs_anything(void) { return 1; }
 typedef struct {
     const char *isa;                    /* the RESNET_ISA name */
     const ConvDirectKernels *kernels;   /* NULL: im2col + BLIS for every shape */
+    const ConvWinogradKernels *winograd;   /* 3x3 stride-1 forward and input gradient, or NULL */
     int (*cpu_runs)(void);
     const char *needs;                  /* the features, for the refusal */
 } KernelPath;
 
 static const KernelPath paths[] = {
 #if defined(__x86_64__)
-    {"avx512", &CONV_DIRECT_TABLE(avx512), cpu_runs_avx512, "AVX-512 F, BW, VL and DQ"},
-    {"avx2", &CONV_DIRECT_TABLE(avx2), cpu_runs_avx2, "AVX2 and FMA"},
+    {"avx512", &CONV_DIRECT_TABLE(avx512), &conv_winograd_avx512, cpu_runs_avx512, "AVX-512 F, BW, VL and DQ"},
+    {"avx2", &CONV_DIRECT_TABLE(avx2), NULL, cpu_runs_avx2, "AVX2 and FMA"},
 #endif
-    {"generic", NULL, cpu_runs_anything, "nothing"},
+    {"generic", NULL, NULL, cpu_runs_anything, "nothing"},
 };
 #define NPATHS (sizeof paths / sizeof paths[0])
 
@@ -112,6 +114,26 @@ const char *conv_direct_isa(void) {
 /* the direct kernels for this shape, or NULL for im2col + BLIS */
 static const ConvDirectKernels *direct_for(ConvShape s) { return conv_direct_takes(s) ? direct_kernels() : NULL; }
 
+static int winograd_wanted = 1;
+
+int conv_use_winograd(int on) {
+    const int was = winograd_wanted;
+    winograd_wanted = on != 0;
+    return was;
+}
+
+const char *conv_winograd_name(void) {
+    (void)direct_kernels();   /* the path chosen */
+    return winograd_wanted && chosen->winograd ? "F(2x2,3x3)" : NULL;
+}
+
+/* The Winograd kernels for this pass (input_gradient 0: forward, 1: input gradient), or NULL. */
+static const ConvWinogradKernels *winograd_for(ConvShape s, int h, int w, int input_gradient) {
+    (void)direct_kernels();
+    const ConvWinogradKernels *k = chosen->winograd;
+    return winograd_wanted && k && k->takes(s, h, w, input_gradient) ? k : NULL;
+}
+
 void compute_set_threads(int threads) {
     static int kernels_chosen = 0;
     if (!kernels_chosen) {
@@ -139,7 +161,16 @@ static int chunk_images(ConvShape s, int n, int ho, int wo) {
 
 size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
     const ConvDirectKernels *direct = direct_for(s);
-    if (direct) return direct->scratch_floats(s, n, h, w);
+    if (direct) {
+        /* whether or not Winograd is wanted now: conv_use_winograd may change after the scratch is sized */
+        const ConvWinogradKernels *wk = chosen->winograd;
+        const size_t direct_floats = direct->scratch_floats(s, n, h, w);
+        if (wk && (wk->takes(s, h, w, 0) || wk->takes(s, h, w, 1))) {
+            const size_t winograd_floats = wk->scratch_floats(s);
+            return winograd_floats > direct_floats ? winograd_floats : direct_floats;
+        }
+        return direct_floats;
+    }
     const int ho = conv_out_size(h, s.k, s.stride, s.pad), wo = conv_out_size(w, s.k, s.stride, s.pad);
     const size_t chunk_pixels = (size_t)chunk_images(s, n, ho, wo) * ho * wo, K = (size_t)s.cin * s.k * s.k;
     /* pointwise: the accumulating forward's product of a chunk; else col, and then dcol (backward) or the
@@ -276,8 +307,10 @@ static void im2col_forward(float *y, const float *x, const float *weight, const 
 
 static void forward_any(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
                         ConvShape s, float *scratch, const float *addend) {
+    const ConvWinogradKernels *winograd = winograd_for(s, h, w, 0);
     const ConvDirectKernels *direct = direct_for(s);
-    if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, addend);
+    if (winograd) winograd->forward(y, addend, x, weight, bias, n, h, w, s, scratch);
+    else if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, addend);
     else im2col_forward(y, x, weight, bias, n, h, w, s, scratch, addend);
 }
 
@@ -348,6 +381,13 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
         }
     }
     const ConvDirectKernels *direct = direct_for(s);
+    const ConvWinogradKernels *winograd = dx ? winograd_for(s, h, w, 1) : NULL;
+    if (winograd) {
+        /* both read only dy, x and weight: the input gradient first, then the direct weight gradient */
+        winograd->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
+        direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
+        return;
+    }
     if (direct) {
         direct->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
         return;

@@ -8,7 +8,7 @@
 
 #include "resnet/util.h"
 
-static Hooks current = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0, .isa = ""};
+static Hooks current = {.fault_step = -1, .hang_step = -1, .fault_rank = 0, .trace = 0, .isa = "", .winograd = 1};
 
 /* A step number from variable name: -1 when unset or empty; 0, or -1 with rn_error. */
 static int read_step(const char *name, long *step) {
@@ -42,6 +42,7 @@ int hooks_read(int world_size) {
         return rn_error("RESNET_FAULT_SIGNAL_AT: '%s' is longer than any activity name", signal_at);
     if (signal_at) snprintf(h.signal_at, sizeof h.signal_at, "%s", signal_at);
     memcpy(h.isa, current.isa, sizeof h.isa);   /* hooks_read_isa's, read apart: every subcommand needs it */
+    h.winograd = current.winograd;
     current = h;
     return 0;
 }
@@ -52,6 +53,10 @@ int hooks_read_isa(void) {
     if (strlen(isa) >= sizeof current.isa)
         return rn_error("RESNET_ISA: '%s' is longer than any kernel path's name (avx512, avx2, generic)", isa);
     snprintf(current.isa, sizeof current.isa, "%s", isa);
+    const char *winograd = getenv("RESNET_WINOGRAD");
+    if (winograd && *winograd && strcmp(winograd, "0") != 0 && strcmp(winograd, "1") != 0)
+        return rn_error("RESNET_WINOGRAD: '%s' is neither 0 (direct kernels) nor 1 (Winograd F(2x2,3x3))", winograd);
+    current.winograd = !(winograd && strcmp(winograd, "0") == 0);
     return 0;
 }
 

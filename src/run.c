@@ -122,6 +122,7 @@ int choose_kernels(void) {
         snprintf(why, sizeof why, "%s", rn_last_error());
         failed = rn_error("RESNET_ISA=%s: %s", hooks()->isa, why);
     }
+    if (!failed) conv_use_winograd(hooks()->winograd);
     return agree_exit(failed ? EXIT_USAGE : 0);
 }
 

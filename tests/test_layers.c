@@ -1322,6 +1322,74 @@ END_TEST
 /* The FMA peak is measured with the vectors of the kernels in use: an AVX-512 path against the 16-lane
  * loop (two 512-bit FMA ports on Intel Xeons make that peak twice the AVX2 one), RESNET_ISA=avx2 against
  * the 8-lane loop; the generic path against the widest the CPU has. */
+/* Winograd F(2x2, 3x3) on the avx512 path (registered where the CPU runs it): the forward (bias or none)
+ * and the input gradient against the double loops on every width it takes (32, 16 and 8: one, two and
+ * four tile rows a vector), heights from 2, channel counts off a power of two, and batches that leave
+ * the last block of tile vectors one or two short; dW through the direct kernels beside it. The same
+ * calls with conv_use_winograd(0) must give other bits (the direct sums), or the Winograd path did not
+ * run; the two agree within REF_TOL. */
+static int has_isa(const char *isa) {
+    for (int i = 0; i < n_isas; i++)
+        if (strcmp(isas[i], isa) == 0) return 1;
+    return 0;
+}
+
+START_TEST(ref_conv_winograd) {
+    ck_assert_int_eq(conv_select_isa("avx512"), 0);
+    ck_assert_ptr_nonnull(conv_winograd_name());
+    TRng rng = {403};
+    static const int cases[][5] = {   /* cin, cout, n, h, w */
+        {8, 8, 1, 2, 32},    {16, 8, 2, 6, 32},   {8, 16, 3, 4, 16},  {24, 16, 5, 12, 16}, {16, 24, 1, 8, 8},
+        {64, 64, 3, 8, 8},   {16, 16, 4, 32, 32}, {32, 32, 2, 16, 16}, {8, 8, 7, 16, 8},   {40, 8, 2, 4, 32},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int *q = cases[t];
+        const ConvShape s = {q[0], q[1], 3, 1, 1};
+        const int n = q[2], h = q[3], w = q[4], with_bias = (int)(t % 2);
+        const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * 9, ny = (size_t)s.cout * n * h * w;
+        const size_t nscr = conv_scratch_floats(s, n, h, w);
+        float *x = rand_array(nx, -1, 1, &rng), *wt = rand_array(nw, -0.5, 0.5, &rng);
+        float *bias = rand_array(s.cout, -1, 1, &rng), *dy = rand_array(ny, -1, 1, &rng), *scr = falloc(nscr);
+        float *y = rand_array(ny, 7, 8, &rng), *dx = rand_array(nx, 7, 8, &rng), *dw = falloc(nw);
+        float *y_direct = falloc(ny), *dx_direct = falloc(nx), *dw_direct = falloc(nw);
+        double *ry = dalloc(ny), *rdx = dalloc(nx), *rdw = dalloc(nw), *rdb = dalloc(s.cout);
+        const float *b = with_bias ? bias : NULL;
+        char what[160];
+        snprintf(what, sizeof what, "winograd case %zu: cin=%d cout=%d n=%d h=%d w=%d bias=%d", t, s.cin, s.cout, n, h,
+                 w, with_bias);
+        conv_forward(y, x, wt, b, n, h, w, s, scr);
+        conv_backward(dx, dw, NULL, dy, x, wt, n, h, w, s, scr);
+        check_canary(y, ny, what);
+        check_canary(dx, nx, what);
+        check_canary(scr, nscr, what);
+        ref_conv_forward(ry, x, wt, b, n, h, w, s);
+        ref_conv_backward(rdx, rdw, rdb, dy, x, wt, n, h, w, s);
+        ASSERT_REL(y, ry, ny, REF_TOL, "%s forward", what);
+        ASSERT_REL(dx, rdx, nx, REF_TOL, "%s input gradient", what);
+        ASSERT_REL(dw, rdw, nw, REF_TOL, "%s weight gradient", what);
+
+        ck_assert_int_eq(conv_use_winograd(0), 1);
+        ck_assert_ptr_null(conv_winograd_name());
+        conv_forward(y_direct, x, wt, b, n, h, w, s, scr);
+        conv_backward(dx_direct, dw_direct, NULL, dy, x, wt, n, h, w, s, scr);
+        ck_assert_int_eq(conv_use_winograd(1), 0);
+        ck_assert_msg(memcmp(y, y_direct, sizeof(float) * ny) != 0, "%s: the forward did not take Winograd", what);
+        ck_assert_msg(memcmp(dx, dx_direct, sizeof(float) * nx) != 0, "%s: the input gradient did not take Winograd",
+                      what);
+        ck_assert_msg(memcmp(dw, dw_direct, sizeof(float) * nw) == 0, "%s: dW is the direct kernels' either way", what);
+        ASSERT_REL(y_direct, ry, ny, REF_TOL, "%s direct forward", what);
+        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(scr); rn_free(y); rn_free(dx); rn_free(dw);
+        rn_free(y_direct); rn_free(dx_direct); rn_free(dw_direct); rn_free(ry); rn_free(rdx); rn_free(rdw);
+        rn_free(rdb);
+    }
+    /* only avx512 runs it */
+    for (int i = 0; i < n_isas; i++) {
+        ck_assert_int_eq(conv_select_isa(isas[i]), 0);
+        if (strcmp(isas[i], "avx512") != 0) ck_assert_ptr_null(conv_winograd_name());
+    }
+}
+END_TEST
+
 START_TEST(peak_follows_kernels) {
     ck_assert_int_eq(peak_vector_lanes("avx512"), 16);
     ck_assert_int_eq(peak_vector_lanes("avx2"), 8);
@@ -1364,6 +1432,7 @@ Suite *test_suite(void) {
     tcase_add_loop_test(ref, ref_conv_random, 0, n_isas);
     tcase_add_loop_test(ref, ref_conv_resnet_shapes, 0, n_isas);
     tcase_add_loop_test(ref, ref_conv_accumulate, 0, n_isas);
+    if (has_isa("avx512")) tcase_add_test(ref, ref_conv_winograd);
     tcase_add_test(ref, ref_batchnorm);
     tcase_add_test(ref, ref_batchnorm_fixed_and_running);
     tcase_add_test(ref, syncbn_two_ranks);

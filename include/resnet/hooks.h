@@ -22,6 +22,9 @@
  *                             2, one line), never tried: for running every path a machine has in the tests
  *                             (tests/test_layers.c switches in-process, e2e_cli.sh through the variable)
  *                             and for comparing paths on one node
+ *   RESNET_WINOGRAD=0|1       on the avx512 path, the 3x3 stride-1 forward and input gradient through
+ *                             Winograd F(2x2, 3x3) (1, the default) or the direct kernels (0: their plain
+ *                             sums, for comparing the two); anything else is refused (exit 2, one line)
  *
  * Unset or empty means off. A step that is not a whole number >= 0, or a rank outside the job, is
  * refused (a usage error): read as 0 it would inject a fault into a real run. */
@@ -35,14 +38,15 @@ typedef struct {
     int trace;         /* RESNET_TRACE */
     char signal_at[64];   /* RESNET_FAULT_SIGNAL_AT, "": none */
     char isa[16];         /* RESNET_ISA, "": the fastest the CPU runs (checked by conv_select_isa) */
+    int winograd;         /* RESNET_WINOGRAD, 1 unless "0" */
 } Hooks;
 
 /* Reads and checks the variables for a job of world_size ranks. 0, or -1 with rn_error naming the
  * variable (the hooks then stay off). */
 int hooks_read(int world_size);
 
-/* Reads RESNET_ISA (the name conv_select_isa checks). 0, or -1 with rn_error naming the variable when it
- * is longer than any path's name. */
+/* Reads RESNET_ISA (the name conv_select_isa checks) and RESNET_WINOGRAD. 0, or -1 with rn_error naming
+ * the variable when RESNET_ISA is longer than any path's name or RESNET_WINOGRAD is not 0, 1 or empty. */
 int hooks_read_isa(void);
 
 /* What hooks_read and hooks_read_isa found; every hook off before them. */

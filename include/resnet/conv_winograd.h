@@ -1,0 +1,36 @@
+/* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions, internal to conv.c: the forward and the
+ * input gradient (a 3x3 convolution of the output gradient with the kernels turned 180 degrees and the
+ * channel roles swapped). src/conv_winograd.c is built with the AVX-512 flags only (meson.build); conv.c
+ * calls it on the avx512 kernel path, for the shapes conv_winograd_takes, unless conv_use_winograd(0)
+ * turned it off. The weight gradient stays with the direct kernels.
+ *
+ * Each 2x2 output tile is A^T [ (G g G^T) . (B^T d B) ] A over its 4x4 input patch d: 16 products per
+ * input and output channel instead of 36, so the channel sums (a GEMM per transform point) do 2.25x fewer
+ * multiply-adds than the direct kernels. The transforms add and subtract (G halves), which loses a few
+ * units in the last place against the direct sums (measured below 1e-5 relative on the ResNet shapes);
+ * every output is still summed by one thread in a fixed order, so results do not depend on the thread
+ * count. */
+#ifndef RESNET_CONV_WINOGRAD_H
+#define RESNET_CONV_WINOGRAD_H
+
+#include <stddef.h>
+
+#include "resnet/conv_shape.h"
+
+typedef struct {
+    /* 1 when forward (input_gradient = 0) or the input gradient (1) of shape s on h x w images runs here */
+    int (*takes)(ConvShape s, int h, int w, int input_gradient);
+    /* the scratch forward and input_gradient need: the transformed kernels */
+    size_t (*scratch_floats)(ConvShape s);
+    /* y [cout, n, h, w] = addend (or nothing when NULL) + conv(x) + bias (may be NULL); addend may be y */
+    void (*forward)(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
+                    int h, int w, ConvShape s, float *scratch);
+    /* dx [cin, n, h, w] = addend (or nothing when NULL; it must not overlap dx) + the input gradient of dy */
+    void (*input_gradient)(float *dx, const float *addend, const float *dy, const float *weight, int n, int h,
+                           int w, ConvShape s, float *scratch);
+} ConvWinogradKernels;
+
+/* Only x86-64 builds have it (meson.build builds the object there alone). */
+extern const ConvWinogradKernels conv_winograd_avx512;
+
+#endif

@@ -1,0 +1,355 @@
+/* Winograd F(2x2, 3x3) convolutions with AVX-512 (see conv_winograd.h).
+ *
+ * Over C,N,H,W activations an image of channel c is h rows of w floats. Its outputs are cut into 2x2
+ * tiles, tile (ti, tj) covering output rows 2ti, 2ti+1 and columns 2tj, 2tj+1 and reading the 4x4 input
+ * patch at rows 2ti-1 .. 2ti+2, columns 2tj-1 .. 2tj+2 (zero outside the image). A "tile vector" is 16
+ * consecutive tiles of one image in row-major order: one tile row when w = 32, two when w = 16, four when
+ * w = 8. Its input rows are then 32 floats made of 32 / w segments of w floats each (segment s: image row
+ * 2(ti0 + s) + r - 1 for patch row r), and in those 32 floats patch column c of lane l sits at position
+ * 2l + c - 1 whatever w is; lanes whose column falls outside the image (c = 0 at tj = 0, c = 3 at the last
+ * tj) are zeroed. So one vpermt2ps per patch element gathers it, and one per output row scatters it back.
+ *
+ * Work goes in blocks of NVB tile vectors, all channels at once:
+ *   1. input transform  V[xi][ci][tile] = (B^T d B)[xi] for each input channel
+ *   2. GEMM per xi       M[xi][co][tile] = sum over ci of U[xi][ci][co] V[xi][ci][tile]  (U = G g G^T)
+ *   3. output transform  y tile = A^T M A (+ bias, + addend)
+ * V and M of a block (16 x channels x 48 floats each) stay in L2; the GEMM's register tile is the direct
+ * kernels' 8 output channels x 3 vectors, 24 accumulators. */
+#include "resnet/conv_winograd.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "resnet/util.h"
+
+#if !defined(__AVX512F__) || !defined(__AVX512DQ__) || !defined(__FMA__)
+#error "conv_winograd.c needs -mavx512f -mavx512dq -mfma (meson.build)"
+#endif
+
+#define XI 16            /* transform points of F(2x2, 3x3): a 4x4 patch */
+#define KB 8             /* output channels of the GEMM's register tile */
+#define NVB 3            /* tile vectors of a block, the register tile's other side */
+#define TB (NVB * 16)    /* tiles of a block */
+#define MAX_CHANNELS 256 /* V and M of a block stay within about 1.5 MiB */
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
+
+static int takes(ConvShape s, int h, int w, int input_gradient) {
+    const int out_channels = input_gradient ? s.cin : s.cout, in_channels = input_gradient ? s.cout : s.cin;
+    return s.k == 3 && s.stride == 1 && s.pad == 1 && out_channels % KB == 0 && in_channels % KB == 0 &&
+           out_channels <= MAX_CHANNELS && in_channels <= MAX_CHANNELS && (w == 8 || w == 16 || w == 32) &&
+           h >= 2 && h % 2 == 0 && (h * w / 4) % 16 == 0;
+}
+
+static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout + 16; }
+
+/* ---- the transformed kernels ---------------------------------------------------------------------------- */
+
+/* u [XI][cin][cout] = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the 3x3 kernel g of
+ * (ci, co): weight [co][ci] (forward), or weight [ci][co] turned 180 degrees (input gradient, where ci and
+ * co are the gradient's: weight is [cin][cout][3][3] in its terms). Sixteen output channels a vector. */
+static void transform_kernels(float *u, const float *weight, int cin, int cout, int input_gradient) {
+    const int stride_co = input_gradient ? 9 : cin * 9, stride_ci = input_gradient ? cout * 9 : 9;
+    const __m512i co_offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride_co));
+    const __m512 half = _mm512_set1_ps(0.5f);
+    #pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int co0 = 0; co0 < cout; co0 += 16) {
+            const __mmask16 lanes = cout - co0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cout - co0)) - 1);
+            const float *base = weight + (size_t)co0 * stride_co + (size_t)ci * stride_ci;
+            __m512 g[3][3];
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) {
+                    const int tap = input_gradient ? (2 - a) * 3 + (2 - b) : a * 3 + b;
+                    g[a][b] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, co_offsets, base + tap, 4);
+                }
+            __m512 gg[4][3];   /* G g */
+            for (int b = 0; b < 3; b++) {
+                gg[0][b] = g[0][b];
+                gg[1][b] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][b], g[1][b]), g[2][b]));
+                gg[2][b] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][b], g[1][b]), g[2][b]));
+                gg[3][b] = g[2][b];
+            }
+            for (int a = 0; a < 4; a++) {
+                const __m512 row[4] = {
+                    gg[a][0], _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(gg[a][0], gg[a][1]), gg[a][2])),
+                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(gg[a][0], gg[a][1]), gg[a][2])), gg[a][2]};
+                for (int b = 0; b < 4; b++)
+                    _mm512_mask_storeu_ps(u + ((size_t)(a * 4 + b) * cin + ci) * cout + co0, lanes, row[b]);
+            }
+        }
+}
+
+/* ---- gathering tile vectors ------------------------------------------------------------------------------ */
+
+typedef struct {
+    __m512i column[4];               /* patch column c of lane l: position 2l + c - 1 of the 32 floats */
+    __mmask16 inside_first, inside_last;   /* lanes whose column 0 / column 3 lies inside the image */
+    __m512i out_low, out_high;       /* output columns 0 and 1 interleaved: positions 0..15, 16..31 */
+} Lanes;
+
+static void lanes_init(Lanes *g, int w) {
+    const int tw = w / 2;
+    int column[4][16], low[16], high[16];
+    unsigned first = 0, last = 0;
+    for (int l = 0; l < 16; l++) {
+        for (int c = 0; c < 4; c++) column[c][l] = (2 * l + c - 1) & 31;   /* masked-off lanes: any index */
+        if (l % tw != 0) first |= 1u << l;
+        if (l % tw != tw - 1) last |= 1u << l;
+        low[l] = (l & 1) ? 16 + l / 2 : l / 2;
+        high[l] = (l & 1) ? 24 + l / 2 : 8 + l / 2;
+    }
+    for (int c = 0; c < 4; c++) g->column[c] = _mm512_loadu_si512(column[c]);
+    g->inside_first = (__mmask16)first;
+    g->inside_last = (__mmask16)last;
+    g->out_low = _mm512_loadu_si512(low);
+    g->out_high = _mm512_loadu_si512(high);
+}
+
+static const float zero_row[32] __attribute__((aligned(64)));
+
+static ALWAYS_INLINE const float *row_or_zero(const float *img, int h, int w, int y) {
+    return y >= 0 && y < h ? img + (size_t)y * w : zero_row;
+}
+
+/* The 32 floats of a tile vector's rows, segment s being image row y0 + 2s (zero outside the image). */
+static ALWAYS_INLINE void load_segments(__m512 *lo, __m512 *hi, const float *img, int h, int w, int y0) {
+    if (w == 32) {
+        const float *p = row_or_zero(img, h, w, y0);
+        *lo = _mm512_loadu_ps(p);
+        *hi = _mm512_loadu_ps(p + 16);
+    } else if (w == 16) {
+        *lo = _mm512_loadu_ps(row_or_zero(img, h, w, y0));
+        *hi = _mm512_loadu_ps(row_or_zero(img, h, w, y0 + 2));
+    } else {
+        *lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(row_or_zero(img, h, w, y0))),
+                                 _mm256_loadu_ps(row_or_zero(img, h, w, y0 + 2)), 1);
+        *hi = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(row_or_zero(img, h, w, y0 + 4))),
+                                 _mm256_loadu_ps(row_or_zero(img, h, w, y0 + 6)), 1);
+    }
+}
+
+/* Output rows y0 + 2s, all inside the image. */
+static ALWAYS_INLINE void store_segments(float *img, int w, int y0, __m512 lo, __m512 hi) {
+    if (w == 32) {
+        _mm512_storeu_ps(img + (size_t)y0 * w, lo);
+        _mm512_storeu_ps(img + (size_t)y0 * w + 16, hi);
+    } else if (w == 16) {
+        _mm512_storeu_ps(img + (size_t)y0 * w, lo);
+        _mm512_storeu_ps(img + (size_t)(y0 + 2) * w, hi);
+    } else {
+        _mm256_storeu_ps(img + (size_t)y0 * w, _mm512_castps512_ps256(lo));
+        _mm256_storeu_ps(img + (size_t)(y0 + 2) * w, _mm512_extractf32x8_ps(lo, 1));
+        _mm256_storeu_ps(img + (size_t)(y0 + 4) * w, _mm512_castps512_ps256(hi));
+        _mm256_storeu_ps(img + (size_t)(y0 + 6) * w, _mm512_extractf32x8_ps(hi, 1));
+    }
+}
+
+/* v[xi * xi_stride] = (B^T d B)[xi] for the tile vector whose first tile row is ti0, of one channel's
+ * image img; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const float *img, int h, int w, int ti0,
+                                          const Lanes *g) {
+    __m512 t[4][4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        __m512 lo, hi;
+        load_segments(&lo, &hi, img, h, w, 2 * ti0 + r - 1);
+        const __m512 d0 = _mm512_maskz_permutex2var_ps(g->inside_first, lo, g->column[0], hi);
+        const __m512 d1 = _mm512_permutex2var_ps(lo, g->column[1], hi);
+        const __m512 d2 = _mm512_permutex2var_ps(lo, g->column[2], hi);
+        const __m512 d3 = _mm512_maskz_permutex2var_ps(g->inside_last, lo, g->column[3], hi);
+        t[r][0] = _mm512_sub_ps(d0, d2);
+        t[r][1] = _mm512_add_ps(d1, d2);
+        t[r][2] = _mm512_sub_ps(d2, d1);
+        t[r][3] = _mm512_sub_ps(d1, d3);
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        _mm512_store_ps(v + (size_t)(0 + j) * xi_stride, _mm512_sub_ps(t[0][j], t[2][j]));
+        _mm512_store_ps(v + (size_t)(4 + j) * xi_stride, _mm512_add_ps(t[1][j], t[2][j]));
+        _mm512_store_ps(v + (size_t)(8 + j) * xi_stride, _mm512_sub_ps(t[2][j], t[1][j]));
+        _mm512_store_ps(v + (size_t)(12 + j) * xi_stride, _mm512_sub_ps(t[1][j], t[3][j]));
+    }
+}
+
+/* The addend's values where store_segments puts the outputs of row y0. */
+static ALWAYS_INLINE void load_out_segments(__m512 *lo, __m512 *hi, const float *img, int w, int y0) {
+    if (w == 32) {
+        *lo = _mm512_loadu_ps(img + (size_t)y0 * w);
+        *hi = _mm512_loadu_ps(img + (size_t)y0 * w + 16);
+    } else if (w == 16) {
+        *lo = _mm512_loadu_ps(img + (size_t)y0 * w);
+        *hi = _mm512_loadu_ps(img + (size_t)(y0 + 2) * w);
+    } else {
+        *lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(img + (size_t)y0 * w)),
+                                 _mm256_loadu_ps(img + (size_t)(y0 + 2) * w), 1);
+        *hi = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(img + (size_t)(y0 + 4) * w)),
+                                 _mm256_loadu_ps(img + (size_t)(y0 + 6) * w), 1);
+    }
+}
+
+/* One channel's 2x2 tiles of a tile vector: A^T M A + bias (+ addend: the sum rounded as a separate add
+ * after the convolution would round it), A^T = [1 1 1 0; 0 1 -1 -1]; m[xi * xi_stride] holds M[xi]. */
+static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, const float *m, size_t xi_stride,
+                                           int w, int ti0, float bias, const Lanes *g) {
+    __m512 s[4][2];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const __m512 m0 = _mm512_load_ps(m + (size_t)(4 * i + 0) * xi_stride);
+        const __m512 m1 = _mm512_load_ps(m + (size_t)(4 * i + 1) * xi_stride);
+        const __m512 m2 = _mm512_load_ps(m + (size_t)(4 * i + 2) * xi_stride);
+        const __m512 m3 = _mm512_load_ps(m + (size_t)(4 * i + 3) * xi_stride);
+        s[i][0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        s[i][1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    const __m512 bias_v = _mm512_set1_ps(bias);
+    #pragma GCC unroll 2
+    for (int a = 0; a < 2; a++) {
+        const __m512 o0 = a == 0 ? _mm512_add_ps(_mm512_add_ps(s[0][0], s[1][0]), s[2][0])
+                                 : _mm512_sub_ps(_mm512_sub_ps(s[1][0], s[2][0]), s[3][0]);
+        const __m512 o1 = a == 0 ? _mm512_add_ps(_mm512_add_ps(s[0][1], s[1][1]), s[2][1])
+                                 : _mm512_sub_ps(_mm512_sub_ps(s[1][1], s[2][1]), s[3][1]);
+        __m512 lo = _mm512_add_ps(_mm512_permutex2var_ps(o0, g->out_low, o1), bias_v);
+        __m512 hi = _mm512_add_ps(_mm512_permutex2var_ps(o0, g->out_high, o1), bias_v);
+        if (addend_img) {
+            __m512 add_lo, add_hi;
+            load_out_segments(&add_lo, &add_hi, addend_img, w, 2 * ti0 + a);
+            lo = _mm512_add_ps(lo, add_lo);
+            hi = _mm512_add_ps(hi, add_hi);
+        }
+        store_segments(img, w, 2 * ti0 + a, lo, hi);
+    }
+}
+
+/* ---- the GEMM per transform point ------------------------------------------------------------------------ */
+
+/* m [cout][TB] = u [cin][cout] x v [cin][TB] over nv tile vectors, for one transform point. */
+static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv) {
+    for (int k0 = 0; k0 < cout; k0 += KB) {
+        __m512 acc[KB][NVB];
+        for (int k = 0; k < KB; k++)
+            for (int j = 0; j < nv; j++) acc[k][j] = _mm512_setzero_ps();
+        for (int ci = 0; ci < cin; ci++) {
+            __m512 xv[NVB];
+            for (int j = 0; j < nv; j++) xv[j] = _mm512_load_ps(v + (size_t)ci * TB + 16 * j);
+            for (int k = 0; k < KB; k++) {
+                const __m512 uk = _mm512_set1_ps(u[(size_t)ci * cout + k0 + k]);
+                for (int j = 0; j < nv; j++) acc[k][j] = _mm512_fmadd_ps(uk, xv[j], acc[k][j]);
+            }
+        }
+        for (int k = 0; k < KB; k++)
+            for (int j = 0; j < nv; j++) _mm512_store_ps(m + (size_t)(k0 + k) * TB + 16 * j, acc[k][j]);
+    }
+}
+
+/* m [XI][cout][TB] = u [XI][cin][cout] x v [XI][cin][TB] */
+static void block_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv) {
+    for (int xi = 0; xi < XI; xi++) {
+        float *mx = m + (size_t)xi * cout * TB;
+        const float *vx = v + (size_t)xi * cin * TB, *ux = u + (size_t)xi * cin * cout;
+        if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 3);
+        else if (nv == 2) point_gemm(mx, vx, ux, cin, cout, 2);
+        else point_gemm(mx, vx, ux, cin, cout, 1);
+    }
+}
+
+/* ---- blocks ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    float *y;
+    const float *addend, *x, *u, *bias;
+    size_t plane;   /* floats of one channel over the batch: n * h * w */
+    int cin, cout, h, w;
+    Lanes lanes;
+} Job;
+
+/* One block: nv tile vectors at image offsets image_at[j], first tile rows ti0[j]. w is a constant in each
+ * call of run_block, so the gathers and stores compile for that width. */
+static ALWAYS_INLINE void block_any(const Job *job, float *v, float *m, int nv, const size_t *image_at,
+                                    const int *ti0, int w) {
+    const int cin = job->cin, cout = job->cout;
+    for (int ci = 0; ci < cin; ci++)
+        for (int j = 0; j < nv; j++)
+            input_transform(v + (size_t)ci * TB + 16 * j, (size_t)cin * TB, job->x + ci * job->plane + image_at[j],
+                            job->h, w, ti0[j], &job->lanes);
+    block_gemm(m, v, job->u, cin, cout, nv);
+    for (int co = 0; co < cout; co++)
+        for (int j = 0; j < nv; j++) {
+            const size_t at = co * job->plane + image_at[j];
+            output_transform(job->y + at, job->addend ? job->addend + at : NULL, m + (size_t)co * TB + 16 * j,
+                             (size_t)cout * TB, w, ti0[j], job->bias ? job->bias[co] : 0.0f, &job->lanes);
+        }
+}
+
+static void run_block(const Job *job, float *v, float *m, int nv, const size_t *image_at, const int *ti0) {
+    switch (job->w) {
+    case 32: block_any(job, v, m, nv, image_at, ti0, 32); break;
+    case 16: block_any(job, v, m, nv, image_at, ti0, 16); break;
+    default: block_any(job, v, m, nv, image_at, ti0, 8); break;
+    }
+}
+
+/* Each thread's V and M, kept for the next call: sized by the widest layer seen, never by the thread
+ * count the scratch was sized for. */
+static float *thread_buffer(size_t floats) {
+    static _Thread_local float *buffer;
+    static _Thread_local size_t capacity;
+    if (floats > capacity) {
+        free(buffer);
+        buffer = aligned_alloc(64, round_up(floats * sizeof(float), 64));
+        if (!buffer) {
+            rn_message("conv_winograd: out of memory for %zu floats of thread scratch", floats);
+            abort();
+        }
+        capacity = floats;
+    }
+    return buffer;
+}
+
+static void run(const Job *job, int n) {
+    const int tw = job->w / 2, vectors_per_image = job->h * job->w / 4 / 16;
+    const long vectors = (long)n * vectors_per_image, blocks = (vectors + NVB - 1) / NVB;
+    const size_t v_floats = (size_t)XI * job->cin * TB, m_floats = (size_t)XI * job->cout * TB;
+    #pragma omp parallel
+    {
+        float *v = thread_buffer(v_floats + m_floats), *m = v + v_floats;
+        #pragma omp for schedule(static)
+        for (long b = 0; b < blocks; b++) {
+            const long first = b * NVB;
+            const int nv = vectors - first < NVB ? (int)(vectors - first) : NVB;
+            size_t image_at[NVB];
+            int ti0[NVB];
+            for (int j = 0; j < nv; j++) {
+                const long vec = first + j, image = vec / vectors_per_image;
+                image_at[j] = (size_t)image * job->h * job->w;
+                ti0[j] = (int)(vec - image * vectors_per_image) * 16 / tw;
+            }
+            run_block(job, v, m, nv, image_at, ti0);
+        }
+    }
+}
+
+static void forward(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
+                    int h, int w, ConvShape s, float *scratch) {
+    Job job = {.y = y, .addend = addend, .x = x, .u = scratch, .bias = bias, .plane = (size_t)n * h * w,
+               .cin = s.cin, .cout = s.cout, .h = h, .w = w};
+    transform_kernels(scratch, weight, s.cin, s.cout, 0);
+    lanes_init(&job.lanes, w);
+    run(&job, n);
+}
+
+static void input_gradient(float *dx, const float *addend, const float *dy, const float *weight, int n, int h,
+                           int w, ConvShape s, float *scratch) {
+    Job job = {.y = dx, .addend = addend, .x = dy, .u = scratch, .bias = NULL, .plane = (size_t)n * h * w,
+               .cin = s.cout, .cout = s.cin, .h = h, .w = w};
+    transform_kernels(scratch, weight, s.cout, s.cin, 1);
+    lanes_init(&job.lanes, w);
+    run(&job, n);
+}
+
+const ConvWinogradKernels conv_winograd_avx512 = {takes, scratch_floats, forward, input_gradient};
