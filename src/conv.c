@@ -127,11 +127,11 @@ const char *conv_winograd_name(void) {
     return winograd_wanted && chosen->winograd ? "F(2x2,3x3)" : NULL;
 }
 
-/* The Winograd kernels for this pass (input_gradient 0: forward, 1: input gradient), or NULL. */
-static const ConvWinogradKernels *winograd_for(ConvShape s, int h, int w, int input_gradient) {
+/* The Winograd kernels for this pass, or NULL. */
+static const ConvWinogradKernels *winograd_for(ConvShape s, int h, int w, ConvPass pass) {
     (void)direct_kernels();
     const ConvWinogradKernels *k = chosen->winograd;
-    return winograd_wanted && k && k->takes(s, h, w, input_gradient) ? k : NULL;
+    return winograd_wanted && k && k->takes(s, h, w, pass) ? k : NULL;
 }
 
 void compute_set_threads(int threads) {
@@ -165,7 +165,8 @@ size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
         /* whether or not Winograd is wanted now: conv_use_winograd may change after the scratch is sized */
         const ConvWinogradKernels *wk = chosen->winograd;
         const size_t direct_floats = direct->scratch_floats(s, n, h, w);
-        if (wk && (wk->takes(s, h, w, 0) || wk->takes(s, h, w, 1))) {
+        if (wk && (wk->takes(s, h, w, CONV_PASS_FORWARD) || wk->takes(s, h, w, CONV_PASS_INPUT_GRADIENT) ||
+                   wk->takes(s, h, w, CONV_PASS_WEIGHT_GRADIENT))) {
             const size_t winograd_floats = wk->scratch_floats(s);
             return winograd_floats > direct_floats ? winograd_floats : direct_floats;
         }
@@ -307,7 +308,7 @@ static void im2col_forward(float *y, const float *x, const float *weight, const 
 
 static void forward_any(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
                         ConvShape s, float *scratch, const float *addend) {
-    const ConvWinogradKernels *winograd = winograd_for(s, h, w, 0);
+    const ConvWinogradKernels *winograd = winograd_for(s, h, w, CONV_PASS_FORWARD);
     const ConvDirectKernels *direct = direct_for(s);
     if (winograd) winograd->forward(y, addend, x, weight, bias, n, h, w, s, scratch);
     else if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, addend);
@@ -381,11 +382,16 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
         }
     }
     const ConvDirectKernels *direct = direct_for(s);
-    const ConvWinogradKernels *winograd = dx ? winograd_for(s, h, w, 1) : NULL;
-    if (winograd) {
-        /* both read only dy, x and weight: the input gradient first, then the direct weight gradient */
-        winograd->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
-        direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
+    /* the weight gradient through Winograd only beside a Winograd input gradient, or none: the direct kernels
+     * always produce dW, so they cannot take the input gradient alone */
+    const ConvWinogradKernels *winograd_dx = dx ? winograd_for(s, h, w, CONV_PASS_INPUT_GRADIENT) : NULL;
+    const ConvWinogradKernels *winograd_dw =
+        !dx || winograd_dx ? winograd_for(s, h, w, CONV_PASS_WEIGHT_GRADIENT) : NULL;
+    if (winograd_dx || winograd_dw) {
+        /* the passes read only dy, x and weight */
+        if (winograd_dx) winograd_dx->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
+        if (winograd_dw) winograd_dw->weight_gradient(dweight, dy, x, n, h, w, s, scratch);
+        else direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
         return;
     }
     if (direct) {

@@ -21,6 +21,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "resnet/util.h"
 
@@ -33,19 +34,26 @@
 #define NVB 3            /* tile vectors of a block, the register tile's other side */
 #define TB (NVB * 16)    /* tiles of a block */
 #define MAX_CHANNELS 256 /* V and M of a block stay within about 1.5 MiB */
+#define DW_GROUPS 16     /* weight gradient: partial sums summed in this fixed order, whatever the threads */
+#define DW_CHUNK_BYTES (512 * 1024)   /* a chunk's transformed input and output gradient, in L2 */
+#define DW_RB 8          /* weight gradient register tile: input channels (broadcast) ... */
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
 
-static int takes(ConvShape s, int h, int w, int input_gradient) {
-    const int out_channels = input_gradient ? s.cin : s.cout, in_channels = input_gradient ? s.cout : s.cin;
+static int takes(ConvShape s, int h, int w, ConvPass pass) {
+    const int out_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cin : s.cout;
+    const int in_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cout : s.cin;
     return s.k == 3 && s.stride == 1 && s.pad == 1 && out_channels % KB == 0 && in_channels % KB == 0 &&
-           out_channels <= MAX_CHANNELS && in_channels <= MAX_CHANNELS && (w == 8 || w == 16 || w == 32) &&
-           h >= 2 && h % 2 == 0 && (h * w / 4) % 16 == 0;
+           (pass != CONV_PASS_WEIGHT_GRADIENT || s.cout % 16 == 0) && out_channels <= MAX_CHANNELS &&
+           in_channels <= MAX_CHANNELS && (w == 8 || w == 16 || w == 32) && h >= 2 && h % 2 == 0 &&
+           (h * w / 4) % 16 == 0;
 }
 
-static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout + 16; }
+/* The transformed kernels (forward, input gradient), then the weight gradient's partial sums: one set
+ * per group of chunks, at most DW_GROUPS. */
+static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout * (1 + DW_GROUPS) + 16; }
 
 /* ---- the transformed kernels ---------------------------------------------------------------------------- */
 
@@ -352,4 +360,174 @@ static void input_gradient(float *dx, const float *addend, const float *dy, cons
     run(&job, n);
 }
 
-const ConvWinogradKernels conv_winograd_avx512 = {takes, scratch_floats, forward, input_gradient};
+/* ---- the weight gradient ----------------------------------------------------------------------------------
+ * dL/dU[xi] = sum over tiles of (A dY A^T)[xi] . V[xi] for every (ci, co), then dL/dg = G^T dU G: a GEMM per
+ * transform point whose inner dimension is the tiles. The tiles go in chunks whose transformed input V
+ * [XI][cin][tc] (tiles in lanes, as the forward makes it) and transformed output gradient D [XI][tc][cout]
+ * (output channels in lanes) stay in L2; the GEMM broadcasts V and runs D's vectors, so every partial sum
+ * stays in its lane and none is reduced across lanes. Chunks form DW_GROUPS groups (fewer for small
+ * batches), each summed by one thread in chunk order into its own partial dU, and the groups are added in
+ * group order: the sums do not depend on the thread count. */
+
+/* D [XI][tc][cout] at tiles t0 .. t0+15 for one tile vector: dy rows from the vector's first output row
+ * (dy_rows, channel 0), 16 output channels a gather. */
+static ALWAYS_INLINE void output_gradient_transform(float *d, size_t tc, size_t t0, const float *dy_rows, size_t plane,
+                                                    int cout, int w) {
+    const int tw = w / 2;
+    const __m512i channel_offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)plane));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int co0 = 0; co0 < cout; co0 += 16) {
+        const float *base = dy_rows + (size_t)co0 * plane;
+        for (int l = 0; l < 16; l++) {
+            const float *p = base + (size_t)(2 * (l / tw)) * w + 2 * (l % tw);
+            const __m512 y00 = _mm512_i32gather_ps(channel_offsets, p, 4);
+            const __m512 y01 = _mm512_i32gather_ps(channel_offsets, p + 1, 4);
+            const __m512 y10 = _mm512_i32gather_ps(channel_offsets, p + w, 4);
+            const __m512 y11 = _mm512_i32gather_ps(channel_offsets, p + w + 1, 4);
+            /* A dY A^T, A = [1 0; 1 1; 1 -1; 0 -1] */
+            const __m512 r[2][4] = {
+                {y00, _mm512_add_ps(y00, y01), _mm512_sub_ps(y00, y01), _mm512_sub_ps(zero, y01)},
+                {y10, _mm512_add_ps(y10, y11), _mm512_sub_ps(y10, y11), _mm512_sub_ps(zero, y11)}};
+            float *out = d + (t0 + l) * cout + co0;
+            const size_t xi_stride = tc * cout;
+            for (int j = 0; j < 4; j++) {
+                _mm512_storeu_ps(out + (size_t)(0 + j) * xi_stride, r[0][j]);
+                _mm512_storeu_ps(out + (size_t)(4 + j) * xi_stride, _mm512_add_ps(r[0][j], r[1][j]));
+                _mm512_storeu_ps(out + (size_t)(8 + j) * xi_stride, _mm512_sub_ps(r[0][j], r[1][j]));
+                _mm512_storeu_ps(out + (size_t)(12 + j) * xi_stride, _mm512_sub_ps(zero, r[1][j]));
+            }
+        }
+    }
+}
+
+/* partial [cin][cout] += v [cin][tc] (broadcast) x d [tc][cout] over tiles 0 .. tiles-1 for one transform
+ * point: rb input channels x cv vectors of output channels at a time. */
+static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout,
+                                        size_t tc, int tiles, int rb, int cv) {
+    for (int ci0 = 0; ci0 < cin; ci0 += rb)
+        for (int co0 = 0; co0 < cout; co0 += 16 * cv) {
+            __m512 acc[16][2];
+            for (int r = 0; r < rb; r++)
+                for (int c = 0; c < cv; c++) acc[r][c] = _mm512_loadu_ps(partial + (size_t)(ci0 + r) * cout + co0 + 16 * c);
+            const float *vr = v + (size_t)ci0 * tc;
+            for (int t = 0; t < tiles; t++) {
+                __m512 dv[2];
+                for (int c = 0; c < cv; c++) dv[c] = _mm512_loadu_ps(d + (size_t)t * cout + co0 + 16 * c);
+                for (int r = 0; r < rb; r++) {
+                    const __m512 b = _mm512_set1_ps(vr[(size_t)r * tc + t]);
+                    for (int c = 0; c < cv; c++) acc[r][c] = _mm512_fmadd_ps(b, dv[c], acc[r][c]);
+                }
+            }
+            for (int r = 0; r < rb; r++)
+                for (int c = 0; c < cv; c++) _mm512_storeu_ps(partial + (size_t)(ci0 + r) * cout + co0 + 16 * c, acc[r][c]);
+        }
+}
+
+static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, size_t tc, int tiles) {
+    for (int xi = 0; xi < XI; xi++) {
+        float *px = partial + (size_t)xi * cin * cout;
+        const float *vx = v + (size_t)xi * cin * tc, *dx = d + (size_t)xi * tc * cout;
+        if (cout % 32 == 0) point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 8, 2);
+        else if (cin % 16 == 0) point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 16, 1);
+        else point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 8, 1);
+    }
+}
+
+typedef struct {
+    const float *dy, *x;
+    size_t plane, tc;
+    int cin, cout, h, w, vectors_per_image;
+    Lanes lanes;
+} GradientJob;
+
+/* Transforms the tile vectors first .. first+nv-1 into v and d; w a constant in each call. */
+static ALWAYS_INLINE void chunk_transforms_any(const GradientJob *job, float *v, float *d, long first, int nv, int w) {
+    const int tw = w / 2;
+    for (int j = 0; j < nv; j++) {
+        const long vec = first + j, image = vec / job->vectors_per_image;
+        const size_t image_at = (size_t)image * job->h * w;
+        const int ti0 = (int)(vec - image * job->vectors_per_image) * 16 / tw;
+        for (int ci = 0; ci < job->cin; ci++)
+            input_transform(v + (size_t)ci * job->tc + 16 * j, (size_t)job->cin * job->tc,
+                            job->x + ci * job->plane + image_at, job->h, w, ti0, &job->lanes);
+        output_gradient_transform(d, job->tc, (size_t)16 * j, job->dy + image_at + (size_t)2 * ti0 * w, job->plane,
+                                  job->cout, w);
+    }
+}
+
+static void chunk_transforms(const GradientJob *job, float *v, float *d, long first, int nv) {
+    switch (job->w) {
+    case 32: chunk_transforms_any(job, v, d, first, nv, 32); break;
+    case 16: chunk_transforms_any(job, v, d, first, nv, 16); break;
+    default: chunk_transforms_any(job, v, d, first, nv, 8); break;
+    }
+}
+
+/* dweight [cout][cin][3][3] += G^T (the groups' dU summed in order) G, 16 output channels a vector. */
+static void finish_weight_gradient(float *dweight, const float *partials, int groups, int cin, int cout) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    #pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int co0 = 0; co0 < cout; co0 += 16) {
+            __m512 du[4][4];
+            for (int xi = 0; xi < XI; xi++) {
+                __m512 sum = _mm512_loadu_ps(partials + ((size_t)xi * cin + ci) * cout + co0);
+                for (int g = 1; g < groups; g++)
+                    sum = _mm512_add_ps(sum, _mm512_loadu_ps(partials + (((size_t)g * XI + xi) * cin + ci) * cout + co0));
+                du[xi / 4][xi % 4] = sum;
+            }
+            __m512 gt[3][4];   /* G^T dU, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
+            for (int j = 0; j < 4; j++) {
+                gt[0][j] = _mm512_add_ps(du[0][j], _mm512_mul_ps(half, _mm512_add_ps(du[1][j], du[2][j])));
+                gt[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(du[1][j], du[2][j]));
+                gt[2][j] = _mm512_add_ps(_mm512_mul_ps(half, _mm512_add_ps(du[1][j], du[2][j])), du[3][j]);
+            }
+            float g9[9][16];
+            for (int a = 0; a < 3; a++) {
+                _mm512_storeu_ps(g9[a * 3 + 0],
+                                 _mm512_add_ps(gt[a][0], _mm512_mul_ps(half, _mm512_add_ps(gt[a][1], gt[a][2]))));
+                _mm512_storeu_ps(g9[a * 3 + 1], _mm512_mul_ps(half, _mm512_sub_ps(gt[a][1], gt[a][2])));
+                _mm512_storeu_ps(g9[a * 3 + 2],
+                                 _mm512_add_ps(_mm512_mul_ps(half, _mm512_add_ps(gt[a][1], gt[a][2])), gt[a][3]));
+            }
+            for (int l = 0; l < 16; l++) {
+                float *dst = dweight + ((size_t)(co0 + l) * cin + ci) * 9;
+                for (int tap = 0; tap < 9; tap++) dst[tap] += g9[tap][l];
+            }
+        }
+}
+
+static void weight_gradient(float *dweight, const float *dy, const float *x, int n, int h, int w, ConvShape s,
+                            float *scratch) {
+    GradientJob job = {.dy = dy, .x = x, .plane = (size_t)n * h * w, .cin = s.cin, .cout = s.cout, .h = h, .w = w,
+                       .vectors_per_image = h * w / 64};
+    size_t tc = DW_CHUNK_BYTES / (XI * sizeof(float) * (size_t)(s.cin + s.cout)) / 16 * 16;
+    if (tc < 16) tc = 16;
+    job.tc = tc;
+    lanes_init(&job.lanes, w);
+    const int vectors_per_chunk = (int)(tc / 16);
+    const long vectors = (long)n * job.vectors_per_image;
+    const long chunks = (vectors + vectors_per_chunk - 1) / vectors_per_chunk;
+    const int groups = chunks < DW_GROUPS ? (int)chunks : DW_GROUPS;
+    const size_t du_floats = (size_t)XI * s.cin * s.cout;
+    float *partials = scratch + du_floats;   /* after the transformed kernels' place */
+    #pragma omp parallel
+    {
+        float *v = thread_buffer((size_t)XI * tc * (s.cin + s.cout)), *d = v + (size_t)XI * s.cin * tc;
+        #pragma omp for schedule(static)
+        for (int g = 0; g < groups; g++) {
+            float *partial = partials + (size_t)g * du_floats;
+            memset(partial, 0, du_floats * sizeof(float));
+            for (long c = chunks * g / groups; c < chunks * (g + 1) / groups; c++) {
+                const long first = c * vectors_per_chunk;
+                const int nv = vectors - first < vectors_per_chunk ? (int)(vectors - first) : vectors_per_chunk;
+                chunk_transforms(&job, v, d, first, nv);
+                chunk_gemm_dw(partial, v, d, s.cin, s.cout, tc, 16 * nv);
+            }
+        }
+    }
+    finish_weight_gradient(dweight, partials, groups, s.cin, s.cout);
+}
+
+const ConvWinogradKernels conv_winograd_avx512 = {takes, scratch_floats, forward, input_gradient, weight_gradient};

@@ -82,8 +82,10 @@ runs=(generic)
 has avx2 fma && runs=(avx2 "${runs[@]}")
 has avx2 fma avx512f avx512bw avx512vl avx512dq && runs=(avx512 "${runs[@]}")
 header_path() {   # the path the bench header names
-  sed -n 's/^resnet_mpi bench: .*, direct convolutions \(.*\)$/\1/p' "$TMP/out" | sed 's/^none (im2col + BLIS)$/generic/'
+  sed -n 's/^resnet_mpi bench: .*, direct convolutions \(.*\)$/\1/p' "$TMP/out" |
+    sed 's/, Winograd F(2x2,3x3)$//; s/^none (im2col + BLIS)$/generic/'
 }
+header_winograd() { grep -c '^resnet_mpi bench: .*, Winograd F(2x2,3x3)$' "$TMP/out" || true; }
 BENCH1=(bench --batch-size 8 --steps 1 --warmup 0 --threads 1 --eval-images 0)
 expect 0 "$BIN" "${BENCH1[@]}"
 [ "$(header_path)" = "${runs[0]}" ] || fail "default path $(header_path), the fastest this CPU runs is ${runs[0]}"
@@ -96,10 +98,21 @@ for isa in avx512 avx2; do
   RESNET_ISA=$isa expect 2 "$BIN" "${BENCH1[@]}"
   grep -q "RESNET_ISA=$isa: this CPU lacks" "$TMP/err" || fail "RESNET_ISA=$isa: $(cat "$TMP/err")"
 done
+# Winograd F(2x2,3x3) on the avx512 path alone, unless RESNET_WINOGRAD=0; any value but 0 and 1 refused
+for isa in "${runs[@]}"; do
+  RESNET_ISA=$isa expect 0 "$BIN" "${BENCH1[@]}"
+  want=0; [ "$isa" = avx512 ] && want=1
+  [ "$(header_winograd)" = "$want" ] || fail "RESNET_ISA=$isa: Winograd named $(header_winograd) times, want $want"
+  RESNET_ISA=$isa RESNET_WINOGRAD=0 expect 0 "$BIN" "${BENCH1[@]}"
+  [ "$(header_winograd)" = 0 ] && [ "$(header_path)" = "$isa" ] || fail "RESNET_WINOGRAD=0 on $isa: $(head -1 "$TMP/out")"
+done
+RESNET_WINOGRAD=yes expect 2 "$BIN" "${BENCH1[@]}"
+[ "$(wc -l <"$TMP/err")" = 1 ] && grep -q "RESNET_WINOGRAD: 'yes' is neither 0" "$TMP/err" ||
+  fail "RESNET_WINOGRAD=yes: $(cat "$TMP/err")"
 RESNET_ISA=sse2 expect 2 "$BIN" "${BENCH1[@]}"
 grep -q "RESNET_ISA=sse2: 'sse2' is not a kernel path" "$TMP/err" || fail "RESNET_ISA=sse2: $(cat "$TMP/err")"
 RESNET_ISA=sse2 expect 2 "$BIN" eval --checkpoint "$TMP/ck/last.h5"
 RESNET_ISA=sse2 expect 2 "$BIN" "${FM_SMALL[@]}" --limit-train 256 --batch-size 64 --max-steps 1 --threads 1 \
   --checkpoint-dir "$TMP/isa"
 grep -q "RESNET_ISA" "$TMP/err" || fail "train: RESNET_ISA not named: $(cat "$TMP/err")"
-pass "kernel paths: default ${runs[0]}; RESNET_ISA runs ${runs[*]}, refuses the others"
+pass "kernel paths: default ${runs[0]}; RESNET_ISA runs ${runs[*]}, refuses the others; Winograd on avx512 unless RESNET_WINOGRAD=0"

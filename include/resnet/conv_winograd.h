@@ -17,9 +17,11 @@
 
 #include "resnet/conv_shape.h"
 
+typedef enum { CONV_PASS_FORWARD, CONV_PASS_INPUT_GRADIENT, CONV_PASS_WEIGHT_GRADIENT } ConvPass;
+
 typedef struct {
-    /* 1 when forward (input_gradient = 0) or the input gradient (1) of shape s on h x w images runs here */
-    int (*takes)(ConvShape s, int h, int w, int input_gradient);
+    /* 1 when this pass of shape s on h x w images runs here */
+    int (*takes)(ConvShape s, int h, int w, ConvPass pass);
     /* the scratch forward and input_gradient need: the transformed kernels */
     size_t (*scratch_floats)(ConvShape s);
     /* y [cout, n, h, w] = addend (or nothing when NULL) + conv(x) + bias (may be NULL); addend may be y */
@@ -28,6 +30,9 @@ typedef struct {
     /* dx [cin, n, h, w] = addend (or nothing when NULL; it must not overlap dx) + the input gradient of dy */
     void (*input_gradient)(float *dx, const float *addend, const float *dy, const float *weight, int n, int h,
                            int w, ConvShape s, float *scratch);
+    /* dweight [cout, cin, 3, 3] += the weight gradient of dy [cout, n, h, w] over x [cin, n, h, w] */
+    void (*weight_gradient)(float *dweight, const float *dy, const float *x, int n, int h, int w, ConvShape s,
+                            float *scratch);
 } ConvWinogradKernels;
 
 /* Only x86-64 builds have it (meson.build builds the object there alone). */
