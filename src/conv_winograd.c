@@ -35,7 +35,9 @@
 #define TB (NVB * 16)    /* tiles of a block */
 #define MAX_CHANNELS 256 /* V and M of a block stay within about 1.5 MiB */
 #define DW_GROUPS 16     /* weight gradient: partial sums summed in this fixed order, whatever the threads */
-#define DW_CHUNK_BYTES (512 * 1024)   /* a chunk's transformed input and output gradient, in L2 */
+#ifndef DW_CHUNK_BYTES
+#define DW_CHUNK_BYTES (32 * 1024)   /* a chunk's transformed input and output gradient, in L1 */
+#endif
 #define DW_RB 8          /* weight gradient register tile: input channels (broadcast) ... */
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -236,33 +238,38 @@ static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, 
 
 /* ---- the GEMM per transform point ------------------------------------------------------------------------ */
 
-/* m [cout][TB] = u [cin][cout] x v [cin][TB] over nv tile vectors, for one transform point. */
-static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv) {
-    for (int k0 = 0; k0 < cout; k0 += KB) {
-        __m512 acc[KB][NVB];
-        for (int k = 0; k < KB; k++)
+/* m [cout][tb] = u [cin][cout] x v [cin][tb] over nv tile vectors, for one transform point: kb output
+ * channels (broadcast weights) x nv vectors of tiles at a time. */
+static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv, int kb,
+                                     size_t tb) {
+    for (int k0 = 0; k0 < cout; k0 += kb) {
+        __m512 acc[16][NVB];
+        for (int k = 0; k < kb; k++)
             for (int j = 0; j < nv; j++) acc[k][j] = _mm512_setzero_ps();
         for (int ci = 0; ci < cin; ci++) {
             __m512 xv[NVB];
-            for (int j = 0; j < nv; j++) xv[j] = _mm512_load_ps(v + (size_t)ci * TB + 16 * j);
-            for (int k = 0; k < KB; k++) {
+            for (int j = 0; j < nv; j++) xv[j] = _mm512_load_ps(v + (size_t)ci * tb + 16 * j);
+            for (int k = 0; k < kb; k++) {
                 const __m512 uk = _mm512_set1_ps(u[(size_t)ci * cout + k0 + k]);
                 for (int j = 0; j < nv; j++) acc[k][j] = _mm512_fmadd_ps(uk, xv[j], acc[k][j]);
             }
         }
-        for (int k = 0; k < KB; k++)
-            for (int j = 0; j < nv; j++) _mm512_store_ps(m + (size_t)(k0 + k) * TB + 16 * j, acc[k][j]);
+        for (int k = 0; k < kb; k++)
+            for (int j = 0; j < nv; j++) _mm512_store_ps(m + (size_t)(k0 + k) * tb + 16 * j, acc[k][j]);
     }
 }
 
-/* m [XI][cout][TB] = u [XI][cin][cout] x v [XI][cin][TB] */
-static void block_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv) {
+/* m [XI][cout][tb] = u [XI][cin][cout] x v [XI][cin][tb]; blocks of one vector take 16 output channels a
+ * register tile when they can (16 accumulators), blocks of NVB take 8 x NVB */
+static void block_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv, size_t tb) {
     for (int xi = 0; xi < XI; xi++) {
-        float *mx = m + (size_t)xi * cout * TB;
-        const float *vx = v + (size_t)xi * cin * TB, *ux = u + (size_t)xi * cin * cout;
-        if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 3);
-        else if (nv == 2) point_gemm(mx, vx, ux, cin, cout, 2);
-        else point_gemm(mx, vx, ux, cin, cout, 1);
+        float *mx = m + (size_t)xi * cout * tb;
+        const float *vx = v + (size_t)xi * cin * tb, *ux = u + (size_t)xi * cin * cout;
+        if (tb == 16 && cout % 16 == 0) point_gemm(mx, vx, ux, cin, cout, 1, 16, 16);
+        else if (tb == 16) point_gemm(mx, vx, ux, cin, cout, 1, KB, 16);
+        else if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 3, KB, TB);
+        else if (nv == 2) point_gemm(mx, vx, ux, cin, cout, 2, KB, TB);
+        else point_gemm(mx, vx, ux, cin, cout, 1, KB, TB);
     }
 }
 
@@ -273,6 +280,7 @@ typedef struct {
     const float *addend, *x, *u, *bias;
     size_t plane;   /* floats of one channel over the batch: n * h * w */
     int cin, cout, h, w;
+    int block_vectors;   /* tile vectors a block: NVB, or 1 when few channels (V and M then stay in L1) */
     Lanes lanes;
 } Job;
 
@@ -281,16 +289,17 @@ typedef struct {
 static ALWAYS_INLINE void block_any(const Job *job, float *v, float *m, int nv, const size_t *image_at,
                                     const int *ti0, int w) {
     const int cin = job->cin, cout = job->cout;
+    const size_t tb = (size_t)16 * job->block_vectors;
     for (int ci = 0; ci < cin; ci++)
         for (int j = 0; j < nv; j++)
-            input_transform(v + (size_t)ci * TB + 16 * j, (size_t)cin * TB, job->x + ci * job->plane + image_at[j],
+            input_transform(v + (size_t)ci * tb + 16 * j, (size_t)cin * tb, job->x + ci * job->plane + image_at[j],
                             job->h, w, ti0[j], &job->lanes);
-    block_gemm(m, v, job->u, cin, cout, nv);
+    block_gemm(m, v, job->u, cin, cout, nv, tb);
     for (int co = 0; co < cout; co++)
         for (int j = 0; j < nv; j++) {
             const size_t at = co * job->plane + image_at[j];
-            output_transform(job->y + at, job->addend ? job->addend + at : NULL, m + (size_t)co * TB + 16 * j,
-                             (size_t)cout * TB, w, ti0[j], job->bias ? job->bias[co] : 0.0f, &job->lanes);
+            output_transform(job->y + at, job->addend ? job->addend + at : NULL, m + (size_t)co * tb + 16 * j,
+                             (size_t)cout * tb, w, ti0[j], job->bias ? job->bias[co] : 0.0f, &job->lanes);
         }
 }
 
@@ -321,15 +330,16 @@ static float *thread_buffer(size_t floats) {
 
 static void run(const Job *job, int n) {
     const int tw = job->w / 2, vectors_per_image = job->h * job->w / 4 / 16;
-    const long vectors = (long)n * vectors_per_image, blocks = (vectors + NVB - 1) / NVB;
-    const size_t v_floats = (size_t)XI * job->cin * TB, m_floats = (size_t)XI * job->cout * TB;
+    const int bv = job->block_vectors;
+    const long vectors = (long)n * vectors_per_image, blocks = (vectors + bv - 1) / bv;
+    const size_t v_floats = (size_t)XI * job->cin * 16 * bv, m_floats = (size_t)XI * job->cout * 16 * bv;
     #pragma omp parallel
     {
         float *v = thread_buffer(v_floats + m_floats), *m = v + v_floats;
         #pragma omp for schedule(static)
         for (long b = 0; b < blocks; b++) {
-            const long first = b * NVB;
-            const int nv = vectors - first < NVB ? (int)(vectors - first) : NVB;
+            const long first = b * bv;
+            const int nv = vectors - first < bv ? (int)(vectors - first) : bv;
             size_t image_at[NVB];
             int ti0[NVB];
             for (int j = 0; j < nv; j++) {
@@ -342,10 +352,15 @@ static void run(const Job *job, int n) {
     }
 }
 
+#ifndef SMALL_BLOCK_CHANNELS
+#define SMALL_BLOCK_CHANNELS 32
+#endif
+static int block_vectors(int cin, int cout) { return cin + cout <= SMALL_BLOCK_CHANNELS ? 1 : NVB; }
+
 static void forward(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
                     int h, int w, ConvShape s, float *scratch) {
     Job job = {.y = y, .addend = addend, .x = x, .u = scratch, .bias = bias, .plane = (size_t)n * h * w,
-               .cin = s.cin, .cout = s.cout, .h = h, .w = w};
+               .cin = s.cin, .cout = s.cout, .h = h, .w = w, .block_vectors = block_vectors(s.cin, s.cout)};
     transform_kernels(scratch, weight, s.cin, s.cout, 0);
     lanes_init(&job.lanes, w);
     run(&job, n);
@@ -354,7 +369,7 @@ static void forward(float *y, const float *addend, const float *x, const float *
 static void input_gradient(float *dx, const float *addend, const float *dy, const float *weight, int n, int h,
                            int w, ConvShape s, float *scratch) {
     Job job = {.y = dx, .addend = addend, .x = dy, .u = scratch, .bias = NULL, .plane = (size_t)n * h * w,
-               .cin = s.cout, .cout = s.cin, .h = h, .w = w};
+               .cin = s.cout, .cout = s.cin, .h = h, .w = w, .block_vectors = block_vectors(s.cout, s.cin)};
     transform_kernels(scratch, weight, s.cout, s.cin, 1);
     lanes_init(&job.lanes, w);
     run(&job, n);
