@@ -68,7 +68,7 @@ cg=$(field c '^train: .* \([0-9.]*\) GFLOP.s.*')
 ceg=$(field c '^eval: .* \([0-9.]*\) GFLOP.s.*')
 echo
 echo "$arch ResNet-20, batch $batch, $threads thread(s) (resnet_mpi: $ranks rank(s) x $rank_threads), median of $rounds rounds ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
-echo "resnet_mpi: $(grep -m1 -o 'direct convolutions [a-z0-9 ()+]*' "$out/c1"); $(grep -m1 -o '^peak: [0-9.]* GFLOP/s' "$out/c1") measured FMA peak; PyTorch: ${torch_isa:-its own ISA choice}"
+echo "resnet_mpi: $(grep -m1 -o 'direct convolutions [A-Za-z0-9 ()+,]*' "$out/c1"); $(grep -m1 -o '^peak: [0-9.]* GFLOP/s' "$out/c1") measured FMA peak; PyTorch: ${torch_isa:-its own ISA choice}"
 printf '%-22s %12s %12s %8s\n' "" "resnet_mpi" "PyTorch" "ratio"
 printf '%-22s %12.1f %12.1f %7.2fx\n' "train images/s" "$ct" "$tt" "$(awk -v a="$ct" -v b="$tt" 'BEGIN { print a / b }')"
 printf '%-22s %12.1f %12.1f %7.2fx\n' "eval images/s" "$ce" "$te" "$(awk -v a="$ce" -v b="$te" 'BEGIN { print a / b }')"

@@ -388,10 +388,12 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
     const ConvWinogradKernels *winograd_dw =
         !dx || winograd_dx ? winograd_for(s, h, w, CONV_PASS_WEIGHT_GRADIENT) : NULL;
     if (winograd_dx || winograd_dw) {
-        /* the passes read only dy, x and weight */
-        if (winograd_dx) winograd_dx->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
-        if (winograd_dw) winograd_dw->weight_gradient(dweight, dy, x, n, h, w, s, scratch);
-        else direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
+        if (winograd_dw) {
+            winograd_dw->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
+        } else {
+            winograd_dx->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
+            direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
+        }
         return;
     }
     if (direct) {

@@ -1369,6 +1369,11 @@ START_TEST(ref_conv_winograd) {
         ASSERT_REL(y, ry, ny, REF_TOL, "%s forward", what);
         ASSERT_REL(dx, rdx, nx, REF_TOL, "%s input gradient", what);
         ASSERT_REL(dw, rdw, nw, REF_TOL, "%s weight gradient", what);
+        /* dW alone (dx NULL): the bits of dW beside the input gradient */
+        float *dw_alone = falloc(nw);
+        conv_backward(NULL, dw_alone, NULL, dy, x, wt, n, h, w, s, scr);
+        ck_assert_msg(memcmp(dw, dw_alone, sizeof(float) * nw) == 0, "%s: dW differs without dx", what);
+        rn_free(dw_alone);
 
         ck_assert_int_eq(conv_use_winograd(0), 1);
         ck_assert_ptr_null(conv_winograd_name());

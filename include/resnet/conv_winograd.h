@@ -30,9 +30,10 @@ typedef struct {
     /* dx [cin, n, h, w] = addend (or nothing when NULL; it must not overlap dx) + the input gradient of dy */
     void (*input_gradient)(float *dx, const float *addend, const float *dy, const float *weight, int n, int h,
                            int w, ConvShape s, float *scratch);
-    /* dweight [cout, cin, 3, 3] += the weight gradient of dy [cout, n, h, w] over x [cin, n, h, w] */
-    void (*weight_gradient)(float *dweight, const float *dy, const float *x, int n, int h, int w, ConvShape s,
-                            float *scratch);
+    /* dweight [cout, cin, 3, 3] += the weight gradient of dy [cout, n, h, w] over x [cin, n, h, w], and when
+     * dx is not NULL the input gradient as input_gradient gives it, in one pass over dy */
+    void (*backward)(float *dx, const float *addend, float *dweight, const float *dy, const float *x,
+                     const float *weight, int n, int h, int w, ConvShape s, float *scratch);
 } ConvWinogradKernels;
 
 /* Only x86-64 builds have it (meson.build builds the object there alone). */
