@@ -57,7 +57,8 @@ void perf_profile_report(FILE *out, int passes, int evaluation, double peak_gflo
     double total = 0;
     for (int i = 0; i < profile_count; i++) total += profile[i].seconds;
     qsort(profile, profile_count, sizeof *profile, slower_first);
-    fprintf(out, "%s (per %s; %d of them; %% of peak: of this rank's measured FMA peak, %.1f GFLOP/s):\n"
+    fprintf(out, "%s (per %s; %d of them; GFLOP/s count the model's FLOPs (a Winograd layer "
+                 "does fewer: it can pass 100%%); %% of peak: of this rank's measured FMA peak, %.1f GFLOP/s):\n"
                  "  %-38s %9s %7s %9s %8s\n", evaluation ? "evaluation profile" : "profile",
             evaluation ? "evaluation forward" : "step", passes, peak_gflops, "layer", "ms", "share", "GFLOP/s",
             "of peak");
