@@ -128,10 +128,10 @@ const char *conv_winograd_name(void) {
 }
 
 /* The Winograd kernels for this pass, or NULL. */
-static const ConvWinogradKernels *winograd_for(ConvShape s, int h, int w, ConvPass pass) {
+static const ConvWinogradKernels *winograd_for(ConvShape s, int n, int h, int w, ConvPass pass) {
     (void)direct_kernels();
     const ConvWinogradKernels *k = chosen->winograd;
-    return winograd_wanted && k && k->takes(s, h, w, pass) ? k : NULL;
+    return winograd_wanted && k && k->takes(s, n, h, w, pass) ? k : NULL;
 }
 
 void compute_set_threads(int threads) {
@@ -162,11 +162,12 @@ static int chunk_images(ConvShape s, int n, int ho, int wo) {
 size_t conv_scratch_floats(ConvShape s, int n, int h, int w) {
     const ConvDirectKernels *direct = direct_for(s);
     if (direct) {
-        /* whether or not Winograd is wanted now: conv_use_winograd may change after the scratch is sized */
+        /* whether or not Winograd is wanted now (conv_use_winograd may change after the scratch is sized), and
+         * for any batch (its size does not depend on n, but whether it runs does: ask for one image) */
         const ConvWinogradKernels *wk = chosen->winograd;
         const size_t direct_floats = direct->scratch_floats(s, n, h, w);
-        if (wk && (wk->takes(s, h, w, CONV_PASS_FORWARD) || wk->takes(s, h, w, CONV_PASS_INPUT_GRADIENT) ||
-                   wk->takes(s, h, w, CONV_PASS_WEIGHT_GRADIENT))) {
+        if (wk && (wk->takes(s, 1, h, w, CONV_PASS_FORWARD) || wk->takes(s, 1, h, w, CONV_PASS_INPUT_GRADIENT) ||
+                   wk->takes(s, 1, h, w, CONV_PASS_WEIGHT_GRADIENT))) {
             const size_t winograd_floats = wk->scratch_floats(s);
             return winograd_floats > direct_floats ? winograd_floats : direct_floats;
         }
@@ -308,7 +309,7 @@ static void im2col_forward(float *y, const float *x, const float *weight, const 
 
 static void forward_any(float *y, const float *x, const float *weight, const float *bias, int n, int h, int w,
                         ConvShape s, float *scratch, const float *addend) {
-    const ConvWinogradKernels *winograd = winograd_for(s, h, w, CONV_PASS_FORWARD);
+    const ConvWinogradKernels *winograd = winograd_for(s, n, h, w, CONV_PASS_FORWARD);
     const ConvDirectKernels *direct = direct_for(s);
     if (winograd) winograd->forward(y, addend, x, weight, bias, n, h, w, s, scratch);
     else if (direct) direct->forward(y, x, weight, bias, n, h, w, s, scratch, addend);
@@ -384,9 +385,9 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
     const ConvDirectKernels *direct = direct_for(s);
     /* the weight gradient through Winograd only beside a Winograd input gradient, or none: the direct kernels
      * always produce dW, so they cannot take the input gradient alone */
-    const ConvWinogradKernels *winograd_dx = dx ? winograd_for(s, h, w, CONV_PASS_INPUT_GRADIENT) : NULL;
+    const ConvWinogradKernels *winograd_dx = dx ? winograd_for(s, n, h, w, CONV_PASS_INPUT_GRADIENT) : NULL;
     const ConvWinogradKernels *winograd_dw =
-        !dx || winograd_dx ? winograd_for(s, h, w, CONV_PASS_WEIGHT_GRADIENT) : NULL;
+        !dx || winograd_dx ? winograd_for(s, n, h, w, CONV_PASS_WEIGHT_GRADIENT) : NULL;
     if (winograd_dx || winograd_dw) {
         if (winograd_dw) {
             winograd_dw->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
