@@ -335,7 +335,9 @@ static void run(const Job *job, int n) {
     #pragma omp parallel
     {
         float *v = thread_buffer(v_floats + m_floats), *m = v + v_floats;
-        #pragma omp for schedule(static)
+        /* dynamic: a block's outputs do not depend on the thread that runs it, and on a shared VM one core
+         * often runs slower (static blocks left the other spinning: 7-9% of a step's samples, 5% now) */
+        #pragma omp for schedule(dynamic, 8)
         for (long b = 0; b < blocks; b++) {
             const long first = b * bv;
             const int nv = vectors - first < bv ? (int)(vectors - first) : bv;
@@ -540,7 +542,7 @@ static void backward(float *dx, const float *addend, float *dweight, const float
     {
         float *v = thread_buffer((dx ? dx_v + dx_m : 0) + dw_v + dw_d);
         float *m = v + dx_v, *gv = dx ? m + dx_m : v, *gd = gv + dw_v;
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)   /* each group summed whole by one thread, whichever */
         for (int g = 0; g < groups; g++) {
             float *partial = partials + (size_t)g * du_floats;
             memset(partial, 0, du_floats * sizeof(float));
