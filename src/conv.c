@@ -59,7 +59,7 @@ static int cpu_runs_anything(void) { return 1; }
 typedef struct {
     const char *isa;                    /* the RESNET_ISA name */
     const ConvDirectKernels *kernels;   /* NULL: im2col + BLIS for every shape */
-    const ConvWinogradKernels *winograd;   /* 3x3 stride-1 forward and input gradient, or NULL */
+    const ConvWinogradKernels *winograd;   /* the 3x3 stride-1 passes it takes, or NULL */
     int (*cpu_runs)(void);
     const char *needs;                  /* the features, for the refusal */
 } KernelPath;
@@ -388,13 +388,13 @@ void conv_backward_add(float *dx, const float *addend, float *dweight, float *db
     const ConvWinogradKernels *winograd_dx = dx ? winograd_for(s, n, h, w, CONV_PASS_INPUT_GRADIENT) : NULL;
     const ConvWinogradKernels *winograd_dw =
         !dx || winograd_dx ? winograd_for(s, n, h, w, CONV_PASS_WEIGHT_GRADIENT) : NULL;
-    if (winograd_dx || winograd_dw) {
-        if (winograd_dw) {
-            winograd_dw->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
-        } else {
-            winograd_dx->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
-            direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
-        }
+    if (winograd_dw) {
+        winograd_dw->backward(dx, addend, dweight, dy, x, weight, n, h, w, s, scratch);
+        return;
+    }
+    if (winograd_dx) {
+        winograd_dx->input_gradient(dx, addend, dy, weight, n, h, w, s, scratch);
+        direct->backward(NULL, NULL, dweight, dy, x, weight, n, h, w, s, scratch);
         return;
     }
     if (direct) {

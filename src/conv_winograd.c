@@ -9,12 +9,14 @@
  * 2l + c - 1 whatever w is; lanes whose column falls outside the image (c = 0 at tj = 0, c = 3 at the last
  * tj) are zeroed. So one vpermt2ps per patch element gathers it, and one per output row scatters it back.
  *
- * Work goes in blocks of NVB tile vectors, all channels at once:
+ * The forward and the input gradient go in blocks of tile vectors, all channels at once:
  *   1. input transform  V[xi][ci][tile] = (B^T d B)[xi] for each input channel
  *   2. GEMM per xi       M[xi][co][tile] = sum over ci of U[xi][ci][co] V[xi][ci][tile]  (U = G g G^T)
  *   3. output transform  y tile = A^T M A (+ bias, + addend)
- * V and M of a block (16 x channels x 48 floats each) stay in L2; the GEMM's register tile is the direct
- * kernels' 8 output channels x 3 vectors, 24 accumulators. */
+ * A block is NVB tile vectors, V and M (16 x channels x 48 floats each) in L2, and the GEMM's register tile
+ * the direct kernels' 8 output channels x 3 vectors; or, for layers of at most SMALL_BLOCK_CHANNELS
+ * channels in and out, one tile vector with V and M in L1 and 16 output channels x 1 vector. The weight
+ * gradient is described above its code. */
 #include "resnet/conv_winograd.h"
 
 #include <immintrin.h>
@@ -35,7 +37,9 @@
 #define TB (NVB * 16)    /* tiles of a block */
 #define MAX_CHANNELS 256 /* V and M of a block stay within about 1.5 MiB */
 #define DW_GROUPS 16     /* weight gradient: partial sums summed in this fixed order, whatever the threads */
-#define DW_RB 8          /* weight gradient register tile: input channels (broadcast) ... */
+/* Layers with at most this many channels in and out go in blocks of one tile vector: 16 -> 16 forward
+ * 1.68 -> 1.42 ms (1 thread, batch 64); 32 -> 32 was slower so (1.40 against 1.26 ms). */
+#define SMALL_BLOCK_CHANNELS 32
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -56,6 +60,12 @@ static int takes(ConvShape s, int n, int h, int w, ConvPass pass) {
  * per group of chunks, at most DW_GROUPS. */
 static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout * (1 + DW_GROUPS) + 16; }
 
+/* 0, stride, 2 * stride, ..., 15 * stride: 32-bit gather offsets of 16 lanes */
+static inline __m512i lane_multiples(int stride) {
+    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              _mm512_set1_epi32(stride));
+}
+
 /* ---- the transformed kernels ---------------------------------------------------------------------------- */
 
 /* u [XI][cin][cout] = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the 3x3 kernel g of
@@ -63,8 +73,7 @@ static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout *
  * co are the gradient's: weight is [cin][cout][3][3] in its terms). Sixteen output channels a vector. */
 static void transform_kernels(float *u, const float *weight, int cin, int cout, int input_gradient) {
     const int stride_co = input_gradient ? 9 : cin * 9, stride_ci = input_gradient ? cout * 9 : 9;
-    const __m512i co_offsets = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride_co));
+    const __m512i co_offsets = lane_multiples(stride_co);
     const __m512 half = _mm512_set1_ps(0.5f);
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < cin; ci++)
@@ -186,26 +195,10 @@ static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const floa
     }
 }
 
-/* The addend's values where store_segments puts the outputs of row y0. */
-static ALWAYS_INLINE void load_out_segments(__m512 *lo, __m512 *hi, const float *img, int w, int y0) {
-    if (w == 32) {
-        *lo = _mm512_loadu_ps(img + (size_t)y0 * w);
-        *hi = _mm512_loadu_ps(img + (size_t)y0 * w + 16);
-    } else if (w == 16) {
-        *lo = _mm512_loadu_ps(img + (size_t)y0 * w);
-        *hi = _mm512_loadu_ps(img + (size_t)(y0 + 2) * w);
-    } else {
-        *lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(img + (size_t)y0 * w)),
-                                 _mm256_loadu_ps(img + (size_t)(y0 + 2) * w), 1);
-        *hi = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(img + (size_t)(y0 + 4) * w)),
-                                 _mm256_loadu_ps(img + (size_t)(y0 + 6) * w), 1);
-    }
-}
-
 /* One channel's 2x2 tiles of a tile vector: A^T M A + bias (+ addend: the sum rounded as a separate add
  * after the convolution would round it), A^T = [1 1 1 0; 0 1 -1 -1]; m[xi * xi_stride] holds M[xi]. */
 static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, const float *m, size_t xi_stride,
-                                           int w, int ti0, float bias, const Lanes *g) {
+                                           int h, int w, int ti0, float bias, const Lanes *g) {
     __m512 s[4][2];
     #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
@@ -227,7 +220,7 @@ static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, 
         __m512 hi = _mm512_add_ps(_mm512_permutex2var_ps(o0, g->out_high, o1), bias_v);
         if (addend_img) {
             __m512 add_lo, add_hi;
-            load_out_segments(&add_lo, &add_hi, addend_img, w, 2 * ti0 + a);
+            load_segments(&add_lo, &add_hi, addend_img, h, w, 2 * ti0 + a);   /* rows inside the image */
             lo = _mm512_add_ps(lo, add_lo);
             hi = _mm512_add_ps(hi, add_hi);
         }
@@ -343,7 +336,8 @@ static ALWAYS_INLINE void block_any(const Job *job, float *v, float *m, const Pl
         for (int j = 0; j < nv; j++) {
             const size_t at = co * job->plane + p->image_at[j];
             output_transform(job->y + at, job->addend ? job->addend + at : NULL, m + (size_t)co * tb + 16 * j,
-                             (size_t)cout * tb, w, p->ti0[j], job->bias ? job->bias[co] : 0.0f, &job->lanes);
+                             (size_t)cout * tb, job->h, w, p->ti0[j], job->bias ? job->bias[co] : 0.0f,
+                             &job->lanes);
         }
         prefetch_outputs(job->y + co * job->plane, ahead, w);
         if (job->addend) prefetch_outputs(job->addend + co * job->plane, ahead, w);
@@ -394,9 +388,6 @@ static void run(const Job *job, int n) {
     }
 }
 
-#ifndef SMALL_BLOCK_CHANNELS
-#define SMALL_BLOCK_CHANNELS 32
-#endif
 static int block_vectors(int cin, int cout) { return cin + cout <= SMALL_BLOCK_CHANNELS ? 1 : NVB; }
 
 static void forward(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
@@ -420,20 +411,20 @@ static void input_gradient(float *dx, const float *addend, const float *dy, cons
 /* ---- the weight gradient ----------------------------------------------------------------------------------
  * dL/dU[xi] = sum over tiles of (A dY A^T)[xi] . V[xi] for every (ci, co), then dL/dg = G^T dU G: a GEMM per
  * transform point whose inner dimension is the tiles. The tiles go in chunks of one tile vector, whose
- * transformed input V [XI][cin][16] (tiles in lanes, as the forward makes it) and transformed output
- * gradient D [XI][16][cout] (output channels in lanes) stay in L1 (chunks of 256 tiles streamed from L2
+ * transformed input V [XI][cin][CHUNK] (tiles in lanes, as the forward makes it) and transformed output
+ * gradient D [XI][CHUNK][cout] (output channels in lanes) stay in L1 (chunks of 256 tiles streamed from L2
  * measured 1.3x slower on 16 -> 16); the GEMM broadcasts V and runs D's vectors, so every partial sum
  * stays in its lane and none is reduced across lanes. The chunks form at most DW_GROUPS groups, each
  * summed by one thread in chunk order into its own partial dU, and the groups are added in group order:
  * the sums do not depend on the thread count. */
 
-/* D [XI][tc][cout] at tiles t0 .. t0+15 for one tile vector: dy rows from the vector's first output row
- * (dy_rows, channel 0), 16 output channels a gather. */
-static ALWAYS_INLINE void output_gradient_transform(float *d, size_t tc, size_t t0, const float *dy_rows, size_t plane,
-                                                    int cout, int w) {
+#define CHUNK 16   /* tiles of a weight-gradient chunk: one tile vector */
+
+/* D [XI][CHUNK][cout] for one tile vector: dy rows from the vector's first output row (dy_rows, channel
+ * 0), 16 output channels a gather. */
+static ALWAYS_INLINE void output_gradient_transform(float *d, const float *dy_rows, size_t plane, int cout, int w) {
     const int tw = w / 2;
-    const __m512i channel_offsets = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)plane));
+    const __m512i channel_offsets = lane_multiples((int)plane);
     const __m512 zero = _mm512_setzero_ps();
     for (int co0 = 0; co0 < cout; co0 += 16) {
         const float *base = dy_rows + (size_t)co0 * plane;
@@ -447,8 +438,8 @@ static ALWAYS_INLINE void output_gradient_transform(float *d, size_t tc, size_t 
             const __m512 r[2][4] = {
                 {y00, _mm512_add_ps(y00, y01), _mm512_sub_ps(y00, y01), _mm512_sub_ps(zero, y01)},
                 {y10, _mm512_add_ps(y10, y11), _mm512_sub_ps(y10, y11), _mm512_sub_ps(zero, y11)}};
-            float *out = d + (t0 + l) * cout + co0;
-            const size_t xi_stride = tc * cout;
+            float *out = d + (size_t)l * cout + co0;
+            const size_t xi_stride = (size_t)CHUNK * cout;
             for (int j = 0; j < 4; j++) {
                 _mm512_storeu_ps(out + (size_t)(0 + j) * xi_stride, r[0][j]);
                 _mm512_storeu_ps(out + (size_t)(4 + j) * xi_stride, _mm512_add_ps(r[0][j], r[1][j]));
@@ -459,21 +450,21 @@ static ALWAYS_INLINE void output_gradient_transform(float *d, size_t tc, size_t 
     }
 }
 
-/* partial [cin][cout] += v [cin][tc] (broadcast) x d [tc][cout] over tiles 0 .. tiles-1 for one transform
- * point: rb input channels x cv vectors of output channels at a time. */
-static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout,
-                                        size_t tc, int tiles, int rb, int cv) {
+/* partial [cin][cout] += v [cin][CHUNK] (broadcast) x d [CHUNK][cout] for one transform point: rb input
+ * channels x cv vectors of output channels at a time. */
+static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, int rb,
+                                        int cv) {
     for (int ci0 = 0; ci0 < cin; ci0 += rb)
         for (int co0 = 0; co0 < cout; co0 += 16 * cv) {
             __m512 acc[16][2];
             for (int r = 0; r < rb; r++)
                 for (int c = 0; c < cv; c++) acc[r][c] = _mm512_loadu_ps(partial + (size_t)(ci0 + r) * cout + co0 + 16 * c);
-            const float *vr = v + (size_t)ci0 * tc;
-            for (int t = 0; t < tiles; t++) {
+            const float *vr = v + (size_t)ci0 * CHUNK;
+            for (int t = 0; t < CHUNK; t++) {
                 __m512 dv[2];
                 for (int c = 0; c < cv; c++) dv[c] = _mm512_loadu_ps(d + (size_t)t * cout + co0 + 16 * c);
                 for (int r = 0; r < rb; r++) {
-                    const __m512 b = _mm512_set1_ps(vr[(size_t)r * tc + t]);
+                    const __m512 b = _mm512_set1_ps(vr[(size_t)r * CHUNK + t]);
                     for (int c = 0; c < cv; c++) acc[r][c] = _mm512_fmadd_ps(b, dv[c], acc[r][c]);
                 }
             }
@@ -482,43 +473,38 @@ static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const fl
         }
 }
 
-static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, size_t tc, int tiles) {
+static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout) {
     for (int xi = 0; xi < XI; xi++) {
         float *px = partial + (size_t)xi * cin * cout;
-        const float *vx = v + (size_t)xi * cin * tc, *dx = d + (size_t)xi * tc * cout;
-        if (cout % 32 == 0) point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 8, 2);
-        else if (cin % 16 == 0) point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 16, 1);
-        else point_gemm_dw(px, vx, dx, cin, cout, tc, tiles, 8, 1);
+        const float *vx = v + (size_t)xi * cin * CHUNK, *dxi = d + (size_t)xi * CHUNK * cout;
+        if (cout % 32 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 8, 2);
+        else if (cin % 16 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 16, 1);
+        else point_gemm_dw(px, vx, dxi, cin, cout, 8, 1);
     }
 }
 
 typedef struct {
     const float *dy, *x;
-    size_t plane, tc;
-    int cin, cout, h, w, vectors_per_image;
+    size_t plane;   /* floats of one channel over the batch: n * h * w */
+    int cin, cout, h, w;
     Lanes lanes;
 } GradientJob;
 
-/* Transforms the tile vectors first .. first+nv-1 into v and d; w a constant in each call. */
-static ALWAYS_INLINE void chunk_transforms_any(const GradientJob *job, float *v, float *d, long first, int nv, int w) {
-    const int tw = w / 2;
-    for (int j = 0; j < nv; j++) {
-        const long vec = first + j, image = vec / job->vectors_per_image;
-        const size_t image_at = (size_t)image * job->h * w;
-        const int ti0 = (int)(vec - image * job->vectors_per_image) * 16 / tw;
-        for (int ci = 0; ci < job->cin; ci++)
-            input_transform(v + (size_t)ci * job->tc + 16 * j, (size_t)job->cin * job->tc,
-                            job->x + ci * job->plane + image_at, job->h, w, ti0, &job->lanes);
-        output_gradient_transform(d, job->tc, (size_t)16 * j, job->dy + image_at + (size_t)2 * ti0 * w, job->plane,
-                                  job->cout, w);
-    }
+/* Transforms the chunk (one tile vector) at image offset image_at, first tile row ti0, into v and d; w a
+ * constant in each call. */
+static ALWAYS_INLINE void chunk_transforms_any(const GradientJob *job, float *v, float *d, size_t image_at, int ti0,
+                                               int w) {
+    for (int ci = 0; ci < job->cin; ci++)
+        input_transform(v + (size_t)ci * CHUNK, (size_t)job->cin * CHUNK, job->x + ci * job->plane + image_at,
+                        job->h, w, ti0, &job->lanes);
+    output_gradient_transform(d, job->dy + image_at + (size_t)2 * ti0 * w, job->plane, job->cout, w);
 }
 
-static void chunk_transforms(const GradientJob *job, float *v, float *d, long first, int nv) {
+static void chunk_transforms(const GradientJob *job, float *v, float *d, size_t image_at, int ti0) {
     switch (job->w) {
-    case 32: chunk_transforms_any(job, v, d, first, nv, 32); break;
-    case 16: chunk_transforms_any(job, v, d, first, nv, 16); break;
-    default: chunk_transforms_any(job, v, d, first, nv, 8); break;
+    case 32: chunk_transforms_any(job, v, d, image_at, ti0, 32); break;
+    case 16: chunk_transforms_any(job, v, d, image_at, ti0, 16); break;
+    default: chunk_transforms_any(job, v, d, image_at, ti0, 8); break;
     }
 }
 
@@ -565,20 +551,17 @@ static void backward(float *dx, const float *addend, float *dweight, const float
     const int bv = block_vectors(s.cout, s.cin);
     Job dx_job = {.y = dx, .addend = addend, .x = dy, .u = scratch, .bias = NULL, .plane = (size_t)n * h * w,
                   .cin = s.cout, .cout = s.cin, .h = h, .w = w, .block_vectors = bv};
-    if (dx) {
-        transform_kernels(scratch, weight, s.cout, s.cin, 1);
-        lanes_init(&dx_job.lanes, w);
-    }
-    GradientJob dw_job = {.dy = dy, .x = x, .plane = (size_t)n * h * w, .tc = 16, .cin = s.cin, .cout = s.cout,
-                          .h = h, .w = w, .vectors_per_image = h * w / 64};
+    GradientJob dw_job = {.dy = dy, .x = x, .plane = (size_t)n * h * w, .cin = s.cin, .cout = s.cout, .h = h, .w = w};
     lanes_init(&dw_job.lanes, w);
-    const int vectors_per_image = dw_job.vectors_per_image;
+    dx_job.lanes = dw_job.lanes;
+    if (dx) transform_kernels(scratch, weight, s.cout, s.cin, 1);
+    const int vectors_per_image = h * w / 64;
     const long vectors = (long)n * vectors_per_image, blocks = (vectors + bv - 1) / bv;
     const int groups = blocks < DW_GROUPS ? (int)blocks : DW_GROUPS;
     const size_t du_floats = (size_t)XI * s.cin * s.cout;
     float *partials = scratch + du_floats;   /* after the transformed kernels' place */
     const size_t dx_v = (size_t)XI * s.cout * 16 * bv, dx_m = (size_t)XI * s.cin * 16 * bv;
-    const size_t dw_v = (size_t)XI * s.cin * 16, dw_d = (size_t)XI * 16 * s.cout;
+    const size_t dw_v = (size_t)XI * s.cin * CHUNK, dw_d = (size_t)XI * CHUNK * s.cout;
     #pragma omp parallel
     {
         float *v = thread_buffer((dx ? dx_v + dx_m : 0) + dw_v + dw_d);
@@ -593,8 +576,8 @@ static void backward(float *dx, const float *addend, float *dweight, const float
                 place_of(&ahead, (b + AHEAD) * bv, vectors, bv, vectors_per_image, h, w);
                 if (dx) run_block(&dx_job, v, m, &p, &ahead);
                 for (int j = 0; j < p.nv; j++) {
-                    chunk_transforms(&dw_job, gv, gd, b * bv + j, 1);
-                    chunk_gemm_dw(partial, gv, gd, s.cin, s.cout, 16, 16);
+                    chunk_transforms(&dw_job, gv, gd, p.image_at[j], p.ti0[j]);
+                    chunk_gemm_dw(partial, gv, gd, s.cin, s.cout);
                 }
                 for (int ci = 0; ci < s.cin; ci++) prefetch_inputs(x + ci * dw_job.plane, &ahead, h, w);
                 if (!dx)

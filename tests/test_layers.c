@@ -1319,9 +1319,6 @@ START_TEST(isa_dispatch) {
 }
 END_TEST
 
-/* The FMA peak is measured with the vectors of the kernels in use: an AVX-512 path against the 16-lane
- * loop (two 512-bit FMA ports on Intel Xeons make that peak twice the AVX2 one), RESNET_ISA=avx2 against
- * the 8-lane loop; the generic path against the widest the CPU has. */
 /* Winograd F(2x2, 3x3) on the avx512 path (registered where the CPU runs it): the forward (bias or none)
  * and the input gradient against the double loops on every width it takes (32, 16 and 8: one, two and
  * four tile rows a vector), heights from 2, channel counts off a power of two, and batches that leave
@@ -1402,6 +1399,9 @@ START_TEST(ref_conv_winograd) {
 }
 END_TEST
 
+/* The FMA peak is measured with the vectors of the kernels in use: an AVX-512 path against the 16-lane
+ * loop (two 512-bit FMA ports on Intel Xeons make that peak twice the AVX2 one), RESNET_ISA=avx2 against
+ * the 8-lane loop; the generic path against the widest the CPU has. */
 START_TEST(peak_follows_kernels) {
     ck_assert_int_eq(peak_vector_lanes("avx512"), 16);
     ck_assert_int_eq(peak_vector_lanes("avx2"), 8);

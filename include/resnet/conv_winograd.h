@@ -1,8 +1,8 @@
-/* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions, internal to conv.c: the forward and the
+/* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions, internal to conv.c: the forward, the
  * input gradient (a 3x3 convolution of the output gradient with the kernels turned 180 degrees and the
- * channel roles swapped). src/conv_winograd.c is built with the AVX-512 flags only (meson.build); conv.c
- * calls it on the avx512 kernel path, for the shapes its takes accepts, unless conv_use_winograd(0)
- * turned it off. The weight gradient stays with the direct kernels.
+ * channel roles swapped) and the weight gradient. src/conv_winograd.c is built with the AVX-512 flags only
+ * (meson.build); conv.c calls it on the avx512 kernel path, for the shapes and passes its takes accepts,
+ * unless conv_use_winograd(0) turned it off.
  *
  * Each 2x2 output tile is A^T [ (G g G^T) . (B^T d B) ] A over its 4x4 input patch d: 16 products per
  * input and output channel instead of 36, so the channel sums (a GEMM per transform point) do 2.25x fewer
@@ -22,7 +22,7 @@ typedef enum { CONV_PASS_FORWARD, CONV_PASS_INPUT_GRADIENT, CONV_PASS_WEIGHT_GRA
 typedef struct {
     /* 1 when this pass of shape s on n images of h x w runs here */
     int (*takes)(ConvShape s, int n, int h, int w, ConvPass pass);
-    /* the scratch forward and input_gradient need: the transformed kernels */
+    /* the scratch the passes need: the transformed kernels, then the weight gradient's partial sums */
     size_t (*scratch_floats)(ConvShape s);
     /* y [cout, n, h, w] = addend (or nothing when NULL) + conv(x) + bias (may be NULL); addend may be y */
     void (*forward)(float *y, const float *addend, const float *x, const float *weight, const float *bias, int n,
