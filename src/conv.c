@@ -67,7 +67,7 @@ typedef struct {
 static const KernelPath paths[] = {
 #if defined(__x86_64__)
     {"avx512", &CONV_DIRECT_TABLE(avx512), &conv_winograd_avx512, cpu_runs_avx512, "AVX-512 F, BW, VL and DQ"},
-    {"avx2", &CONV_DIRECT_TABLE(avx2), NULL, cpu_runs_avx2, "AVX2 and FMA"},
+    {"avx2", &CONV_DIRECT_TABLE(avx2), &conv_winograd_avx2, cpu_runs_avx2, "AVX2 and FMA"},
 #endif
     {"generic", NULL, NULL, cpu_runs_anything, "nothing"},
 };

@@ -1,22 +1,21 @@
-/* Winograd F(2x2, 3x3) convolutions with AVX-512 (see conv_winograd.h).
+/* Winograd F(2x2, 3x3) convolutions, built once with AVX-512 and once with AVX2 + FMA (see
+ * conv_winograd.h; meson.build compiles this file twice, as conv_direct.c).
  *
  * Over C,N,H,W activations an image of channel c is h rows of w floats. Its outputs are cut into 2x2
  * tiles, tile (ti, tj) covering output rows 2ti, 2ti+1 and columns 2tj, 2tj+1 and reading the 4x4 input
  * patch at rows 2ti-1 .. 2ti+2, columns 2tj-1 .. 2tj+2 (zero outside the image). A "tile vector" is 16
  * consecutive tiles of one image in row-major order: one tile row when w = 32, two when w = 16, four when
  * w = 8. Its input rows are then 32 floats made of 32 / w segments of w floats each (segment s: image row
- * 2(ti0 + s) + r - 1 for patch row r), and in those 32 floats patch column c of lane l sits at position
- * 2l + c - 1 whatever w is; lanes whose column falls outside the image (c = 0 at tj = 0, c = 3 at the last
- * tj) are zeroed. So one vpermt2ps per patch element gathers it, and one per output row scatters it back.
+ * 2(ti0 + s) + r - 1 for patch row r). How the 16 tiles sit in the lanes is the ISA layer's (below): one
+ * zmm in row-major order, or two ymm in an order two shuffles make.
  *
  * The forward and the input gradient go in blocks of tile vectors, all channels at once:
  *   1. input transform  V[xi][ci][tile] = (B^T d B)[xi] for each input channel
  *   2. GEMM per xi       M[xi][co][tile] = sum over ci of U[xi][ci][co] V[xi][ci][tile]  (U = G g G^T)
  *   3. output transform  y tile = A^T M A (+ bias, + addend)
- * A block is NVB tile vectors, V and M (16 x channels x 48 floats each) in L2, and the GEMM's register tile
- * the direct kernels' 8 output channels x 3 vectors; or, for layers of at most SMALL_BLOCK_CHANNELS
- * channels in and out, one tile vector with V and M in L1 and 16 output channels x 1 vector. The weight
- * gradient is described above its code. */
+ * A block is NVB tile vectors, V and M (16 x channels x 48 floats each) in L2, or, for layers of at most
+ * SMALL_BLOCK_CHANNELS channels in and out, one tile vector with V and M in L1. The GEMM's register tiles
+ * are the ISA layer's. The weight gradient is described above its code. */
 #include "resnet/conv_winograd.h"
 
 #include <immintrin.h>
@@ -27,83 +26,145 @@
 
 #include "resnet/util.h"
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* a row of zeros for rows outside the image, with room for loads one float either side (AVX2) */
+static const float zero_rows[16 + 32 + 16] __attribute__((aligned(64)));
+
+static ALWAYS_INLINE const float *row_or_zero(const float *img, int h, int w, int y) {
+    return y >= 0 && y < h ? img + (size_t)y * w : zero_rows + 16;
+}
+
+/* ---- the ISA layer ----------------------------------------------------------------------------------------
+ * vec is VW floats; the macros are the few operations the shared code below uses. Each ISA then gives:
+ *   Lanes, lanes_init      what its gathers need, built once a call
+ *   input_transform        V of one channel's tile vector
+ *   output_transform       one channel's outputs of a tile vector from M
+ *   tile_offset            where tile l of a tile vector starts (the weight gradient's gather), in the
+ *                          lane order input_transform gives V
+ *   block_gemm, chunk_gemm_dw   the GEMMs with the register tiles that fit its registers
+ * The flags checked here are the ones conv.c asks the CPU for before it calls the object. */
+#if defined(CONV_WINOGRAD_AVX512)
 #if !defined(__AVX512F__) || !defined(__AVX512DQ__) || !defined(__FMA__)
-#error "conv_winograd.c needs -mavx512f -mavx512dq -mfma (meson.build)"
+#error "the AVX-512 object needs -mavx512f -mavx512dq -mfma (meson.build)"
+#endif
+#define WINOGRAD_TABLE conv_winograd_avx512
+#define VW 16
+typedef __m512 vec;
+typedef __m512i ivec;
+#define VEC_ZERO() _mm512_setzero_ps()
+#define VEC_SET1(f) _mm512_set1_ps(f)
+#define VEC_ADD(a, b) _mm512_add_ps(a, b)
+#define VEC_SUB(a, b) _mm512_sub_ps(a, b)
+#define VEC_MUL(a, b) _mm512_mul_ps(a, b)
+#define VEC_FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VEC_LOAD(p) _mm512_load_ps(p)   /* aligned */
+#define VEC_LOADU(p) _mm512_loadu_ps(p)
+#define VEC_STORE(p, v) _mm512_store_ps(p, v)   /* aligned */
+#define VEC_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define VEC_GATHER(offsets, p) _mm512_i32gather_ps(offsets, p, 4)
+#define IVEC_LOADU(p) _mm512_loadu_si512(p)
+/* the lane of a tile vector's i-th tile in row-major order (see the AVX2 layer below) */
+static ALWAYS_INLINE int lane_of_tile(int i) { return i; }
+#elif defined(CONV_WINOGRAD_AVX2)
+#if !defined(__AVX2__) || !defined(__FMA__) || defined(__AVX512F__)
+#error "the AVX2 object needs -mavx2 -mfma -mno-avx512f (meson.build)"
+#endif
+#define WINOGRAD_TABLE conv_winograd_avx2
+#define VW 8
+typedef __m256 vec;
+typedef __m256i ivec;
+#define VEC_ZERO() _mm256_setzero_ps()
+#define VEC_SET1(f) _mm256_set1_ps(f)
+#define VEC_ADD(a, b) _mm256_add_ps(a, b)
+#define VEC_SUB(a, b) _mm256_sub_ps(a, b)
+#define VEC_MUL(a, b) _mm256_mul_ps(a, b)
+#define VEC_FMADD(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VEC_LOAD(p) _mm256_load_ps(p)
+#define VEC_LOADU(p) _mm256_loadu_ps(p)
+#define VEC_STORE(p, v) _mm256_store_ps(p, v)
+#define VEC_STOREU(p, v) _mm256_storeu_ps(p, v)
+#define VEC_GATHER(offsets, p) _mm256_i32gather_ps(p, offsets, 4)
+#define IVEC_LOADU(p) _mm256_loadu_si256((const __m256i *)(p))
+/* The i-th tile in row-major order is tile i % 4 of segment i / 4 whatever w is (see the AVX2 layer). The
+ * weight gradient sums a chunk's tiles in this order, so its sums are the AVX-512 kernels' bit for bit. */
+static ALWAYS_INLINE int lane_of_tile(int i) {
+    const int k = i / 4, t = i % 4;
+    return 8 * (k / 2) + 2 * (k % 2) + (t & 1) + 4 * (t >> 1);
+}
+#else
+#error "compile conv_winograd.c with -DCONV_WINOGRAD_AVX512 or -DCONV_WINOGRAD_AVX2 (meson.build)"
 #endif
 
 #define XI 16            /* transform points of F(2x2, 3x3): a 4x4 patch */
-#define KB 8             /* output channels of the GEMM's register tile */
-#define NVB 3            /* tile vectors of a block, the register tile's other side */
+#define NVB 3            /* tile vectors of a block */
 #define TB (NVB * 16)    /* tiles of a block */
 #define MAX_CHANNELS 256 /* V and M of a block stay within about 1.5 MiB */
 #define DW_GROUPS 16     /* weight gradient: partial sums summed in this fixed order, whatever the threads */
 /* Layers with at most this many channels in and out go in blocks of one tile vector: 16 -> 16 forward
- * 1.68 -> 1.42 ms (1 thread, batch 64); 32 -> 32 was slower so (1.40 against 1.26 ms). */
+ * 1.68 -> 1.42 ms (AVX-512, 1 thread, batch 64); 32 -> 32 was slower so (1.40 against 1.26 ms). */
 #define SMALL_BLOCK_CHANNELS 32
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
-static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
-
-static int takes(ConvShape s, int n, int h, int w, ConvPass pass) {
-    /* the weight gradient gathers 16 channels with 32-bit offsets of up to 15 planes of n * h * w floats */
-    if (n < 1 || (long long)n * h * w * 16 > INT32_MAX) return 0;
-    const int out_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cin : s.cout;
-    const int in_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cout : s.cin;
-    return s.k == 3 && s.stride == 1 && s.pad == 1 && out_channels % KB == 0 && in_channels % KB == 0 &&
-           (pass != CONV_PASS_WEIGHT_GRADIENT || s.cout % 16 == 0) && out_channels <= MAX_CHANNELS &&
-           in_channels <= MAX_CHANNELS && (w == 8 || w == 16 || w == 32) && h >= 2 && h % 2 == 0 &&
-           (h * w / 4) % 16 == 0;
+/* 0, stride, 2 * stride, ...: 32-bit gather offsets of VW lanes */
+static inline ivec lane_multiples(int stride) {
+    int offsets[VW];
+    for (int l = 0; l < VW; l++) offsets[l] = l * stride;
+    return IVEC_LOADU(offsets);
 }
 
-/* The transformed kernels (forward, input gradient), then the weight gradient's partial sums: one set
- * per group of chunks, at most DW_GROUPS. */
-static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout * (1 + DW_GROUPS) + 16; }
-
-/* 0, stride, 2 * stride, ..., 15 * stride: 32-bit gather offsets of 16 lanes */
-static inline __m512i lane_multiples(int stride) {
-    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                              _mm512_set1_epi32(stride));
-}
-
-/* ---- the transformed kernels ---------------------------------------------------------------------------- */
-
-/* u [XI][cin][cout] = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the 3x3 kernel g of
- * (ci, co): weight [co][ci] (forward), or weight [ci][co] turned 180 degrees (input gradient, where ci and
- * co are the gradient's: weight is [cin][cout][3][3] in its terms). Sixteen output channels a vector. */
-static void transform_kernels(float *u, const float *weight, int cin, int cout, int input_gradient) {
-    const int stride_co = input_gradient ? 9 : cin * 9, stride_ci = input_gradient ? cout * 9 : 9;
-    const __m512i co_offsets = lane_multiples(stride_co);
-    const __m512 half = _mm512_set1_ps(0.5f);
-    #pragma omp parallel for schedule(static)
-    for (int ci = 0; ci < cin; ci++)
-        for (int co0 = 0; co0 < cout; co0 += 16) {
-            const __mmask16 lanes = cout - co0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cout - co0)) - 1);
-            const float *base = weight + (size_t)co0 * stride_co + (size_t)ci * stride_ci;
-            __m512 g[3][3];
-            for (int a = 0; a < 3; a++)
-                for (int b = 0; b < 3; b++) {
-                    const int tap = input_gradient ? (2 - a) * 3 + (2 - b) : a * 3 + b;
-                    g[a][b] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lanes, co_offsets, base + tap, 4);
+/* m [cout][tb] = u [cin][cout] x v [cin][tb] over the first cols tiles, for one transform point: kb
+ * output channels (broadcast weights) x nvec vectors of tiles at a time. */
+static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int cols, int kb,
+                                     int nvec, size_t tb) {
+    for (int c0 = 0; c0 < cols; c0 += nvec * VW)
+        for (int k0 = 0; k0 < cout; k0 += kb) {
+            vec acc[16][3];
+            for (int k = 0; k < kb; k++)
+                for (int j = 0; j < nvec; j++) acc[k][j] = VEC_ZERO();
+            for (int ci = 0; ci < cin; ci++) {
+                vec xv[3];
+                for (int j = 0; j < nvec; j++) xv[j] = VEC_LOAD(v + (size_t)ci * tb + c0 + VW * j);
+                for (int k = 0; k < kb; k++) {
+                    const vec uk = VEC_SET1(u[(size_t)ci * cout + k0 + k]);
+                    for (int j = 0; j < nvec; j++) acc[k][j] = VEC_FMADD(uk, xv[j], acc[k][j]);
                 }
-            __m512 gg[4][3];   /* G g */
-            for (int b = 0; b < 3; b++) {
-                gg[0][b] = g[0][b];
-                gg[1][b] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][b], g[1][b]), g[2][b]));
-                gg[2][b] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][b], g[1][b]), g[2][b]));
-                gg[3][b] = g[2][b];
             }
-            for (int a = 0; a < 4; a++) {
-                const __m512 row[4] = {
-                    gg[a][0], _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(gg[a][0], gg[a][1]), gg[a][2])),
-                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(gg[a][0], gg[a][1]), gg[a][2])), gg[a][2]};
-                for (int b = 0; b < 4; b++)
-                    _mm512_mask_storeu_ps(u + ((size_t)(a * 4 + b) * cin + ci) * cout + co0, lanes, row[b]);
-            }
+            for (int k = 0; k < kb; k++)
+                for (int j = 0; j < nvec; j++) VEC_STORE(m + (size_t)(k0 + k) * tb + c0 + VW * j, acc[k][j]);
         }
 }
 
-/* ---- gathering tile vectors ------------------------------------------------------------------------------ */
+/* partial [cin][cout] += v [cin][CHUNK] (broadcast) x d [CHUNK][cout] for one transform point of the
+ * weight gradient: rb input channels x cv vectors of output channels at a time. */
+#define CHUNK 16   /* tiles of a weight-gradient chunk: one tile vector */
+
+static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, int rb,
+                                        int cv) {
+    for (int ci0 = 0; ci0 < cin; ci0 += rb)
+        for (int co0 = 0; co0 < cout; co0 += VW * cv) {
+            vec acc[16][2];
+            for (int r = 0; r < rb; r++)
+                for (int c = 0; c < cv; c++) acc[r][c] = VEC_LOADU(partial + (size_t)(ci0 + r) * cout + co0 + VW * c);
+            const float *vr = v + (size_t)ci0 * CHUNK;
+            for (int i = 0; i < CHUNK; i++) {
+                const int t = lane_of_tile(i);   /* the tiles in row-major order, whatever their lanes */
+                vec dv[2];
+                for (int c = 0; c < cv; c++) dv[c] = VEC_LOADU(d + (size_t)t * cout + co0 + VW * c);
+                for (int r = 0; r < rb; r++) {
+                    const vec b = VEC_SET1(vr[(size_t)r * CHUNK + t]);
+                    for (int c = 0; c < cv; c++) acc[r][c] = VEC_FMADD(b, dv[c], acc[r][c]);
+                }
+            }
+            for (int r = 0; r < rb; r++)
+                for (int c = 0; c < cv; c++) VEC_STOREU(partial + (size_t)(ci0 + r) * cout + co0 + VW * c, acc[r][c]);
+        }
+}
+
+#if VW == 16
+/* ---- AVX-512: a tile vector is one zmm, tiles in row-major order ---------------------------------------
+ * In the 32 floats of a tile vector's input rows, patch column c of lane l sits at position 2l + c - 1
+ * whatever w is; lanes whose column falls outside the image (c = 0 at tj = 0, c = 3 at the last tj) are
+ * zeroed. So one vpermt2ps per patch element gathers it, and one per output row scatters it back. */
 
 typedef struct {
     __m512i column[4];               /* patch column c of lane l: position 2l + c - 1 of the 32 floats */
@@ -129,11 +190,8 @@ static void lanes_init(Lanes *g, int w) {
     g->out_high = _mm512_loadu_si512(high);
 }
 
-static const float zero_row[32] __attribute__((aligned(64)));
-
-static ALWAYS_INLINE const float *row_or_zero(const float *img, int h, int w, int y) {
-    return y >= 0 && y < h ? img + (size_t)y * w : zero_row;
-}
+/* tile l of a tile vector: offset of its first output from the vector's first output row */
+static inline int tile_offset(int l, int w) { return 2 * (l / (w / 2)) * w + 2 * (l % (w / 2)); }
 
 /* The 32 floats of a tile vector's rows, segment s being image row y0 + 2s (zero outside the image). */
 static ALWAYS_INLINE void load_segments(__m512 *lo, __m512 *hi, const float *img, int h, int w, int y0) {
@@ -228,41 +286,221 @@ static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, 
     }
 }
 
-/* ---- the GEMM per transform point ------------------------------------------------------------------------ */
-
-/* m [cout][tb] = u [cin][cout] x v [cin][tb] over nv tile vectors, for one transform point: kb output
- * channels (broadcast weights) x nv vectors of tiles at a time. */
-static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv, int kb,
-                                     size_t tb) {
-    for (int k0 = 0; k0 < cout; k0 += kb) {
-        __m512 acc[16][NVB];
-        for (int k = 0; k < kb; k++)
-            for (int j = 0; j < nv; j++) acc[k][j] = _mm512_setzero_ps();
-        for (int ci = 0; ci < cin; ci++) {
-            __m512 xv[NVB];
-            for (int j = 0; j < nv; j++) xv[j] = _mm512_load_ps(v + (size_t)ci * tb + 16 * j);
-            for (int k = 0; k < kb; k++) {
-                const __m512 uk = _mm512_set1_ps(u[(size_t)ci * cout + k0 + k]);
-                for (int j = 0; j < nv; j++) acc[k][j] = _mm512_fmadd_ps(uk, xv[j], acc[k][j]);
-            }
-        }
-        for (int k = 0; k < kb; k++)
-            for (int j = 0; j < nv; j++) _mm512_store_ps(m + (size_t)(k0 + k) * tb + 16 * j, acc[k][j]);
-    }
-}
-
-/* m [XI][cout][tb] = u [XI][cin][cout] x v [XI][cin][tb]; blocks of one vector take 16 output channels a
- * register tile when they can (16 accumulators), blocks of NVB take 8 x NVB */
+/* m [XI][cout][tb] = u [XI][cin][cout] x v [XI][cin][tb]: 8 output channels x NVB vectors (24 of the 32
+ * zmm), or for blocks of one vector 16 x 1 when the channels allow */
 static void block_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv, size_t tb) {
     for (int xi = 0; xi < XI; xi++) {
         float *mx = m + (size_t)xi * cout * tb;
         const float *vx = v + (size_t)xi * cin * tb, *ux = u + (size_t)xi * cin * cout;
-        if (tb == 16 && cout % 16 == 0) point_gemm(mx, vx, ux, cin, cout, 1, 16, 16);
-        else if (tb == 16) point_gemm(mx, vx, ux, cin, cout, 1, KB, 16);
-        else if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 3, KB, TB);
-        else if (nv == 2) point_gemm(mx, vx, ux, cin, cout, 2, KB, TB);
-        else point_gemm(mx, vx, ux, cin, cout, 1, KB, TB);
+        if (tb == 16 && cout % 16 == 0) point_gemm(mx, vx, ux, cin, cout, 16, 16, 1, 16);
+        else if (tb == 16) point_gemm(mx, vx, ux, cin, cout, 16, 8, 1, 16);
+        else if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 48, 8, 3, TB);
+        else if (nv == 2) point_gemm(mx, vx, ux, cin, cout, 32, 8, 2, TB);
+        else point_gemm(mx, vx, ux, cin, cout, 16, 8, 1, TB);
     }
+}
+
+static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout) {
+    for (int xi = 0; xi < XI; xi++) {
+        float *px = partial + (size_t)xi * cin * cout;
+        const float *vx = v + (size_t)xi * cin * CHUNK, *dxi = d + (size_t)xi * CHUNK * cout;
+        if (cout % 32 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 8, 2);
+        else if (cin % 16 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 16, 1);
+        else point_gemm_dw(px, vx, dxi, cin, cout, 8, 1);
+    }
+}
+
+#else
+/* ---- AVX2: a tile vector is two ymm, 8 tiles each -----------------------------------------------------
+ * AVX2 has no two-source permute, so the tiles take the order that unaligned loads and one in-lane shuffle
+ * give. Cut a tile vector's 32 input floats into 4 segments of 8 (segment k: image row y0 + 2(8k / w),
+ * columns 8k % w .. + 7); ymm half hf holds the 4 tiles of segment A = 2hf and the 4 of B = 2hf + 1, in
+ * the lane order A0 A1 B0 B1 A2 A3 B2 B3. Then patch columns 0 and 1 (positions 2t - 1, 2t of a segment)
+ * are vshufps 0x88 and 0xDD of the two segments loaded one float to the left, columns 2 and 3 the same of
+ * them loaded one float to the right; at an image edge the load leaves the lane outside (column -1 or w)
+ * zero. On the way back vunpcklps / vunpckhps of output columns 0 and 1 are segments A and B again. */
+
+typedef struct {
+    __m256i skip_first, skip_last;   /* vmaskmovps lanes: all but the first, all but the last */
+} Lanes;
+
+static void lanes_init(Lanes *g, int w) {
+    (void)w;
+    g->skip_first = _mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1);
+    g->skip_last = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
+}
+
+/* segment k of the rows from y0: its first float's offset from row y0's */
+static ALWAYS_INLINE int segment_row(int k, int w) { return 2 * (8 * k / w); }
+static ALWAYS_INLINE int segment_column(int k, int w) { return 8 * k % w; }
+
+static inline int tile_offset(int l, int w) {
+    const int lane = l % 8, k = 2 * (l / 8) + ((lane >> 1) & 1), t = (lane & 1) + 2 * (lane >> 2);
+    return segment_row(k, w) * w + segment_column(k, w) + 2 * t;
+}
+
+/* segment k of the input rows from y0, shifted one float left (shift -1) or right (+1) */
+static ALWAYS_INLINE __m256 load_shifted(const float *img, int h, int w, int y0, int k, int shift, const Lanes *g) {
+    const int column = segment_column(k, w);
+    const float *p = row_or_zero(img, h, w, y0 + segment_row(k, w)) + column + shift;
+    if (shift < 0 && column == 0) return _mm256_maskload_ps(p, g->skip_first);   /* column -1 */
+    if (shift > 0 && column + 8 == w) return _mm256_maskload_ps(p, g->skip_last);   /* column w */
+    return _mm256_loadu_ps(p);
+}
+
+/* As the AVX-512 input_transform: v[xi * xi_stride] = (B^T d B)[xi], half hf at v + 8 hf. */
+static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const float *img, int h, int w, int ti0,
+                                          const Lanes *g) {
+    #pragma GCC unroll 2
+    for (int hf = 0; hf < 2; hf++) {
+        __m256 t[4][4];
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const int y0 = 2 * ti0 + r - 1;
+            const __m256 a_left = load_shifted(img, h, w, y0, 2 * hf, -1, g);
+            const __m256 b_left = load_shifted(img, h, w, y0, 2 * hf + 1, -1, g);
+            const __m256 a_right = load_shifted(img, h, w, y0, 2 * hf, 1, g);
+            const __m256 b_right = load_shifted(img, h, w, y0, 2 * hf + 1, 1, g);
+            const __m256 d0 = _mm256_shuffle_ps(a_left, b_left, 0x88);
+            const __m256 d1 = _mm256_shuffle_ps(a_left, b_left, 0xDD);
+            const __m256 d2 = _mm256_shuffle_ps(a_right, b_right, 0x88);
+            const __m256 d3 = _mm256_shuffle_ps(a_right, b_right, 0xDD);
+            t[r][0] = _mm256_sub_ps(d0, d2);
+            t[r][1] = _mm256_add_ps(d1, d2);
+            t[r][2] = _mm256_sub_ps(d2, d1);
+            t[r][3] = _mm256_sub_ps(d1, d3);
+        }
+        float *vh = v + 8 * hf;
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            _mm256_store_ps(vh + (size_t)(0 + j) * xi_stride, _mm256_sub_ps(t[0][j], t[2][j]));
+            _mm256_store_ps(vh + (size_t)(4 + j) * xi_stride, _mm256_add_ps(t[1][j], t[2][j]));
+            _mm256_store_ps(vh + (size_t)(8 + j) * xi_stride, _mm256_sub_ps(t[2][j], t[1][j]));
+            _mm256_store_ps(vh + (size_t)(12 + j) * xi_stride, _mm256_sub_ps(t[1][j], t[3][j]));
+        }
+    }
+}
+
+/* As the AVX-512 output_transform. */
+static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, const float *m, size_t xi_stride,
+                                           int h, int w, int ti0, float bias, const Lanes *g) {
+    (void)h;
+    (void)g;
+    const __m256 bias_v = _mm256_set1_ps(bias);
+    #pragma GCC unroll 2
+    for (int hf = 0; hf < 2; hf++) {
+        const float *mh = m + 8 * hf;
+        __m256 s[4][2];
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256 m0 = _mm256_load_ps(mh + (size_t)(4 * i + 0) * xi_stride);
+            const __m256 m1 = _mm256_load_ps(mh + (size_t)(4 * i + 1) * xi_stride);
+            const __m256 m2 = _mm256_load_ps(mh + (size_t)(4 * i + 2) * xi_stride);
+            const __m256 m3 = _mm256_load_ps(mh + (size_t)(4 * i + 3) * xi_stride);
+            s[i][0] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+            s[i][1] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+        }
+        #pragma GCC unroll 2
+        for (int a = 0; a < 2; a++) {
+            const __m256 o0 = a == 0 ? _mm256_add_ps(_mm256_add_ps(s[0][0], s[1][0]), s[2][0])
+                                     : _mm256_sub_ps(_mm256_sub_ps(s[1][0], s[2][0]), s[3][0]);
+            const __m256 o1 = a == 0 ? _mm256_add_ps(_mm256_add_ps(s[0][1], s[1][1]), s[2][1])
+                                     : _mm256_sub_ps(_mm256_sub_ps(s[1][1], s[2][1]), s[3][1]);
+            __m256 seg[2] = {_mm256_add_ps(_mm256_unpacklo_ps(o0, o1), bias_v),
+                             _mm256_add_ps(_mm256_unpackhi_ps(o0, o1), bias_v)};
+            #pragma GCC unroll 2
+            for (int e = 0; e < 2; e++) {
+                const int k = 2 * hf + e;
+                const size_t at = (size_t)(2 * ti0 + a + segment_row(k, w)) * w + segment_column(k, w);
+                if (addend_img) seg[e] = _mm256_add_ps(seg[e], _mm256_loadu_ps(addend_img + at));
+                _mm256_storeu_ps(img + at, seg[e]);
+            }
+        }
+    }
+}
+
+/* The GEMMs' register tiles fill the 16 ymm: 4 output channels x 3 vectors (+ 3 tiles + 1 broadcast) where
+ * a block has 3 tile vectors (6 ymm, two passes), 4 x 2 otherwise; the weight gradient 4 input channels x
+ * 2 vectors of output channels. */
+static void block_gemm(float *m, const float *v, const float *u, int cin, int cout, int nv, size_t tb) {
+    for (int xi = 0; xi < XI; xi++) {
+        float *mx = m + (size_t)xi * cout * tb;
+        const float *vx = v + (size_t)xi * cin * tb, *ux = u + (size_t)xi * cin * cout;
+        if (tb == 16) point_gemm(mx, vx, ux, cin, cout, 16, 4, 2, 16);
+        else if (nv == 3) point_gemm(mx, vx, ux, cin, cout, 48, 4, 3, TB);
+        else point_gemm(mx, vx, ux, cin, cout, 16 * nv, 4, 2, TB);
+    }
+}
+
+static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout) {
+    for (int xi = 0; xi < XI; xi++)
+        point_gemm_dw(partial + (size_t)xi * cin * cout, v + (size_t)xi * cin * CHUNK, d + (size_t)xi * CHUNK * cout,
+                      cin, cout, 4, 2);
+}
+#endif
+
+/* ---- shapes and scratch ------------------------------------------------------------------------------------ */
+
+static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
+
+static int takes(ConvShape s, int n, int h, int w, ConvPass pass) {
+    /* the weight gradient gathers 16 channels with 32-bit offsets of up to 15 planes of n * h * w floats */
+    if (n < 1 || (long long)n * h * w * 16 > INT32_MAX) return 0;
+    const int out_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cin : s.cout;
+    const int in_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cout : s.cin;
+    return s.k == 3 && s.stride == 1 && s.pad == 1 && out_channels % 8 == 0 && in_channels % 8 == 0 &&
+           (pass != CONV_PASS_WEIGHT_GRADIENT || s.cout % 16 == 0) && out_channels <= MAX_CHANNELS &&
+           in_channels <= MAX_CHANNELS && (w == 8 || w == 16 || w == 32) && h >= 2 && h % 2 == 0 &&
+           (h * w / 4) % 16 == 0;
+}
+
+/* The transformed kernels (forward, input gradient), then the weight gradient's partial sums: one set
+ * per group of chunks, at most DW_GROUPS. */
+static size_t scratch_floats(ConvShape s) { return (size_t)XI * s.cin * s.cout * (1 + DW_GROUPS) + 16; }
+
+/* ---- the transformed kernels ---------------------------------------------------------------------------- */
+
+/* u [XI][cin][cout] = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], for the 3x3 kernel g of
+ * (ci, co): weight [co][ci] (forward), or weight [ci][co] turned 180 degrees (input gradient, where ci and
+ * co are the gradient's: weight is [cin][cout][3][3] in its terms). VW output channels a vector. */
+static void transform_kernels(float *u, const float *weight, int cin, int cout, int input_gradient) {
+    const size_t stride_co = input_gradient ? 9 : (size_t)cin * 9, stride_ci = input_gradient ? (size_t)cout * 9 : 9;
+    const vec half = VEC_SET1(0.5f);
+    #pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < cin; ci++)
+        for (int co0 = 0; co0 < cout; co0 += VW) {
+            const int lanes = cout - co0 < VW ? cout - co0 : VW;
+            float taps[9][VW] __attribute__((aligned(64)));
+            for (int tap = 0; tap < 9; tap++)
+                for (int l = 0; l < VW; l++)
+                    taps[tap][l] = l < lanes ? weight[(size_t)(co0 + l) * stride_co + (size_t)ci * stride_ci +
+                                                      (input_gradient ? 8 - tap : tap)]
+                                             : 0.0f;
+            vec g[3][3];
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) g[a][b] = VEC_LOAD(taps[a * 3 + b]);
+            vec gg[4][3];   /* G g */
+            for (int b = 0; b < 3; b++) {
+                gg[0][b] = g[0][b];
+                gg[1][b] = VEC_MUL(half, VEC_ADD(VEC_ADD(g[0][b], g[1][b]), g[2][b]));
+                gg[2][b] = VEC_MUL(half, VEC_ADD(VEC_SUB(g[0][b], g[1][b]), g[2][b]));
+                gg[3][b] = g[2][b];
+            }
+            for (int a = 0; a < 4; a++) {
+                const vec row[4] = {gg[a][0], VEC_MUL(half, VEC_ADD(VEC_ADD(gg[a][0], gg[a][1]), gg[a][2])),
+                                    VEC_MUL(half, VEC_ADD(VEC_SUB(gg[a][0], gg[a][1]), gg[a][2])), gg[a][2]};
+                for (int b = 0; b < 4; b++) {
+                    float *dst = u + ((size_t)(a * 4 + b) * cin + ci) * cout + co0;
+                    if (lanes == VW) {
+                        VEC_STOREU(dst, row[b]);
+                    } else {
+                        float lane[VW] __attribute__((aligned(64)));
+                        VEC_STORE(lane, row[b]);
+                        memcpy(dst, lane, sizeof(float) * lanes);
+                    }
+                }
+            }
+        }
 }
 
 /* ---- blocks ------------------------------------------------------------------------------------------------ */
@@ -294,9 +532,9 @@ static void place_of(Place *p, long first, long vectors, int per_block, int vect
     p->nv = vectors - first < per_block ? (int)(vectors - first) : per_block;
     if (p->nv < 0) p->nv = 0;
     for (int j = 0; j < p->nv; j++) {
-        const long vec = first + j, image = vec / vectors_per_image;
+        const long vector = first + j, image = vector / vectors_per_image;
         p->image_at[j] = (size_t)image * h * w;
-        p->ti0[j] = (int)(vec - image * vectors_per_image) * 16 / (w / 2);
+        p->ti0[j] = (int)(vector - image * vectors_per_image) * 16 / (w / 2);
     }
 }
 
@@ -418,68 +656,32 @@ static void input_gradient(float *dx, const float *addend, const float *dy, cons
  * summed by one thread in chunk order into its own partial dU, and the groups are added in group order:
  * the sums do not depend on the thread count. */
 
-#define CHUNK 16   /* tiles of a weight-gradient chunk: one tile vector */
-
 /* D [XI][CHUNK][cout] for one tile vector: dy rows from the vector's first output row (dy_rows, channel
- * 0), 16 output channels a gather. */
+ * 0), VW output channels a gather. */
 static ALWAYS_INLINE void output_gradient_transform(float *d, const float *dy_rows, size_t plane, int cout, int w) {
-    const int tw = w / 2;
-    const __m512i channel_offsets = lane_multiples((int)plane);
-    const __m512 zero = _mm512_setzero_ps();
-    for (int co0 = 0; co0 < cout; co0 += 16) {
+    const ivec channel_offsets = lane_multiples((int)plane);
+    const vec zero = VEC_ZERO();
+    for (int co0 = 0; co0 < cout; co0 += VW) {
         const float *base = dy_rows + (size_t)co0 * plane;
         for (int l = 0; l < 16; l++) {
-            const float *p = base + (size_t)(2 * (l / tw)) * w + 2 * (l % tw);
-            const __m512 y00 = _mm512_i32gather_ps(channel_offsets, p, 4);
-            const __m512 y01 = _mm512_i32gather_ps(channel_offsets, p + 1, 4);
-            const __m512 y10 = _mm512_i32gather_ps(channel_offsets, p + w, 4);
-            const __m512 y11 = _mm512_i32gather_ps(channel_offsets, p + w + 1, 4);
+            const float *p = base + tile_offset(l, w);
+            const vec y00 = VEC_GATHER(channel_offsets, p);
+            const vec y01 = VEC_GATHER(channel_offsets, p + 1);
+            const vec y10 = VEC_GATHER(channel_offsets, p + w);
+            const vec y11 = VEC_GATHER(channel_offsets, p + w + 1);
             /* A dY A^T, A = [1 0; 1 1; 1 -1; 0 -1] */
-            const __m512 r[2][4] = {
-                {y00, _mm512_add_ps(y00, y01), _mm512_sub_ps(y00, y01), _mm512_sub_ps(zero, y01)},
-                {y10, _mm512_add_ps(y10, y11), _mm512_sub_ps(y10, y11), _mm512_sub_ps(zero, y11)}};
+            const vec r[2][4] = {
+                {y00, VEC_ADD(y00, y01), VEC_SUB(y00, y01), VEC_SUB(zero, y01)},
+                {y10, VEC_ADD(y10, y11), VEC_SUB(y10, y11), VEC_SUB(zero, y11)}};
             float *out = d + (size_t)l * cout + co0;
             const size_t xi_stride = (size_t)CHUNK * cout;
             for (int j = 0; j < 4; j++) {
-                _mm512_storeu_ps(out + (size_t)(0 + j) * xi_stride, r[0][j]);
-                _mm512_storeu_ps(out + (size_t)(4 + j) * xi_stride, _mm512_add_ps(r[0][j], r[1][j]));
-                _mm512_storeu_ps(out + (size_t)(8 + j) * xi_stride, _mm512_sub_ps(r[0][j], r[1][j]));
-                _mm512_storeu_ps(out + (size_t)(12 + j) * xi_stride, _mm512_sub_ps(zero, r[1][j]));
+                VEC_STOREU(out + (size_t)(0 + j) * xi_stride, r[0][j]);
+                VEC_STOREU(out + (size_t)(4 + j) * xi_stride, VEC_ADD(r[0][j], r[1][j]));
+                VEC_STOREU(out + (size_t)(8 + j) * xi_stride, VEC_SUB(r[0][j], r[1][j]));
+                VEC_STOREU(out + (size_t)(12 + j) * xi_stride, VEC_SUB(zero, r[1][j]));
             }
         }
-    }
-}
-
-/* partial [cin][cout] += v [cin][CHUNK] (broadcast) x d [CHUNK][cout] for one transform point: rb input
- * channels x cv vectors of output channels at a time. */
-static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, int rb,
-                                        int cv) {
-    for (int ci0 = 0; ci0 < cin; ci0 += rb)
-        for (int co0 = 0; co0 < cout; co0 += 16 * cv) {
-            __m512 acc[16][2];
-            for (int r = 0; r < rb; r++)
-                for (int c = 0; c < cv; c++) acc[r][c] = _mm512_loadu_ps(partial + (size_t)(ci0 + r) * cout + co0 + 16 * c);
-            const float *vr = v + (size_t)ci0 * CHUNK;
-            for (int t = 0; t < CHUNK; t++) {
-                __m512 dv[2];
-                for (int c = 0; c < cv; c++) dv[c] = _mm512_loadu_ps(d + (size_t)t * cout + co0 + 16 * c);
-                for (int r = 0; r < rb; r++) {
-                    const __m512 b = _mm512_set1_ps(vr[(size_t)r * CHUNK + t]);
-                    for (int c = 0; c < cv; c++) acc[r][c] = _mm512_fmadd_ps(b, dv[c], acc[r][c]);
-                }
-            }
-            for (int r = 0; r < rb; r++)
-                for (int c = 0; c < cv; c++) _mm512_storeu_ps(partial + (size_t)(ci0 + r) * cout + co0 + 16 * c, acc[r][c]);
-        }
-}
-
-static void chunk_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout) {
-    for (int xi = 0; xi < XI; xi++) {
-        float *px = partial + (size_t)xi * cin * cout;
-        const float *vx = v + (size_t)xi * cin * CHUNK, *dxi = d + (size_t)xi * CHUNK * cout;
-        if (cout % 32 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 8, 2);
-        else if (cin % 16 == 0) point_gemm_dw(px, vx, dxi, cin, cout, 16, 1);
-        else point_gemm_dw(px, vx, dxi, cin, cout, 8, 1);
     }
 }
 
@@ -508,34 +710,34 @@ static void chunk_transforms(const GradientJob *job, float *v, float *d, size_t 
     }
 }
 
-/* dweight [cout][cin][3][3] += G^T (the groups' dU summed in order) G, 16 output channels a vector. */
+/* dweight [cout][cin][3][3] += G^T (the groups' dU summed in order) G, VW output channels a vector. */
 static void finish_weight_gradient(float *dweight, const float *partials, int groups, int cin, int cout) {
-    const __m512 half = _mm512_set1_ps(0.5f);
+    const vec half = VEC_SET1(0.5f);
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < cin; ci++)
-        for (int co0 = 0; co0 < cout; co0 += 16) {
-            __m512 du[4][4];
+        for (int co0 = 0; co0 < cout; co0 += VW) {
+            vec du[4][4];
             for (int xi = 0; xi < XI; xi++) {
-                __m512 sum = _mm512_loadu_ps(partials + ((size_t)xi * cin + ci) * cout + co0);
+                vec sum = VEC_LOADU(partials + ((size_t)xi * cin + ci) * cout + co0);
                 for (int g = 1; g < groups; g++)
-                    sum = _mm512_add_ps(sum, _mm512_loadu_ps(partials + (((size_t)g * XI + xi) * cin + ci) * cout + co0));
+                    sum = VEC_ADD(sum, VEC_LOADU(partials + (((size_t)g * XI + xi) * cin + ci) * cout + co0));
                 du[xi / 4][xi % 4] = sum;
             }
-            __m512 gt[3][4];   /* G^T dU, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
+            vec gt[3][4];   /* G^T dU, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
             for (int j = 0; j < 4; j++) {
-                gt[0][j] = _mm512_add_ps(du[0][j], _mm512_mul_ps(half, _mm512_add_ps(du[1][j], du[2][j])));
-                gt[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(du[1][j], du[2][j]));
-                gt[2][j] = _mm512_add_ps(_mm512_mul_ps(half, _mm512_add_ps(du[1][j], du[2][j])), du[3][j]);
+                gt[0][j] = VEC_ADD(du[0][j], VEC_MUL(half, VEC_ADD(du[1][j], du[2][j])));
+                gt[1][j] = VEC_MUL(half, VEC_SUB(du[1][j], du[2][j]));
+                gt[2][j] = VEC_ADD(VEC_MUL(half, VEC_ADD(du[1][j], du[2][j])), du[3][j]);
             }
-            float g9[9][16];
+            float g9[9][VW];
             for (int a = 0; a < 3; a++) {
-                _mm512_storeu_ps(g9[a * 3 + 0],
-                                 _mm512_add_ps(gt[a][0], _mm512_mul_ps(half, _mm512_add_ps(gt[a][1], gt[a][2]))));
-                _mm512_storeu_ps(g9[a * 3 + 1], _mm512_mul_ps(half, _mm512_sub_ps(gt[a][1], gt[a][2])));
-                _mm512_storeu_ps(g9[a * 3 + 2],
-                                 _mm512_add_ps(_mm512_mul_ps(half, _mm512_add_ps(gt[a][1], gt[a][2])), gt[a][3]));
+                VEC_STOREU(g9[a * 3 + 0],
+                                 VEC_ADD(gt[a][0], VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2]))));
+                VEC_STOREU(g9[a * 3 + 1], VEC_MUL(half, VEC_SUB(gt[a][1], gt[a][2])));
+                VEC_STOREU(g9[a * 3 + 2],
+                                 VEC_ADD(VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2])), gt[a][3]));
             }
-            for (int l = 0; l < 16; l++) {
+            for (int l = 0; l < VW; l++) {
                 float *dst = dweight + ((size_t)(co0 + l) * cin + ci) * 9;
                 for (int tap = 0; tap < 9; tap++) dst[tap] += g9[tap][l];
             }
@@ -588,4 +790,4 @@ static void backward(float *dx, const float *addend, float *dweight, const float
     finish_weight_gradient(dweight, partials, groups, s.cin, s.cout);
 }
 
-const ConvWinogradKernels conv_winograd_avx512 = {takes, scratch_floats, forward, input_gradient, backward};
+const ConvWinogradKernels WINOGRAD_TABLE = {takes, scratch_floats, forward, input_gradient, backward};

@@ -1319,7 +1319,7 @@ START_TEST(isa_dispatch) {
 }
 END_TEST
 
-/* Winograd F(2x2, 3x3) on the avx512 path (registered where the CPU runs it): the forward (bias or none)
+/* Winograd F(2x2, 3x3) on path isas[_i] (registered for the SIMD paths the CPU runs): the forward (bias or none)
  * and the input gradient against the double loops on every width it takes (32, 16 and 8: one, two and
  * four tile rows a vector), heights from 2, channel counts off a power of two, and batches that leave
  * the last block of tile vectors one or two short; the weight gradient too where the output channels
@@ -1333,8 +1333,8 @@ static int has_isa(const char *isa) {
 }
 
 START_TEST(ref_conv_winograd) {
-    ck_assert_int_eq(conv_select_isa("avx512"), 0);
-    ck_assert_ptr_nonnull(conv_winograd_name());
+    const char *isa = use_isa(_i);
+    ck_assert_msg(conv_winograd_name() != NULL, "%s has no Winograd kernels", isa);
     TRng rng = {403};
     static const int cases[][5] = {   /* cin, cout, n, h, w */
         {8, 8, 1, 2, 32},    {16, 8, 2, 6, 32},   {8, 16, 3, 4, 16},  {24, 16, 5, 12, 16}, {16, 24, 1, 8, 8},
@@ -1354,8 +1354,8 @@ START_TEST(ref_conv_winograd) {
         double *ry = dalloc(ny), *rdx = dalloc(nx), *rdw = dalloc(nw), *rdb = dalloc(s.cout);
         const float *b = with_bias ? bias : NULL;
         char what[160];
-        snprintf(what, sizeof what, "winograd case %zu: cin=%d cout=%d n=%d h=%d w=%d bias=%d", t, s.cin, s.cout, n, h,
-                 w, with_bias);
+        snprintf(what, sizeof what, "%s winograd case %zu: cin=%d cout=%d n=%d h=%d w=%d bias=%d", isa, t, s.cin, s.cout,
+                 n, h, w, with_bias);
         conv_forward(y, x, wt, b, n, h, w, s, scr);
         conv_backward(dx, dw, NULL, dy, x, wt, n, h, w, s, scr);
         check_canary(y, ny, what);
@@ -1391,10 +1391,50 @@ START_TEST(ref_conv_winograd) {
         rn_free(y_direct); rn_free(dx_direct); rn_free(dw_direct); rn_free(ry); rn_free(rdx); rn_free(rdw);
         rn_free(rdb);
     }
-    /* only avx512 runs it */
+    /* every SIMD path has it, the generic path not */
     for (int i = 0; i < n_isas; i++) {
         ck_assert_int_eq(conv_select_isa(isas[i]), 0);
-        if (strcmp(isas[i], "avx512") != 0) ck_assert_ptr_null(conv_winograd_name());
+        ck_assert_msg((conv_winograd_name() != NULL) == (strcmp(isas[i], "generic") != 0), "%s: Winograd %s",
+                      isas[i], conv_winograd_name() ? "on" : "off");
+    }
+}
+END_TEST
+
+/* The AVX-512 and AVX2 Winograd kernels do the same operations in the same order on every output, input
+ * and weight gradient (only the lanes the tiles sit in differ): bit for bit the same y, dx and dW. So a job
+ * over nodes of both kinds gets the same Winograd sums. Registered where the CPU runs both. */
+START_TEST(winograd_paths_agree) {
+    TRng rng = {409};
+    static const int cases[][5] = {{16, 16, 3, 32, 32}, {32, 32, 5, 16, 16}, {64, 64, 7, 8, 8}, {24, 40, 2, 6, 32}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int *q = cases[t];
+        const ConvShape s = {q[0], q[1], 3, 1, 1};
+        const int n = q[2], h = q[3], w = q[4];
+        const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * 9, ny = (size_t)s.cout * n * h * w;
+        const size_t nscr = conv_scratch_floats(s, n, h, w);
+        float *x = rand_array(nx, -1, 1, &rng), *wt = rand_array(nw, -0.5, 0.5, &rng), *bias = rand_array(s.cout, -1, 1, &rng);
+        float *dy = rand_array(ny, -1, 1, &rng), *scr = falloc(nscr);
+        float *y[2], *dx[2], *dw[2];
+        const char *paths[2] = {"avx512", "avx2"};
+        for (int p = 0; p < 2; p++) {
+            ck_assert_int_eq(conv_select_isa(paths[p]), 0);
+            ck_assert_ptr_nonnull(conv_winograd_name());
+            y[p] = falloc(ny);
+            dx[p] = falloc(nx);
+            dw[p] = falloc(nw);
+            conv_forward(y[p], x, wt, bias, n, h, w, s, scr);
+            conv_backward(dx[p], dw[p], NULL, dy, x, wt, n, h, w, s, scr);
+        }
+        ck_assert_msg(memcmp(y[0], y[1], sizeof(float) * ny) == 0, "case %zu: the forwards differ", t);
+        ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * nx) == 0, "case %zu: the input gradients differ", t);
+        if (s.cout % 16 == 0)   /* else the direct kernels take dW, and theirs differ by path */
+            ck_assert_msg(memcmp(dw[0], dw[1], sizeof(float) * nw) == 0, "case %zu: the weight gradients differ", t);
+        for (int p = 0; p < 2; p++) {
+            rn_free(y[p]);
+            rn_free(dx[p]);
+            rn_free(dw[p]);
+        }
+        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(scr);
     }
 }
 END_TEST
@@ -1444,7 +1484,8 @@ Suite *test_suite(void) {
     tcase_add_loop_test(ref, ref_conv_random, 0, n_isas);
     tcase_add_loop_test(ref, ref_conv_resnet_shapes, 0, n_isas);
     tcase_add_loop_test(ref, ref_conv_accumulate, 0, n_isas);
-    if (has_isa("avx512")) tcase_add_test(ref, ref_conv_winograd);
+    tcase_add_loop_test(ref, ref_conv_winograd, 0, n_direct);
+    if (has_isa("avx512") && has_isa("avx2")) tcase_add_test(ref, winograd_paths_agree);
     tcase_add_test(ref, ref_batchnorm);
     tcase_add_test(ref, ref_batchnorm_fixed_and_running);
     tcase_add_test(ref, syncbn_two_ranks);

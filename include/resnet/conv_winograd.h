@@ -37,6 +37,6 @@ typedef struct {
 } ConvWinogradKernels;
 
 /* Only x86-64 builds have it (meson.build builds the object there alone). */
-extern const ConvWinogradKernels conv_winograd_avx512;
+extern const ConvWinogradKernels conv_winograd_avx512, conv_winograd_avx2;
 
 #endif
