@@ -146,6 +146,7 @@ static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const fl
             for (int r = 0; r < rb; r++)
                 for (int c = 0; c < cv; c++) acc[r][c] = VEC_LOADU(partial + (size_t)(ci0 + r) * cout + co0 + VW * c);
             const float *vr = v + (size_t)ci0 * CHUNK;
+            #pragma GCC unroll 16   /* lane_of_tile then folds into the addresses */
             for (int i = 0; i < CHUNK; i++) {
                 const int t = lane_of_tile(i);   /* the tiles in row-major order, whatever their lanes */
                 vec dv[2];
