@@ -445,7 +445,7 @@ static void chunk_gemm_dw(float *partial, const float *v, const float *d, int ci
 static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
 
 static int takes(ConvShape s, int n, int h, int w, ConvPass pass) {
-    /* the weight gradient gathers 16 channels with 32-bit offsets of up to 15 planes of n * h * w floats */
+    /* the weight gradient gathers VW channels with 32-bit offsets of up to VW - 1 (<= 15) planes of n * h * w floats */
     if (n < 1 || (long long)n * h * w * 16 > INT32_MAX) return 0;
     const int out_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cin : s.cout;
     const int in_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cout : s.cin;

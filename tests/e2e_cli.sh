@@ -98,10 +98,10 @@ for isa in avx512 avx2; do
   RESNET_ISA=$isa expect 2 "$BIN" "${BENCH1[@]}"
   grep -q "RESNET_ISA=$isa: this CPU lacks" "$TMP/err" || fail "RESNET_ISA=$isa: $(cat "$TMP/err")"
 done
-# Winograd F(2x2,3x3) on the avx512 path alone, unless RESNET_WINOGRAD=0; any value but 0 and 1 refused
+# Winograd F(2x2,3x3) on the SIMD paths (not generic), unless RESNET_WINOGRAD=0; any value but 0 and 1 refused
 for isa in "${runs[@]}"; do
   RESNET_ISA=$isa expect 0 "$BIN" "${BENCH1[@]}"
-  want=0; [ "$isa" = avx512 ] && want=1
+  want=1; [ "$isa" = generic ] && want=0
   [ "$(header_winograd)" = "$want" ] || fail "RESNET_ISA=$isa: Winograd named $(header_winograd) times, want $want"
   RESNET_ISA=$isa RESNET_WINOGRAD=0 expect 0 "$BIN" "${BENCH1[@]}"
   [ "$(header_winograd)" = 0 ] && [ "$(header_path)" = "$isa" ] || fail "RESNET_WINOGRAD=0 on $isa: $(head -1 "$TMP/out")"

@@ -45,9 +45,9 @@ const char *compute_kernel_name(void);
  * it the first convolution takes the fastest. 0, or -1 with rn_error when this build has no such path or
  * the CPU lacks the instructions it needs (the path stays as it was). */
 int conv_select_isa(const char *isa);
-/* Winograd F(2x2, 3x3) for the 3x3 stride-1 forward, input and weight gradient on the avx512 path (conv_winograd.h),
- * on (1, the default) or off (0: the direct kernels there too, whose sums are the plain ones); returns the
- * setting it replaces. The scratch conv_scratch_floats sizes serves either. */
+/* Winograd F(2x2, 3x3) for the 3x3 stride-1 forward, input and weight gradient on the avx512 and avx2 paths
+ * (conv_winograd.h), on (1, the default) or off (0: the direct kernels there too, whose sums are the plain
+ * ones); returns the setting it replaces. The scratch conv_scratch_floats sizes serves either. */
 int conv_use_winograd(int on);
 /* "F(2x2,3x3)" when the path in use runs Winograd convolutions, else NULL. */
 const char *conv_winograd_name(void);

@@ -1,8 +1,10 @@
 /* Winograd F(2x2, 3x3) for 3x3 / stride 1 / pad 1 convolutions, internal to conv.c: the forward, the
  * input gradient (a 3x3 convolution of the output gradient with the kernels turned 180 degrees and the
- * channel roles swapped) and the weight gradient. src/conv_winograd.c is built with the AVX-512 flags only
- * (meson.build); conv.c calls it on the avx512 kernel path, for the shapes and passes its takes accepts,
- * unless conv_use_winograd(0) turned it off.
+ * channel roles swapped) and the weight gradient. src/conv_winograd.c is built once with the AVX-512 flags
+ * and once with AVX2 + FMA (meson.build), as conv_direct.c; conv.c calls the one of the kernel path in use
+ * (none on the generic path), for the shapes and passes its takes accepts, unless conv_use_winograd(0)
+ * turned it off. Both do the same operations in the same order on every output, so they give the same
+ * bits.
  *
  * Each 2x2 output tile is A^T [ (G g G^T) . (B^T d B) ] A over its 4x4 input patch d: 16 products per
  * input and output channel instead of 36, so the channel sums (a GEMM per transform point) do 2.25x fewer
@@ -36,7 +38,7 @@ typedef struct {
                      const float *weight, int n, int h, int w, ConvShape s, float *scratch);
 } ConvWinogradKernels;
 
-/* Only x86-64 builds have it (meson.build builds the object there alone). */
+/* Only x86-64 builds have them (meson.build builds the objects there alone). */
 extern const ConvWinogradKernels conv_winograd_avx512, conv_winograd_avx2;
 
 #endif

@@ -22,7 +22,7 @@
  *                             2, one line), never tried: for running every path a machine has in the tests
  *                             (tests/test_layers.c switches in-process, e2e_cli.sh through the variable)
  *                             and for comparing paths on one node
- *   RESNET_WINOGRAD=0|1       on the avx512 path, the 3x3 stride-1 convolutions (forward, input and weight
+ *   RESNET_WINOGRAD=0|1       on the avx512 and avx2 paths, the 3x3 stride-1 convolutions (forward, input and weight
  *                             gradient) through Winograd F(2x2, 3x3) (1, the default) or the direct kernels
  *                             (0: their plain sums, for comparing the two); anything else is refused (exit
  *                             2, one line)
