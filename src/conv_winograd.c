@@ -112,6 +112,45 @@ static inline ivec lane_multiples(int stride) {
     return IVEC_LOADU(offsets);
 }
 
+/* The transforms' arithmetic, whatever the lanes hold. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] along
+ * a patch row d0..d3 ... */
+static ALWAYS_INLINE void b_transform_row(vec t[4], vec d0, vec d1, vec d2, vec d3) {
+    t[0] = VEC_SUB(d0, d2);
+    t[1] = VEC_ADD(d1, d2);
+    t[2] = VEC_SUB(d2, d1);
+    t[3] = VEC_SUB(d1, d3);
+}
+
+/* ... then down the columns of the four rows t: v[xi * xi_stride] = (B^T d B)[xi] (v aligned). */
+static ALWAYS_INLINE void store_b_transform_columns(float *v, size_t xi_stride, vec t[4][4]) {
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        VEC_STORE(v + (size_t)(0 + j) * xi_stride, VEC_SUB(t[0][j], t[2][j]));
+        VEC_STORE(v + (size_t)(4 + j) * xi_stride, VEC_ADD(t[1][j], t[2][j]));
+        VEC_STORE(v + (size_t)(8 + j) * xi_stride, VEC_SUB(t[2][j], t[1][j]));
+        VEC_STORE(v + (size_t)(12 + j) * xi_stride, VEC_SUB(t[1][j], t[3][j]));
+    }
+}
+
+/* A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], of M at m[xi * xi_stride] (aligned): o[a][b] is output row a,
+ * column b of every lane's tile. */
+static ALWAYS_INLINE void a_transform(vec o[2][2], const float *m, size_t xi_stride) {
+    vec s[4][2];
+    #pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const vec m0 = VEC_LOAD(m + (size_t)(4 * i + 0) * xi_stride);
+        const vec m1 = VEC_LOAD(m + (size_t)(4 * i + 1) * xi_stride);
+        const vec m2 = VEC_LOAD(m + (size_t)(4 * i + 2) * xi_stride);
+        const vec m3 = VEC_LOAD(m + (size_t)(4 * i + 3) * xi_stride);
+        s[i][0] = VEC_ADD(VEC_ADD(m0, m1), m2);
+        s[i][1] = VEC_SUB(VEC_SUB(m1, m2), m3);
+    }
+    for (int b = 0; b < 2; b++) {
+        o[0][b] = VEC_ADD(VEC_ADD(s[0][b], s[1][b]), s[2][b]);
+        o[1][b] = VEC_SUB(VEC_SUB(s[1][b], s[2][b]), s[3][b]);
+    }
+}
+
 /* m [cout][tb] = u [cin][cout] x v [cin][tb] over the first cols tiles, for one transform point: kb
  * output channels (broadcast weights) x nvec vectors of tiles at a time. */
 static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, int cin, int cout, int cols, int kb,
@@ -228,7 +267,7 @@ static ALWAYS_INLINE void store_segments(float *img, int w, int y0, __m512 lo, _
 }
 
 /* v[xi * xi_stride] = (B^T d B)[xi] for the tile vector whose first tile row is ti0, of one channel's
- * image img; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+ * image img. */
 static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const float *img, int h, int w, int ti0,
                                           const Lanes *g) {
     __m512 t[4][4];
@@ -240,43 +279,22 @@ static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const floa
         const __m512 d1 = _mm512_permutex2var_ps(lo, g->column[1], hi);
         const __m512 d2 = _mm512_permutex2var_ps(lo, g->column[2], hi);
         const __m512 d3 = _mm512_maskz_permutex2var_ps(g->inside_last, lo, g->column[3], hi);
-        t[r][0] = _mm512_sub_ps(d0, d2);
-        t[r][1] = _mm512_add_ps(d1, d2);
-        t[r][2] = _mm512_sub_ps(d2, d1);
-        t[r][3] = _mm512_sub_ps(d1, d3);
+        b_transform_row(t[r], d0, d1, d2, d3);
     }
-    #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        _mm512_store_ps(v + (size_t)(0 + j) * xi_stride, _mm512_sub_ps(t[0][j], t[2][j]));
-        _mm512_store_ps(v + (size_t)(4 + j) * xi_stride, _mm512_add_ps(t[1][j], t[2][j]));
-        _mm512_store_ps(v + (size_t)(8 + j) * xi_stride, _mm512_sub_ps(t[2][j], t[1][j]));
-        _mm512_store_ps(v + (size_t)(12 + j) * xi_stride, _mm512_sub_ps(t[1][j], t[3][j]));
-    }
+    store_b_transform_columns(v, xi_stride, t);
 }
 
 /* One channel's 2x2 tiles of a tile vector: A^T M A + bias (+ addend: the sum rounded as a separate add
- * after the convolution would round it), A^T = [1 1 1 0; 0 1 -1 -1]; m[xi * xi_stride] holds M[xi]. */
+ * after the convolution would round it); m[xi * xi_stride] holds M[xi]. */
 static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, const float *m, size_t xi_stride,
                                            int h, int w, int ti0, float bias, const Lanes *g) {
-    __m512 s[4][2];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        const __m512 m0 = _mm512_load_ps(m + (size_t)(4 * i + 0) * xi_stride);
-        const __m512 m1 = _mm512_load_ps(m + (size_t)(4 * i + 1) * xi_stride);
-        const __m512 m2 = _mm512_load_ps(m + (size_t)(4 * i + 2) * xi_stride);
-        const __m512 m3 = _mm512_load_ps(m + (size_t)(4 * i + 3) * xi_stride);
-        s[i][0] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        s[i][1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-    }
+    __m512 o[2][2];
+    a_transform(o, m, xi_stride);
     const __m512 bias_v = _mm512_set1_ps(bias);
     #pragma GCC unroll 2
     for (int a = 0; a < 2; a++) {
-        const __m512 o0 = a == 0 ? _mm512_add_ps(_mm512_add_ps(s[0][0], s[1][0]), s[2][0])
-                                 : _mm512_sub_ps(_mm512_sub_ps(s[1][0], s[2][0]), s[3][0]);
-        const __m512 o1 = a == 0 ? _mm512_add_ps(_mm512_add_ps(s[0][1], s[1][1]), s[2][1])
-                                 : _mm512_sub_ps(_mm512_sub_ps(s[1][1], s[2][1]), s[3][1]);
-        __m512 lo = _mm512_add_ps(_mm512_permutex2var_ps(o0, g->out_low, o1), bias_v);
-        __m512 hi = _mm512_add_ps(_mm512_permutex2var_ps(o0, g->out_high, o1), bias_v);
+        __m512 lo = _mm512_add_ps(_mm512_permutex2var_ps(o[a][0], g->out_low, o[a][1]), bias_v);
+        __m512 hi = _mm512_add_ps(_mm512_permutex2var_ps(o[a][0], g->out_high, o[a][1]), bias_v);
         if (addend_img) {
             __m512 add_lo, add_hi;
             load_segments(&add_lo, &add_hi, addend_img, h, w, 2 * ti0 + a);   /* rows inside the image */
@@ -366,19 +384,9 @@ static ALWAYS_INLINE void input_transform(float *v, size_t xi_stride, const floa
             const __m256 d1 = _mm256_shuffle_ps(a_left, b_left, 0xDD);
             const __m256 d2 = _mm256_shuffle_ps(a_right, b_right, 0x88);
             const __m256 d3 = _mm256_shuffle_ps(a_right, b_right, 0xDD);
-            t[r][0] = _mm256_sub_ps(d0, d2);
-            t[r][1] = _mm256_add_ps(d1, d2);
-            t[r][2] = _mm256_sub_ps(d2, d1);
-            t[r][3] = _mm256_sub_ps(d1, d3);
+            b_transform_row(t[r], d0, d1, d2, d3);
         }
-        float *vh = v + 8 * hf;
-        #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            _mm256_store_ps(vh + (size_t)(0 + j) * xi_stride, _mm256_sub_ps(t[0][j], t[2][j]));
-            _mm256_store_ps(vh + (size_t)(4 + j) * xi_stride, _mm256_add_ps(t[1][j], t[2][j]));
-            _mm256_store_ps(vh + (size_t)(8 + j) * xi_stride, _mm256_sub_ps(t[2][j], t[1][j]));
-            _mm256_store_ps(vh + (size_t)(12 + j) * xi_stride, _mm256_sub_ps(t[1][j], t[3][j]));
-        }
+        store_b_transform_columns(v + 8 * hf, xi_stride, t);
     }
 }
 
@@ -390,25 +398,12 @@ static ALWAYS_INLINE void output_transform(float *img, const float *addend_img, 
     const __m256 bias_v = _mm256_set1_ps(bias);
     #pragma GCC unroll 2
     for (int hf = 0; hf < 2; hf++) {
-        const float *mh = m + 8 * hf;
-        __m256 s[4][2];
-        #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-            const __m256 m0 = _mm256_load_ps(mh + (size_t)(4 * i + 0) * xi_stride);
-            const __m256 m1 = _mm256_load_ps(mh + (size_t)(4 * i + 1) * xi_stride);
-            const __m256 m2 = _mm256_load_ps(mh + (size_t)(4 * i + 2) * xi_stride);
-            const __m256 m3 = _mm256_load_ps(mh + (size_t)(4 * i + 3) * xi_stride);
-            s[i][0] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-            s[i][1] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
-        }
+        __m256 o[2][2];
+        a_transform(o, m + 8 * hf, xi_stride);
         #pragma GCC unroll 2
         for (int a = 0; a < 2; a++) {
-            const __m256 o0 = a == 0 ? _mm256_add_ps(_mm256_add_ps(s[0][0], s[1][0]), s[2][0])
-                                     : _mm256_sub_ps(_mm256_sub_ps(s[1][0], s[2][0]), s[3][0]);
-            const __m256 o1 = a == 0 ? _mm256_add_ps(_mm256_add_ps(s[0][1], s[1][1]), s[2][1])
-                                     : _mm256_sub_ps(_mm256_sub_ps(s[1][1], s[2][1]), s[3][1]);
-            __m256 seg[2] = {_mm256_add_ps(_mm256_unpacklo_ps(o0, o1), bias_v),
-                             _mm256_add_ps(_mm256_unpackhi_ps(o0, o1), bias_v)};
+            __m256 seg[2] = {_mm256_add_ps(_mm256_unpacklo_ps(o[a][0], o[a][1]), bias_v),
+                             _mm256_add_ps(_mm256_unpackhi_ps(o[a][0], o[a][1]), bias_v)};
             #pragma GCC unroll 2
             for (int e = 0; e < 2; e++) {
                 const int k = 2 * hf + e;
