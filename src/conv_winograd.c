@@ -40,8 +40,8 @@ static ALWAYS_INLINE const float *row_or_zero(const float *img, int h, int w, in
  *   Lanes, lanes_init      what its gathers need, built once a call
  *   input_transform        V of one channel's tile vector
  *   output_transform       one channel's outputs of a tile vector from M
- *   tile_offset            where tile l of a tile vector starts (the weight gradient's gather), in the
- *                          lane order input_transform gives V
+ *   lane_of_tile           the lane input_transform gives the tile vector's i-th tile (row-major)
+ *   output_gradient_transform   the weight gradient's D of a tile vector, tiles in that lane order
  *   block_gemm, chunk_gemm_dw   the GEMMs with the register tiles that fit its registers
  * The flags checked here are the ones conv.c asks the CPU for before it calls the object. */
 #if defined(CONV_WINOGRAD_AVX512)
@@ -51,7 +51,6 @@ static ALWAYS_INLINE const float *row_or_zero(const float *img, int h, int w, in
 #define WINOGRAD_TABLE conv_winograd_avx512
 #define VW 16
 typedef __m512 vec;
-typedef __m512i ivec;
 #define VEC_ZERO() _mm512_setzero_ps()
 #define VEC_SET1(f) _mm512_set1_ps(f)
 #define VEC_ADD(a, b) _mm512_add_ps(a, b)
@@ -62,8 +61,6 @@ typedef __m512i ivec;
 #define VEC_LOADU(p) _mm512_loadu_ps(p)
 #define VEC_STORE(p, v) _mm512_store_ps(p, v)   /* aligned */
 #define VEC_STOREU(p, v) _mm512_storeu_ps(p, v)
-#define VEC_GATHER(offsets, p) _mm512_i32gather_ps(offsets, p, 4)
-#define IVEC_LOADU(p) _mm512_loadu_si512(p)
 /* the lane of a tile vector's i-th tile in row-major order (see the AVX2 layer below) */
 static ALWAYS_INLINE int lane_of_tile(int i) { return i; }
 #elif defined(CONV_WINOGRAD_AVX2)
@@ -73,7 +70,6 @@ static ALWAYS_INLINE int lane_of_tile(int i) { return i; }
 #define WINOGRAD_TABLE conv_winograd_avx2
 #define VW 8
 typedef __m256 vec;
-typedef __m256i ivec;
 #define VEC_ZERO() _mm256_setzero_ps()
 #define VEC_SET1(f) _mm256_set1_ps(f)
 #define VEC_ADD(a, b) _mm256_add_ps(a, b)
@@ -84,8 +80,6 @@ typedef __m256i ivec;
 #define VEC_LOADU(p) _mm256_loadu_ps(p)
 #define VEC_STORE(p, v) _mm256_store_ps(p, v)
 #define VEC_STOREU(p, v) _mm256_storeu_ps(p, v)
-#define VEC_GATHER(offsets, p) _mm256_i32gather_ps(p, offsets, 4)
-#define IVEC_LOADU(p) _mm256_loadu_si256((const __m256i *)(p))
 /* The i-th tile in row-major order is tile i % 4 of segment i / 4 whatever w is (see the AVX2 layer). The
  * weight gradient sums a chunk's tiles in this order, so its sums are the AVX-512 kernels' bit for bit. */
 static ALWAYS_INLINE int lane_of_tile(int i) {
@@ -104,13 +98,6 @@ static ALWAYS_INLINE int lane_of_tile(int i) {
 /* Layers with at most this many channels in and out go in blocks of one tile vector: 16 -> 16 forward
  * 1.68 -> 1.42 ms (AVX-512, 1 thread, batch 64); 32 -> 32 was slower so (1.40 against 1.26 ms). */
 #define SMALL_BLOCK_CHANNELS 32
-
-/* 0, stride, 2 * stride, ...: 32-bit gather offsets of VW lanes */
-static inline ivec lane_multiples(int stride) {
-    int offsets[VW];
-    for (int l = 0; l < VW; l++) offsets[l] = l * stride;
-    return IVEC_LOADU(offsets);
-}
 
 /* The transforms' arithmetic, whatever the lanes hold. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] along
  * a patch row d0..d3 ... */
@@ -198,6 +185,22 @@ static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const fl
             for (int r = 0; r < rb; r++)
                 for (int c = 0; c < cv; c++) VEC_STOREU(partial + (size_t)(ci0 + r) * cout + co0 + VW * c, acc[r][c]);
         }
+}
+
+/* The weight gradient's transformed output gradient: A dY A^T, A = [1 0; 1 1; 1 -1; 0 -1], of one tile's
+ * 2x2 output gradient (y01: row 0, column 1; each a vector of output channels), stored at
+ * out[xi * xi_stride]. */
+static ALWAYS_INLINE void store_output_gradient_tile(float *out, size_t xi_stride, vec y00, vec y01, vec y10,
+                                                     vec y11) {
+    const vec zero = VEC_ZERO();
+    const vec r[2][4] = {{y00, VEC_ADD(y00, y01), VEC_SUB(y00, y01), VEC_SUB(zero, y01)},
+                         {y10, VEC_ADD(y10, y11), VEC_SUB(y10, y11), VEC_SUB(zero, y11)}};
+    for (int j = 0; j < 4; j++) {
+        VEC_STOREU(out + (size_t)(0 + j) * xi_stride, r[0][j]);
+        VEC_STOREU(out + (size_t)(4 + j) * xi_stride, VEC_ADD(r[0][j], r[1][j]));
+        VEC_STOREU(out + (size_t)(8 + j) * xi_stride, VEC_SUB(r[0][j], r[1][j]));
+        VEC_STOREU(out + (size_t)(12 + j) * xi_stride, VEC_SUB(zero, r[1][j]));
+    }
 }
 
 #if VW == 16
@@ -329,6 +332,24 @@ static void chunk_gemm_dw(float *partial, const float *v, const float *d, int ci
     }
 }
 
+/* D [XI][CHUNK][cout] for one tile vector: dy rows from the vector's first output row (dy_rows, channel
+ * 0), 16 output channels a gather. */
+static ALWAYS_INLINE void output_gradient_transform(float *d, const float *dy_rows, size_t plane, int cout, int w) {
+    const __m512i channel_offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)plane));
+    for (int co0 = 0; co0 < cout; co0 += 16) {
+        const float *base = dy_rows + (size_t)co0 * plane;
+        for (int l = 0; l < 16; l++) {
+            const float *p = base + tile_offset(l, w);
+            store_output_gradient_tile(d + (size_t)l * cout + co0, (size_t)CHUNK * cout,
+                                       _mm512_i32gather_ps(channel_offsets, p, 4),
+                                       _mm512_i32gather_ps(channel_offsets, p + 1, 4),
+                                       _mm512_i32gather_ps(channel_offsets, p + w, 4),
+                                       _mm512_i32gather_ps(channel_offsets, p + w + 1, 4));
+        }
+    }
+}
+
 #else
 /* ---- AVX2: a tile vector is two ymm, 8 tiles each -----------------------------------------------------
  * AVX2 has no two-source permute, so the tiles take the order that unaligned loads and one in-lane shuffle
@@ -353,10 +374,6 @@ static void lanes_init(Lanes *g, int w) {
 static ALWAYS_INLINE int segment_row(int k, int w) { return 2 * (8 * k / w); }
 static ALWAYS_INLINE int segment_column(int k, int w) { return 8 * k % w; }
 
-static inline int tile_offset(int l, int w) {
-    const int lane = l % 8, k = 2 * (l / 8) + ((lane >> 1) & 1), t = (lane & 1) + 2 * (lane >> 2);
-    return segment_row(k, w) * w + segment_column(k, w) + 2 * t;
-}
 
 /* segment k of the input rows from y0, shifted one float left (shift -1) or right (+1) */
 static ALWAYS_INLINE __m256 load_shifted(const float *img, int h, int w, int y0, int k, int shift, const Lanes *g) {
@@ -365,6 +382,51 @@ static ALWAYS_INLINE __m256 load_shifted(const float *img, int h, int w, int y0,
     if (shift < 0 && column == 0) return _mm256_maskload_ps(p, g->skip_first);   /* column -1 */
     if (shift > 0 && column + 8 == w) return _mm256_maskload_ps(p, g->skip_last);   /* column w */
     return _mm256_loadu_ps(p);
+}
+
+/* r[i] lane j -> r[j] lane i */
+static ALWAYS_INLINE void transpose8(__m256 r[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* D [XI][CHUNK][cout] for one tile vector: dy rows from the vector's first output row (dy_rows, channel
+ * 0). Each segment's two output rows of 8 channels, loaded whole and transposed, give its 4 tiles with
+ * the channels in the lanes. No vgatherdps: AMD's Zen 3 runs a ymm gather as about 39 micro-ops where
+ * Intel's cores run 5 (public instruction tables); on this project's Xeon the two ways run the step at the
+ * same speed (whole-process time 0.99x of the gathers', 10 alternating pairs). */
+static ALWAYS_INLINE void output_gradient_transform(float *d, const float *dy_rows, size_t plane, int cout, int w) {
+    for (int co0 = 0; co0 < cout; co0 += 8) {
+        const float *base = dy_rows + (size_t)co0 * plane;
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const float *segment = base + (size_t)segment_row(k, w) * w + segment_column(k, w);
+            __m256 top[8], bottom[8];   /* then [column][channel] */
+            for (int c = 0; c < 8; c++) {
+                top[c] = _mm256_loadu_ps(segment + c * plane);
+                bottom[c] = _mm256_loadu_ps(segment + c * plane + w);
+            }
+            transpose8(top);
+            transpose8(bottom);
+            for (int t = 0; t < 4; t++)
+                store_output_gradient_tile(d + (size_t)lane_of_tile(4 * k + t) * cout + co0, (size_t)CHUNK * cout,
+                                           top[2 * t], top[2 * t + 1], bottom[2 * t], bottom[2 * t + 1]);
+        }
+    }
 }
 
 /* As the AVX-512 input_transform: v[xi * xi_stride] = (B^T d B)[xi], half hf at v + 8 hf. */
@@ -651,35 +713,6 @@ static void input_gradient(float *dx, const float *addend, const float *dy, cons
  * stays in its lane and none is reduced across lanes. The chunks form at most DW_GROUPS groups, each
  * summed by one thread in chunk order into its own partial dU, and the groups are added in group order:
  * the sums do not depend on the thread count. */
-
-/* D [XI][CHUNK][cout] for one tile vector: dy rows from the vector's first output row (dy_rows, channel
- * 0), VW output channels a gather. */
-static ALWAYS_INLINE void output_gradient_transform(float *d, const float *dy_rows, size_t plane, int cout, int w) {
-    const ivec channel_offsets = lane_multiples((int)plane);
-    const vec zero = VEC_ZERO();
-    for (int co0 = 0; co0 < cout; co0 += VW) {
-        const float *base = dy_rows + (size_t)co0 * plane;
-        for (int l = 0; l < 16; l++) {
-            const float *p = base + tile_offset(l, w);
-            const vec y00 = VEC_GATHER(channel_offsets, p);
-            const vec y01 = VEC_GATHER(channel_offsets, p + 1);
-            const vec y10 = VEC_GATHER(channel_offsets, p + w);
-            const vec y11 = VEC_GATHER(channel_offsets, p + w + 1);
-            /* A dY A^T, A = [1 0; 1 1; 1 -1; 0 -1] */
-            const vec r[2][4] = {
-                {y00, VEC_ADD(y00, y01), VEC_SUB(y00, y01), VEC_SUB(zero, y01)},
-                {y10, VEC_ADD(y10, y11), VEC_SUB(y10, y11), VEC_SUB(zero, y11)}};
-            float *out = d + (size_t)l * cout + co0;
-            const size_t xi_stride = (size_t)CHUNK * cout;
-            for (int j = 0; j < 4; j++) {
-                VEC_STOREU(out + (size_t)(0 + j) * xi_stride, r[0][j]);
-                VEC_STOREU(out + (size_t)(4 + j) * xi_stride, VEC_ADD(r[0][j], r[1][j]));
-                VEC_STOREU(out + (size_t)(8 + j) * xi_stride, VEC_SUB(r[0][j], r[1][j]));
-                VEC_STOREU(out + (size_t)(12 + j) * xi_stride, VEC_SUB(zero, r[1][j]));
-            }
-        }
-    }
-}
 
 typedef struct {
     const float *dy, *x;
