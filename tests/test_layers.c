@@ -1319,6 +1319,13 @@ START_TEST(isa_dispatch) {
 }
 END_TEST
 
+/* 1 when this CPU runs kernel path isa */
+static int has_isa(const char *isa) {
+    for (int i = 0; i < n_isas; i++)
+        if (strcmp(isas[i], isa) == 0) return 1;
+    return 0;
+}
+
 /* Winograd F(2x2, 3x3) on path isas[_i] (registered for the SIMD paths the CPU runs): the forward (bias or none)
  * and the input gradient against the double loops on every width it takes (32, 16 and 8: one, two and
  * four tile rows a vector), heights from 2, channel counts off a power of two, and batches that leave
@@ -1326,12 +1333,6 @@ END_TEST
  * are a multiple of 16 (else the direct kernels', bit for bit), over one chunk of tiles or several. The same
  * calls with conv_use_winograd(0) must give other bits (the direct sums), or the Winograd path did not
  * run; the two agree within REF_TOL. */
-static int has_isa(const char *isa) {
-    for (int i = 0; i < n_isas; i++)
-        if (strcmp(isas[i], isa) == 0) return 1;
-    return 0;
-}
-
 START_TEST(ref_conv_winograd) {
     const char *isa = use_isa(_i);
     ck_assert_msg(conv_winograd_name() != NULL, "%s has no Winograd kernels", isa);
@@ -1411,19 +1412,22 @@ START_TEST(winograd_paths_agree) {
         const ConvShape s = {q[0], q[1], 3, 1, 1};
         const int n = q[2], h = q[3], w = q[4];
         const size_t nx = (size_t)s.cin * n * h * w, nw = (size_t)s.cout * s.cin * 9, ny = (size_t)s.cout * n * h * w;
-        const size_t nscr = conv_scratch_floats(s, n, h, w);
         float *x = rand_array(nx, -1, 1, &rng), *wt = rand_array(nw, -0.5, 0.5, &rng), *bias = rand_array(s.cout, -1, 1, &rng);
-        float *dy = rand_array(ny, -1, 1, &rng), *scr = falloc(nscr);
+        float *dy = rand_array(ny, -1, 1, &rng);
         float *y[2], *dx[2], *dw[2];
         const char *paths[2] = {"avx512", "avx2"};
         for (int p = 0; p < 2; p++) {
             ck_assert_int_eq(conv_select_isa(paths[p]), 0);
             ck_assert_ptr_nonnull(conv_winograd_name());
+            const size_t nscr = conv_scratch_floats(s, n, h, w);   /* the path's own: sized after choosing it */
+            float *scr = falloc(nscr);
             y[p] = falloc(ny);
             dx[p] = falloc(nx);
             dw[p] = falloc(nw);
             conv_forward(y[p], x, wt, bias, n, h, w, s, scr);
             conv_backward(dx[p], dw[p], NULL, dy, x, wt, n, h, w, s, scr);
+            check_canary(scr, nscr, paths[p]);
+            rn_free(scr);
         }
         ck_assert_msg(memcmp(y[0], y[1], sizeof(float) * ny) == 0, "case %zu: the forwards differ", t);
         ck_assert_msg(memcmp(dx[0], dx[1], sizeof(float) * nx) == 0, "case %zu: the input gradients differ", t);
@@ -1434,7 +1438,7 @@ START_TEST(winograd_paths_agree) {
             rn_free(dx[p]);
             rn_free(dw[p]);
         }
-        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy); rn_free(scr);
+        rn_free(x); rn_free(wt); rn_free(bias); rn_free(dy);
     }
 }
 END_TEST
