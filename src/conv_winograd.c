@@ -160,10 +160,10 @@ static ALWAYS_INLINE void point_gemm(float *m, const float *v, const float *u, i
         }
 }
 
-/* partial [cin][cout] += v [cin][CHUNK] (broadcast) x d [CHUNK][cout] for one transform point of the
- * weight gradient: rb input channels x cv vectors of output channels at a time. */
 #define CHUNK 16   /* tiles of a weight-gradient chunk: one tile vector */
 
+/* partial [cin][cout] += v [cin][CHUNK] (broadcast) x d [CHUNK][cout] for one transform point of the
+ * weight gradient: rb input channels x cv vectors of output channels at a time. */
 static ALWAYS_INLINE void point_gemm_dw(float *partial, const float *v, const float *d, int cin, int cout, int rb,
                                         int cv) {
     for (int ci0 = 0; ci0 < cin; ci0 += rb)
@@ -370,10 +370,9 @@ static void lanes_init(Lanes *g, int w) {
     g->skip_last = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
 }
 
-/* segment k of the rows from y0: its first float's offset from row y0's */
+/* where segment k of the rows from y0 starts: rows below y0, and column */
 static ALWAYS_INLINE int segment_row(int k, int w) { return 2 * (8 * k / w); }
 static ALWAYS_INLINE int segment_column(int k, int w) { return 8 * k % w; }
-
 
 /* segment k of the input rows from y0, shifted one float left (shift -1) or right (+1) */
 static ALWAYS_INLINE __m256 load_shifted(const float *img, int h, int w, int y0, int k, int shift, const Lanes *g) {
@@ -502,7 +501,8 @@ static void chunk_gemm_dw(float *partial, const float *v, const float *d, int ci
 static size_t round_up(size_t a, size_t b) { return (a + b - 1) / b * b; }
 
 static int takes(ConvShape s, int n, int h, int w, ConvPass pass) {
-    /* the weight gradient gathers VW channels with 32-bit offsets of up to VW - 1 (<= 15) planes of n * h * w floats */
+    /* the AVX-512 weight gradient gathers 16 channels with 32-bit offsets of up to 15 planes of n * h * w
+     * floats (the AVX2 one loads them; one bound serves both builds) */
     if (n < 1 || (long long)n * h * w * 16 > INT32_MAX) return 0;
     const int out_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cin : s.cout;
     const int in_channels = pass == CONV_PASS_INPUT_GRADIENT ? s.cout : s.cin;
@@ -760,11 +760,9 @@ static void finish_weight_gradient(float *dweight, const float *partials, int gr
             }
             float g9[9][VW];
             for (int a = 0; a < 3; a++) {
-                VEC_STOREU(g9[a * 3 + 0],
-                                 VEC_ADD(gt[a][0], VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2]))));
+                VEC_STOREU(g9[a * 3 + 0], VEC_ADD(gt[a][0], VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2]))));
                 VEC_STOREU(g9[a * 3 + 1], VEC_MUL(half, VEC_SUB(gt[a][1], gt[a][2])));
-                VEC_STOREU(g9[a * 3 + 2],
-                                 VEC_ADD(VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2])), gt[a][3]));
+                VEC_STOREU(g9[a * 3 + 2], VEC_ADD(VEC_MUL(half, VEC_ADD(gt[a][1], gt[a][2])), gt[a][3]));
             }
             for (int l = 0; l < VW; l++) {
                 float *dst = dweight + ((size_t)(co0 + l) * cin + ci) * 9;
