@@ -946,8 +946,9 @@ END_TEST
 START_TEST(damaged_global_heap_refused) {
     const char *data = getenv("RESNET_TEST_DATA");
     ck_assert_ptr_nonnull(data);
-    static const char *const inputs[] = {"h5hg-endless-loop-v1.h5", "h5hg-wild-memcpy-v1.h5", "h5hg-read-segv-v1.h5"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const inputs[] = {"h5hg-endless-loop-v1.h5", "h5hg-wild-memcpy-v1.h5", "h5hg-read-segv-v1.h5",
+                                         "h5hg-damaged-heap-v1.h5"};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/../fuzz/hdf5-crashes/%s", data, inputs[i]);
         Settings back;
