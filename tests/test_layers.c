@@ -1462,6 +1462,24 @@ START_TEST(peak_follows_kernels) {
 }
 END_TEST
 
+/* The peak's rounds: the first never counts (it starts the threads and wakes the vector units), and the
+ * best counts once a second round lies within PEAK_AGREE of it. */
+START_TEST(peak_settles_on_two_rounds) {
+    double best = -1;
+    const double warm_up_fast[] = {500, 300, 296};        /* round 0 above the rest is not the peak */
+    ck_assert_int_eq(peak_settled(warm_up_fast, 2, &best), 0);
+    ck_assert_int_eq(peak_settled(warm_up_fast, 3, &best), 1);
+    ck_assert_double_eq(best, 300);
+    const double disturbed[] = {233, 329, 250, 301, 330};   /* 250 and 301: rounds another process slowed */
+    for (int n = 1; n <= 4; n++) ck_assert_int_eq(peak_settled(disturbed, n, &best), 0);
+    ck_assert_int_eq(peak_settled(disturbed, 5, &best), 1);
+    ck_assert_double_eq(best, 330);
+    const double apart[] = {200, 300, 293};                 /* 2.3% apart: not yet */
+    ck_assert_int_eq(peak_settled(apart, 3, &best), 0);
+    ck_assert_double_eq(best, 300);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- suite */
 
 Suite *test_suite(void) {
@@ -1508,6 +1526,7 @@ Suite *test_suite(void) {
     tcase_add_checked_fixture(isa, NULL, restore_isa);
     tcase_add_test(isa, isa_dispatch);
     tcase_add_test(isa, peak_follows_kernels);
+    tcase_add_test(isa, peak_settles_on_two_rounds);
     suite_add_tcase(s, isa);
     return s;
 }
