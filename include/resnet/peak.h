@@ -4,10 +4,10 @@
 #define RESNET_PEAK_H
 
 /* GFLOP/s of `threads` OpenMP threads running the loop at once (the best of short rounds, as peak_settled
- * decides: ~0.1 s in all, at most 16 rounds), with the vectors of the convolution kernels in use: kernels is their path ("avx512", "avx2":
- * conv_direct_isa), so that RESNET_ISA=avx2 is measured against the AVX2 peak, which on cores with two
- * 512-bit FMA ports (Intel Xeons) is half the AVX-512 one; NULL or another name (no direct kernels):
- * the widest vectors the CPU has, down to scalar FMA. */
+ * decides: ~0.1 s in all, at most 16 rounds), with the vectors of the convolution kernels in use: kernels
+ * is their path ("avx512", "avx2": conv_direct_isa), so that RESNET_ISA=avx2 is measured against the AVX2
+ * peak, which on cores with two 512-bit FMA ports (Intel Xeons) is half the AVX-512 one; NULL or another
+ * name (no direct kernels): the widest vectors the CPU has, down to scalar FMA. */
 double peak_fma_gflops(int threads, const char *kernels);
 /* Two rounds within this share of each other's rate are the peak. */
 #define PEAK_AGREE 0.02
